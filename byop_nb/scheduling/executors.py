@@ -1,0 +1,129 @@
+"""Executors: the sequential one, fresh copies of known ones, and killing process workers.
+
+The scheduler replaces its executor in two situations: a new run after the last
+one shut the executor down, and a process pool broken by a worker that died.
+Both use [`fresh_like`][byop_nb.scheduling.executors.fresh_like], which knows how to make a new executor with
+the same settings for the executor types shipped with Python and dask.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+__all__ = ["SequentialExecutor", "fresh_like", "kill_workers", "worker_processes", "describe_deaths"]
+
+
+class SequentialExecutor(Executor):
+    """Runs each call in the calling thread at `submit`, returning a finished Future.
+
+    Useful for debugging: breakpoints and prints work as in plain Python.
+    """
+
+    def __init__(self) -> None:
+        self._shutdown = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as e:
+            future.set_exception(e)
+        else:
+            future.set_result(result)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._shutdown = True
+
+
+def fresh_like(executor: Executor) -> Executor | None:
+    """A new executor with the same settings as `executor`, or None for unknown types."""
+    if isinstance(executor, ProcessPoolExecutor):
+        return ProcessPoolExecutor(
+            max_workers=executor._max_workers,  # type: ignore[attr-defined]
+            mp_context=executor._mp_context,  # type: ignore[attr-defined]
+            initializer=executor._initializer,  # type: ignore[attr-defined]
+            initargs=executor._initargs,  # type: ignore[attr-defined]
+            max_tasks_per_child=executor._max_tasks_per_child,  # type: ignore[attr-defined]
+        )
+    if isinstance(executor, ThreadPoolExecutor):
+        return ThreadPoolExecutor(
+            max_workers=executor._max_workers,  # type: ignore[attr-defined]
+            thread_name_prefix=executor._thread_name_prefix,  # type: ignore[attr-defined]
+            initializer=executor._initializer,  # type: ignore[attr-defined]
+            initargs=executor._initargs,  # type: ignore[attr-defined]
+        )
+    if isinstance(executor, SequentialExecutor):
+        return SequentialExecutor()
+    if type(executor).__module__ == "distributed.cfexecutor":
+        client = executor._client  # type: ignore[attr-defined]
+        if client.status in ("closed", "closing"):
+            return None
+        return client.get_executor(**executor._kwargs)  # type: ignore[attr-defined, no-any-return]
+    return None
+
+
+def is_shut_down(executor: Executor) -> bool:
+    """Whether `executor` refuses new work (best effort, for the known executor types)."""
+    return bool(getattr(executor, "_shutdown_thread", False) or getattr(executor, "_shutdown", False))
+
+
+def worker_processes(executor: Executor) -> list[Any]:
+    """The live `multiprocessing.Process` objects of a ProcessPoolExecutor (else empty)."""
+    processes = getattr(executor, "_processes", None) if isinstance(executor, ProcessPoolExecutor) else None
+    return list(processes.values()) if processes else []
+
+
+def kill_workers(executor: Executor, processes: list[Any] | None = None) -> None:
+    """Kill a process pool's workers and everything they started, then reap them.
+
+    Used by `stop(wait=False)`: the calls running there are abandoned, and no
+    process (nor a pynisher child of one) is left behind.
+    """
+    import psutil
+
+    processes = worker_processes(executor) if processes is None else processes
+    family: list[psutil.Process] = []
+    for p in processes:
+        try:
+            proc = psutil.Process(p.pid)
+            family.extend(proc.children(recursive=True))
+            family.append(proc)
+        except (psutil.NoSuchProcess, TypeError, ValueError):
+            continue
+    for proc in family:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    executor.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        p.join(timeout=5)
+    psutil.wait_procs(family, timeout=5)
+
+
+def describe_deaths(processes: list[Any]) -> str:
+    """Say how the processes in `processes` that died on their own ended."""
+    reasons = []
+    for p in processes:
+        code = p.exitcode
+        if code is None or code == -signal.SIGTERM:  # alive, or terminated by the pool itself
+            continue
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            extra = " (possibly the out-of-memory killer)" if -code == signal.SIGKILL else ""
+            reasons.append(f"worker process {p.pid} was killed by {name}{extra}")
+        else:
+            reasons.append(f"worker process {p.pid} exited with code {code} (os._exit or sys.exit in the worker)")
+    if not reasons:
+        return "a worker process died abruptly"
+    return "; ".join(reasons)

@@ -1,0 +1,717 @@
+"""The Scheduler: runs an asyncio loop around any `concurrent.futures.Executor`.
+
+Futures finish in executor threads; their completion is handed to the
+scheduler's event loop with `call_soon_threadsafe`, where the events of the
+call are emitted. Everything a user callback does therefore happens in one
+thread, in a deterministic order per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Callable, Coroutine, Generator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from byop_nb.events import Event, EventManager, Subscriber
+from byop_nb.scheduling import executors as _executors
+from byop_nb.scheduling import worker as _worker
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from byop_nb.notebook import Dashboard
+    from byop_nb.scheduling.task import Task
+
+__all__ = ["Scheduler", "ExitCode", "RunHandle"]
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class ExitCode(enum.Enum):
+    """Why a run ended."""
+
+    EXHAUSTED = "exhausted"
+    """Nothing was left to run (`end_on_empty=True`)."""
+    STOPPED = "stopped"
+    """`stop()` was called, or a callback raised."""
+    TIMEOUT = "timeout"
+    """The run's `timeout` passed."""
+    UNKNOWN = "unknown"
+    """The run ended for another reason (it was cancelled)."""
+
+
+class _State(enum.Enum):
+    IDLE = "idle"
+    RUNNING = "running"
+    FINISHING = "finishing"
+    FINISHED = "finished"
+
+
+def _check_run_options(timeout: float | None, end_on_empty: bool, wait: bool) -> None:
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout= must be a number of seconds or None, got {timeout!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout= must be positive seconds or None, got {timeout!r}")
+    for option, value in (("end_on_empty", end_on_empty), ("wait", wait)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{option}= must be True or False, got {value!r}")
+
+
+def _needs_by_value(function: Callable[..., Any]) -> bool:
+    """Whether plain pickle (by reference) would fail to find `function` in a worker process."""
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", "")
+    return module in (None, "__main__") or "<locals>" in qualname or "<lambda>" in qualname
+
+
+class RunHandle:
+    """The background run started by [`Scheduler.start`][byop_nb.scheduling.Scheduler.start].
+
+    Awaitable (`await handle` gives the ExitCode); `done()` tells whether the
+    run ended; `result()` gives its ExitCode or raises the error that ended it.
+    """
+
+    def __init__(self, task: asyncio.Task[ExitCode], scheduler: Scheduler) -> None:
+        self._task = task
+        self.scheduler = scheduler
+
+    def done(self) -> bool:
+        """Whether the run has ended."""
+        return self._task.done()
+
+    def result(self) -> ExitCode:
+        """The run's ExitCode; raises the callback error that ended it.
+
+        Raises:
+            RuntimeError: the run has not ended yet (use `await handle`, or `scheduler.stop()`).
+        """
+        if not self._task.done():
+            raise RuntimeError(
+                "the run is still going; `await` the handle in a cell, or call scheduler.stop() first"
+            )
+        return self._task.result()
+
+    def __await__(self) -> Generator[Any, None, ExitCode]:
+        return self._task.__await__()
+
+    def __repr__(self) -> str:
+        if not self._task.done():
+            return "RunHandle(running)"
+        if self._task.cancelled():
+            return "RunHandle(cancelled)"
+        error = self._task.exception()
+        return f"RunHandle(error={error!r})" if error else f"RunHandle({self._task.result()})"
+
+
+class Scheduler:
+    """Runs functions on an executor and emits events as they start and end.
+
+    Args:
+        executor: any `concurrent.futures.Executor`.
+        terminate: how running work is ended by a `wait=False` stop: True kills
+            process-pool workers and their children at once (other executors are
+            shut down with their queued work cancelled); False only shuts down;
+            a callable is called with the executor instead.
+        event_manager: the EventManager for the scheduler's events (a new one by default).
+
+    Example:
+        ```python
+        from byop_nb.scheduling import Scheduler
+
+        scheduler = Scheduler.with_threads(2)
+
+        @scheduler.on_start
+        def hello() -> None:
+            print("hello")
+
+        scheduler.run()     # prints hello, returns ExitCode.EXHAUSTED
+        ```
+
+    The executor is shut down when a run ends. A following run makes a fresh
+    executor with the same settings (process and thread pools, the sequential
+    executor and dask client executors are known; for other executors, make a
+    new Scheduler).
+    """
+
+    STARTED: Event[[]] = Event("scheduler-started")
+    """The scheduler is running and accepts work: `on_start`."""
+    FINISHING: Event[[]] = Event("scheduler-finishing")
+    """The run is ending; running work is waited for (or cancelled): `on_finishing`."""
+    FINISHED: Event[[]] = Event("scheduler-finished")
+    """The run has ended; the last event of a run: `on_finished`."""
+    STOP: Event[[]] = Event("scheduler-stop")
+    """`stop()` was called during the run: `on_stop`."""
+    TIMEOUT: Event[[]] = Event("scheduler-timeout")
+    """The run's `timeout` passed: `on_timeout`."""
+    EMPTY: Event[[]] = Event("scheduler-empty")
+    """Nothing is running (only with `end_on_empty=False`): `on_empty`."""
+
+    ExitCode = ExitCode
+
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        terminate: bool | Callable[[Executor], Any] = True,
+        event_manager: EventManager | None = None,
+    ) -> None:
+        if not isinstance(executor, Executor) and not (
+            callable(getattr(executor, "submit", None)) and callable(getattr(executor, "shutdown", None))
+        ):
+            raise TypeError(
+                f"Scheduler needs a concurrent.futures.Executor (something with submit() and shutdown()), "
+                f"got {executor!r}. Try Scheduler.with_processes(2) or Scheduler.with_threads(2)."
+            )
+        if not isinstance(terminate, bool) and not callable(terminate):
+            raise TypeError(f"terminate= must be True, False or a callable taking the executor, got {terminate!r}")
+        self.executor: Executor = executor
+        self.terminate = terminate
+        self.event_manager = event_manager if event_manager is not None else EventManager(name="Scheduler")
+
+        self.on_start: Subscriber[[]] = self.event_manager.subscriber(self.STARTED)
+        self.on_finishing: Subscriber[[]] = self.event_manager.subscriber(self.FINISHING)
+        self.on_finished: Subscriber[[]] = self.event_manager.subscriber(self.FINISHED)
+        self.on_stop: Subscriber[[]] = self.event_manager.subscriber(self.STOP)
+        self.on_timeout: Subscriber[[]] = self.event_manager.subscriber(self.TIMEOUT)
+        self.on_empty: Subscriber[[]] = self.event_manager.subscriber(self.EMPTY)
+
+        self._tasks: dict[str, Task[Any, Any]] = {}
+        # future -> the Task it belongs to (None for plain submit()); insertion ordered.
+        self._queue: dict[Future[Any], Task[Any, Any] | None] = {}
+        self._state = _State.IDLE
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._stop_requested = False
+        self._wake: asyncio.Future[None] | None = None
+        self._empty_announced = False
+        self._error: BaseException | None = None
+        self._broken = False
+        self._processes: list[Any] = []  # snapshot of the process pool's workers, to explain a death
+        self._by_value: dict[Any, bytes] = {}
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.exit_code: ExitCode | None = None
+        self.last_error: BaseException | None = None
+        self._handle: RunHandle | None = None
+
+    # -- constructors ------------------------------------------------------
+    @classmethod
+    def with_processes(
+        cls,
+        max_workers: int | None = None,
+        *,
+        start_method: str | None = None,
+        terminate: bool | Callable[[Executor], Any] = True,
+    ) -> Scheduler:
+        """A Scheduler on a `ProcessPoolExecutor` with `max_workers` processes.
+
+        Args:
+            max_workers: number of worker processes (default: the number of CPUs).
+            start_method: "fork", "spawn" or "forkserver" (default: Python's default).
+
+        ```python
+        from byop_nb.scheduling import Scheduler
+        scheduler = Scheduler.with_processes(2)
+        ```
+        """
+        import multiprocessing
+
+        _check_workers(max_workers)
+        if start_method is not None and start_method not in multiprocessing.get_all_start_methods():
+            raise ValueError(
+                f"start_method={start_method!r} is not available here; "
+                f"accepted: {multiprocessing.get_all_start_methods()}"
+            )
+        context = multiprocessing.get_context(start_method) if start_method else None
+        return cls(ProcessPoolExecutor(max_workers=max_workers, mp_context=context), terminate=terminate)
+
+    @classmethod
+    def with_threads(cls, max_workers: int | None = None) -> Scheduler:
+        """A Scheduler on a `ThreadPoolExecutor` (threads cannot be killed: `wait=False` abandons them)."""
+        _check_workers(max_workers)
+        return cls(ThreadPoolExecutor(max_workers=max_workers))
+
+    @classmethod
+    def with_sequential(cls) -> Scheduler:
+        """A Scheduler that runs each call in the main thread when it is submitted (for debugging)."""
+        return cls(_executors.SequentialExecutor())
+
+    @classmethod
+    def with_dask(cls, client_or_cluster: Any, **executor_kwargs: Any) -> Scheduler:
+        """A Scheduler on a dask.distributed client (or cluster, whose client is used).
+
+        Works the same for `LocalCluster`, and for dask-jobqueue clusters
+        (`SLURMCluster`, `PBSCluster`, ...). The cluster stays yours to close.
+
+        ```python
+        from dask.distributed import LocalCluster
+        from byop_nb.scheduling import Scheduler
+
+        cluster = LocalCluster(n_workers=2, processes=False)
+        scheduler = Scheduler.with_dask(cluster)
+        ```
+        """
+        client = client_or_cluster
+        if not hasattr(client, "get_executor"):
+            raise TypeError(
+                f"with_dask needs a dask.distributed Client or a cluster, got {client_or_cluster!r}"
+            )
+        if not hasattr(client, "submit"):  # a cluster: use (or make) its client
+            client = client.get_client()
+        return cls(client.get_executor(**executor_kwargs))
+
+    # -- events and state --------------------------------------------------
+    @property
+    def counts(self) -> dict[Any, int]:
+        """Times each event was emitted: scheduler events by Event, task events by `(Event, task.name)`.
+
+        Only events emitted at least once appear.
+        """
+        counts: dict[Any, int] = dict(self.event_manager.counts)
+        for name, task in self._tasks.items():
+            for event, n in task.event_manager.counts.items():
+                counts[(event, name)] = n
+        return counts
+
+    def counts_df(self) -> pd.DataFrame:
+        """The event counts as a DataFrame with columns `source`, `event`, `count`."""
+        import pandas as pd
+
+        rows = [("scheduler", str(event), n) for event, n in self.event_manager.counts.items()]
+        for name, task in self._tasks.items():
+            rows.extend((name, str(event), n) for event, n in task.event_manager.counts.items())
+        df = pd.DataFrame(rows, columns=["source", "event", "count"])
+        return df.astype({"source": "string", "event": "string", "count": "int64"})
+
+    @property
+    def tasks(self) -> dict[str, Task[Any, Any]]:
+        """The tasks created on this scheduler, by name."""
+        return dict(self._tasks)
+
+    @property
+    def state(self) -> str:
+        """"idle", "running", "finishing" or "finished"."""
+        return self._state.value
+
+    def running(self) -> bool:
+        """Whether a run is going on (including its finishing phase)."""
+        return self._state in (_State.RUNNING, _State.FINISHING)
+
+    def empty(self) -> bool:
+        """Whether no submitted work is pending or running."""
+        return not self._queue
+
+    @property
+    def n_running(self) -> int:
+        """Number of submitted calls not yet processed."""
+        return len(self._queue)
+
+    def _register_task(self, task: Task[Any, Any]) -> None:
+        old = self._tasks.get(task.name)
+        if old is not None and old is not task:
+            warnings.warn(
+                f"A Task named {task.name!r} already exists on this scheduler; the new one replaces it "
+                "(its callbacks and counts no longer show in scheduler.counts). Pass name= to keep both.",
+                UserWarning,
+                stacklevel=3,
+            )
+        self._tasks[task.name] = task
+
+    # -- submitting --------------------------------------------------------
+    def submit(self, function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R] | None:
+        """Submit `function(*args, **kwargs)` to the executor; returns its Future.
+
+        Only while the scheduler runs (from a callback such as `on_start`, or
+        from another cell during `start()`). While the run is finishing, new
+        work is refused and None is returned.
+
+        Raises:
+            RuntimeError: the scheduler is not running.
+            TypeError: `function` is not callable.
+        """
+        if not callable(function):
+            raise TypeError(f"submit() needs a callable, got {function!r}")
+        return self._submit(function, None, args, kwargs, None)
+
+    def _payload(self, function: Callable[..., Any]) -> Callable[..., Any] | bytes:
+        """The function as shipped: by value for process pools when pickling by reference would fail."""
+        if not isinstance(self.executor, ProcessPoolExecutor) or not _needs_by_value(function):
+            return function
+        try:
+            return self._by_value[function]
+        except (KeyError, TypeError):
+            import cloudpickle
+
+            data = cloudpickle.dumps(function)
+            try:
+                self._by_value[function] = data
+            except TypeError:
+                pass
+            return data
+
+    def _submit(
+        self,
+        function: Callable[..., Any],
+        limits: _worker.Limits | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        task: Task[Any, Any] | None,
+    ) -> Future[Any] | None:
+        state = self._state
+        if state is not _State.RUNNING:
+            if state is _State.FINISHING:
+                logger.debug("run is finishing; refused a new call of %r", function)
+                return None
+            raise RuntimeError(
+                f"the scheduler is {state.value}, so nothing can be submitted now; submit from a callback "
+                "(e.g. @scheduler.on_start) or while scheduler.start() runs in the background"
+            )
+        if self._broken:
+            self._replace_executor("its worker process died")
+        payload = self._payload(function)
+        try:
+            future = self.executor.submit(_worker.call, payload, limits, args, kwargs)
+        except BrokenProcessPool:
+            self._replace_executor("its worker process died")
+            future = self.executor.submit(_worker.call, payload, limits, args, kwargs)
+        self._queue[future] = task
+        self._empty_announced = False
+        if isinstance(self.executor, ProcessPoolExecutor):
+            procs = self.executor._processes  # type: ignore[attr-defined]
+            if procs is not None and len(procs) != len(self._processes):
+                self._processes = list(procs.values())
+        future.add_done_callback(self._future_done_threadsafe)
+        return future
+
+    def _future_done_threadsafe(self, future: Future[Any]) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._process_future, future)
+        except RuntimeError:  # the loop closed: the run is over, nothing to report
+            pass
+
+    def _process_future(self, future: Future[Any]) -> None:
+        try:
+            task = self._queue.pop(future)
+        except KeyError:  # already settled, e.g. cancelled by a wait=False stop
+            return
+        try:
+            if not future.cancelled():
+                exception = future.exception()
+                if isinstance(exception, BrokenProcessPool):
+                    self._explain_broken(exception)
+            if task is not None:
+                task._process_future(future)
+        except BaseException as e:  # a user callback raised: end the run with it
+            self._fail(e)
+        if not self._queue or self._stop_requested:
+            self._wake_up()
+
+    def _explain_broken(self, exception: BrokenProcessPool) -> None:
+        self._broken = True
+        if getattr(exception, "_byop_nb_explained", False):
+            return
+        cause = _executors.describe_deaths(self._processes)
+        exception.args = (
+            f"{exception.args[0] if exception.args else 'The process pool broke.'} Cause: {cause}. "
+            "byop_nb replaces the process pool; later calls run on new workers.",
+        )
+        exception._byop_nb_explained = True  # type: ignore[attr-defined]
+
+    def _replace_executor(self, why: str) -> None:
+        old = self.executor
+        new = _executors.fresh_like(old)
+        if new is None:
+            raise RuntimeError(
+                f"the executor {old!r} cannot be used any more ({why}) and byop_nb does not know how to "
+                "make a new one of its kind; create a new Scheduler with a fresh executor"
+            )
+        logger.info("replacing executor %r (%s)", old, why)
+        processes = self._processes
+        self._processes = []
+        self._by_value.clear()
+        if isinstance(old, ProcessPoolExecutor) and processes:
+            _executors.kill_workers(old, processes)
+        else:
+            old.shutdown(wait=False, cancel_futures=True)
+        self.executor = new
+        self._broken = False
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        self.last_error = error
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    # -- running -----------------------------------------------------------
+    def stop(self, *args: Any, **kwargs: Any) -> None:
+        """Ask the running scheduler to stop; safe from callbacks, other cells and threads.
+
+        The run then emits STOP, FINISHING, waits for (or with `wait=False`
+        cancels) the running work, emits FINISHED and returns
+        `ExitCode.STOPPED`. Arguments are accepted and ignored, so `stop` can
+        be subscribed to any event directly. Does nothing when not running.
+        """
+        if not self.running() or self._stop_requested:
+            return
+        self._stop_requested = True
+        loop = self._loop
+        if loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._wake_up()
+        else:
+            try:
+                loop.call_soon_threadsafe(self._wake_up)
+            except RuntimeError:
+                pass
+
+    def run(self, *, timeout: float | None = None, end_on_empty: bool = True, wait: bool = True) -> ExitCode:
+        """Run until nothing is left to do, `stop()`, or `timeout`; blocks and returns the ExitCode.
+
+        Args:
+            timeout: seconds after which the run ends with `ExitCode.TIMEOUT`.
+            end_on_empty: end when no work is pending (`ExitCode.EXHAUSTED`);
+                with False the run emits EMPTY and keeps going until stopped or timed out.
+            wait: when the run ends, wait for running work to finish (True) or
+                cancel it and kill process workers at once (False).
+
+        Works in a plain script and in a Jupyter cell, whose event loop is
+        already running (the run then nests into that loop with nest-asyncio2;
+        the cell blocks until the run ends).
+
+        Raises:
+            RuntimeError: the scheduler is already running.
+            BaseException: whatever a callback raised during the run, after cleanup.
+        """
+        _check_run_options(timeout, end_on_empty, wait)
+        self._check_not_running("run()")
+        coroutine = self.async_run(timeout=timeout, end_on_empty=end_on_empty, wait=wait)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coroutine)
+        return _run_nested(loop, coroutine)
+
+    def start(self, *, timeout: float | None = None, end_on_empty: bool = True, wait: bool = True) -> RunHandle:
+        """Start the run in the background on the running event loop and return at once.
+
+        Meant for Jupyter: the cell finishes, the kernel stays responsive and
+        the run goes on while it is idle. Later cells can look at live results,
+        call `scheduler.stop()`, or `await` the returned
+        [`RunHandle`][byop_nb.scheduling.RunHandle].
+
+        Raises:
+            RuntimeError: no event loop is running (use `run()`, or `await async_run()`),
+                or the scheduler is already running.
+        """
+        _check_run_options(timeout, end_on_empty, wait)
+        self._check_not_running("start()")
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "start() runs the scheduler in the background of an already running event loop, as in "
+                "a Jupyter kernel, and there is none here. Use scheduler.run() to run and wait, or "
+                "`await scheduler.async_run()` inside async code."
+            ) from None
+        self._begin(loop)
+        task = loop.create_task(self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait))
+        handle = RunHandle(task, self)
+        self._handle = handle
+        return handle
+
+    def _check_not_running(self, what: str) -> None:
+        if self.running():
+            raise RuntimeError(
+                f"{what} was called while the scheduler is running; wait for the run to end "
+                "(or call scheduler.stop()) first"
+            )
+
+    async def async_run(
+        self, *, timeout: float | None = None, end_on_empty: bool = True, wait: bool = True
+    ) -> ExitCode:
+        """The coroutine behind `run()`; same arguments and result.
+
+        ```python
+        exit_code = await scheduler.async_run(timeout=10)
+        ```
+        """
+        _check_run_options(timeout, end_on_empty, wait)
+        self._check_not_running("async_run()")
+        self._begin(asyncio.get_running_loop())
+        return await self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait)
+
+    def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make the scheduler running on `loop`: work can be submitted from here on."""
+        if _executors.is_shut_down(self.executor):
+            self._replace_executor("it was shut down at the end of the previous run")
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._state = _State.RUNNING
+        self._stop_requested = False
+        self._error = None
+        self._empty_announced = False
+        self.started_at = time.time()
+        self.finished_at = None
+        self.exit_code = None
+
+    async def _run_begun(self, *, timeout: float | None, end_on_empty: bool, wait: bool) -> ExitCode:
+        loop = asyncio.get_running_loop()
+        exit_code = ExitCode.UNKNOWN
+        cancelled: BaseException | None = None
+        try:
+            self.event_manager.emit(self.STARTED)
+            exit_code = await self._until_end(loop, timeout, end_on_empty)
+        except asyncio.CancelledError as e:
+            cancelled = e
+            exit_code = ExitCode.UNKNOWN
+        except BaseException as e:
+            self._fail(e)
+            exit_code = ExitCode.STOPPED
+        await self._finish(exit_code, wait=wait and self._error is None and cancelled is None)
+        if self._error is not None:
+            raise self._error
+        if cancelled is not None:
+            raise cancelled
+        return exit_code
+
+    async def _until_end(self, loop: asyncio.AbstractEventLoop, timeout: float | None, end_on_empty: bool) -> ExitCode:
+        deadline = None if timeout is None else loop.time() + timeout
+        timer = None if deadline is None else loop.call_at(deadline, self._wake_up)
+        try:
+            while True:
+                if self._error is not None:
+                    return ExitCode.STOPPED
+                if self._stop_requested:
+                    self.event_manager.emit(self.STOP)
+                    return ExitCode.STOPPED
+                if deadline is not None and loop.time() >= deadline:
+                    self.event_manager.emit(self.TIMEOUT)
+                    return ExitCode.TIMEOUT
+                if not self._queue:
+                    if end_on_empty:
+                        return ExitCode.EXHAUSTED
+                    if not self._empty_announced:
+                        self._empty_announced = True
+                        self.event_manager.emit(self.EMPTY)
+                        continue
+                self._wake = loop.create_future()
+                await self._wake
+        finally:
+            self._wake = None
+            if timer is not None:
+                timer.cancel()
+
+    async def _finish(self, exit_code: ExitCode, *, wait: bool) -> None:
+        self._state = _State.FINISHING
+        loop = asyncio.get_running_loop()
+        try:
+            self.event_manager.emit(self.FINISHING)
+        except BaseException as e:
+            self._fail(e)
+            wait = False
+        if wait:
+            while self._queue and self._error is None:
+                self._wake = loop.create_future()
+                try:
+                    await self._wake
+                except asyncio.CancelledError:
+                    break
+                finally:
+                    self._wake = None
+        self._cancel_pending()
+        self._shutdown_executor(wait=wait and self._error is None)
+        self._state = _State.FINISHED
+        self.exit_code = exit_code
+        self.finished_at = time.time()
+        try:
+            self.event_manager.emit(self.FINISHED)
+        except BaseException as e:
+            self._fail(e)
+        self._loop = None
+        self._loop_thread = None
+
+    def _cancel_pending(self) -> None:
+        """Settle everything still queued as cancelled (a `wait=False` end, or an error)."""
+        pending = list(self._queue.items())
+        self._queue.clear()
+        for future, task in pending:
+            future.cancel()
+            if task is not None:
+                try:
+                    task._process_cancelled(future)
+                except BaseException as e:
+                    self._fail(e)
+        if pending:
+            self._terminate_workers()
+
+    def _terminate_workers(self) -> None:
+        executor = self.executor
+        if callable(self.terminate) and not isinstance(self.terminate, bool):
+            self.terminate(executor)
+        elif self.terminate and isinstance(executor, ProcessPoolExecutor):
+            _executors.kill_workers(executor, _executors.worker_processes(executor) or self._processes)
+        else:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def _shutdown_executor(self, *, wait: bool) -> None:
+        try:
+            self.executor.shutdown(wait=wait, cancel_futures=not wait)
+        except Exception:  # a dask client that is already closed, ...
+            logger.debug("executor shutdown failed", exc_info=True)
+        self._processes = []
+
+    # -- notebook ----------------------------------------------------------
+    def dashboard(self, *tasks: Task[Any, Any], **options: Any) -> Dashboard:
+        """A [`Dashboard`][byop_nb.notebook.Dashboard] for this scheduler (needs the `notebook` extra)."""
+        from byop_nb.notebook import Dashboard
+
+        return Dashboard(self, *tasks, **options)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{event}={n}" for event, n in self.event_manager.counts.items())
+        return (
+            f"Scheduler(state={self.state!r}, executor={type(self.executor).__name__}, "
+            f"tasks={list(self._tasks)}, running={len(self._queue)}, counts={{{counts}}})"
+        )
+
+    def _repr_html_(self) -> str:
+        from byop_nb.notebook import display
+
+        return display.scheduler_html(self)
+
+
+def _check_workers(max_workers: int | None) -> None:
+    if max_workers is None:
+        return
+    if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+        raise TypeError(f"max_workers must be a positive int or None, got {max_workers!r}")
+    if max_workers < 1:
+        raise ValueError(f"max_workers must be a positive int or None, got {max_workers!r}")
+
+
+def _run_nested(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, ExitCode]) -> ExitCode:
+    """Run `coroutine` to completion inside the already running `loop` (a Jupyter cell)."""
+    import nest_asyncio2
+
+    nest_asyncio2.apply(loop)
+    return loop.run_until_complete(coroutine)
