@@ -505,9 +505,8 @@ class Scheduler:
         _check_run_options(timeout, end_on_empty, wait)
         self._check_not_running("run()")
         coroutine = self.async_run(timeout=timeout, end_on_empty=end_on_empty, wait=wait)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = _running_loop()
+        if loop is None:  # outside the except block, so no worker inherits its exception context
             return asyncio.run(coroutine)
         return _run_nested(loop, coroutine)
 
@@ -525,14 +524,13 @@ class Scheduler:
         """
         _check_run_options(timeout, end_on_empty, wait)
         self._check_not_running("start()")
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = _running_loop()
+        if loop is None:
             raise RuntimeError(
                 "start() runs the scheduler in the background of an already running event loop, as in "
                 "a Jupyter kernel, and there is none here. Use scheduler.run() to run and wait, or "
                 "`await scheduler.async_run()` inside async code."
-            ) from None
+            )
         self._begin(loop)
         task = loop.create_task(self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait))
         handle = RunHandle(task, self)
@@ -707,6 +705,13 @@ def _check_workers(max_workers: int | None) -> None:
         raise TypeError(f"max_workers must be a positive int or None, got {max_workers!r}")
     if max_workers < 1:
         raise ValueError(f"max_workers must be a positive int or None, got {max_workers!r}")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _run_nested(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, ExitCode]) -> ExitCode:

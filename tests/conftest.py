@@ -1,0 +1,48 @@
+"""Shared fixtures: every test that starts workers must leave no process behind."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+
+def live_children() -> set[int]:
+    """PIDs of this process's descendants that are alive (zombies excluded)."""
+    alive = set()
+    for child in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.add(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def assert_no_new_children(before: set[int], *, grace: float = 5.0) -> None:
+    """Fail when a descendant started after `before` is still alive after `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        extra = live_children() - before
+        if not extra:
+            return
+        if time.monotonic() > deadline:
+            details = []
+            for pid in extra:
+                try:
+                    details.append(" ".join(psutil.Process(pid).cmdline())[:200])
+                except psutil.NoSuchProcess:
+                    pass
+            raise AssertionError(f"orphan processes left behind: {sorted(extra)} {details}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def no_orphans() -> Iterator[None]:
+    """Assert that the test leaves no child process alive."""
+    before = live_children()
+    yield
+    assert_no_new_children(before)
