@@ -198,7 +198,7 @@ class Scheduler:
         self._error: BaseException | None = None
         self._broken = False
         self._processes: list[Any] = []  # snapshot of the process pool's workers, to explain a death
-        self._by_value: dict[Any, bytes] = {}
+        self._payloads: dict[Any, Callable[..., Any] | bytes] = {}
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.exit_code: ExitCode | None = None
@@ -345,20 +345,23 @@ class Scheduler:
         return self._submit(function, None, args, kwargs, None)
 
     def _payload(self, function: Callable[..., Any]) -> Callable[..., Any] | bytes:
-        """The function as shipped: by value for process pools when pickling by reference would fail."""
-        if not isinstance(self.executor, ProcessPoolExecutor) or not _needs_by_value(function):
-            return function
+        """The function as shipped: by value for process pools when pickling by reference would fail.
+
+        Cached per function (and cleared when the executor changes): this is on the hot path.
+        """
         try:
-            return self._by_value[function]
-        except (KeyError, TypeError):
+            return self._payloads[function]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable callable
+            return function
+        payload: Callable[..., Any] | bytes = function
+        if isinstance(self.executor, ProcessPoolExecutor) and _needs_by_value(function):
             import cloudpickle
 
-            data = cloudpickle.dumps(function)
-            try:
-                self._by_value[function] = data
-            except TypeError:
-                pass
-            return data
+            payload = cloudpickle.dumps(function)
+        self._payloads[function] = payload
+        return payload
 
     def _submit(
         self,
@@ -379,20 +382,33 @@ class Scheduler:
             )
         if self._broken:
             self._replace_executor("its worker process died")
-        payload = self._payload(function)
         try:
-            future = self.executor.submit(_worker.call, payload, limits, args, kwargs)
+            future = self._executor_submit(function, limits, args, kwargs)
         except BrokenProcessPool:
             self._replace_executor("its worker process died")
-            future = self.executor.submit(_worker.call, payload, limits, args, kwargs)
+            future = self._executor_submit(function, limits, args, kwargs)
         self._queue[future] = task
         self._empty_announced = False
-        if isinstance(self.executor, ProcessPoolExecutor):
-            procs = self.executor._processes  # type: ignore[attr-defined]
-            if procs is not None and len(procs) != len(self._processes):
-                self._processes = list(procs.values())
+        procs = getattr(self.executor, "_processes", None)  # a process pool's workers, by pid
+        if procs is not None and len(procs) != len(self._processes):
+            self._processes = list(procs.values())
         future.add_done_callback(self._future_done_threadsafe)
         return future
+
+    def _executor_submit(
+        self,
+        function: Callable[..., Any],
+        limits: _worker.Limits | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Future[Any]:
+        payload = self._payload(function)
+        if limits is None and payload is function:
+            # The common case goes straight to the executor: the worker wrapper
+            # costs a few percent of dispatch throughput, and the remote
+            # traceback is recovered on this side (see task.traceback_text).
+            return self.executor.submit(function, *args, **kwargs)
+        return self.executor.submit(_worker.call, payload, limits, args, kwargs)
 
     def _future_done_threadsafe(self, future: Future[Any]) -> None:
         loop = self._loop
@@ -409,12 +425,11 @@ class Scheduler:
         except KeyError:  # already settled, e.g. cancelled by a wait=False stop
             return
         try:
-            if not future.cancelled():
-                exception = future.exception()
-                if isinstance(exception, BrokenProcessPool):
-                    self._explain_broken(exception)
+            exception = None if future.cancelled() else future.exception()
+            if exception is not None and isinstance(exception, BrokenProcessPool):
+                self._explain_broken(exception)
             if task is not None:
-                task._process_future(future)
+                task._process_future(future, exception)
         except BaseException as e:  # a user callback raised: end the run with it
             self._fail(e)
         if not self._queue or self._stop_requested:
@@ -442,7 +457,7 @@ class Scheduler:
         logger.info("replacing executor %r (%s)", old, why)
         processes = self._processes
         self._processes = []
-        self._by_value.clear()
+        self._payloads.clear()
         if isinstance(old, ProcessPoolExecutor) and processes:
             _executors.kill_workers(old, processes)
         else:

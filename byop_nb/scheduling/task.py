@@ -38,8 +38,11 @@ def _optional_positive_int(option: str, value: int | None) -> int | None:
 def traceback_text(exception: BaseException) -> str:
     """The traceback of `exception` as text: the worker's own when it came from another process."""
     remote = getattr(exception, "remote_traceback", None)
-    if isinstance(remote, str):
+    if isinstance(remote, str):  # set by byop_nb.scheduling.worker.call
         return remote
+    cause = exception.__cause__
+    if type(cause).__name__ == "_RemoteTraceback":  # a ProcessPoolExecutor's worker traceback
+        return str(getattr(cause, "tb", cause))
     return "".join(traceback.format_exception(exception))
 
 
@@ -229,17 +232,22 @@ class Task(Generic[P, R]):
         self._record(future, "cancelled")
         self.event_manager.emit(self.CANCELLED, future)
 
-    def _process_future(self, future: Future[Any]) -> None:
-        if future.cancelled():
+    def _process_future(self, future: Future[Any], exception: BaseException | None) -> None:
+        """Record and emit the end of one call; `exception` is `future.exception()` (None if cancelled)."""
+        if exception is None and future.cancelled():
             self._process_cancelled(future)
             return
-        exception = future.exception()
         em = self.event_manager
         if exception is None:
             result = future.result()
             self._record(future, "returned", result=result)
             self._on_result(future, result)
             return
+        if getattr(exception, "remote_traceback", None) is None:
+            try:  # one place to find the worker's traceback text, whatever the executor
+                exception.remote_traceback = traceback_text(exception)  # type: ignore[union-attr]
+            except AttributeError:
+                pass
         limit = limit_hit(exception) if self.limits is not None else None
         self._record(future, _LIMIT_STATUS[limit] if limit else "exception", exception=exception)
         em.emit(self.DONE, future)
