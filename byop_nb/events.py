@@ -115,7 +115,7 @@ def _callback_name(callback: Callable[..., Any]) -> str:
 class _Handler:
     """One registration of a callback on an event, with its options."""
 
-    __slots__ = ("callback", "key", "name", "when", "limit", "repeat", "every", "takes_args", "seen", "calls")
+    __slots__ = ("callback", "calls", "every", "key", "limit", "name", "repeat", "seen", "takes_args", "when")
 
     def __init__(
         self,
@@ -423,7 +423,7 @@ class Subscriber(Generic[P]):
     ```
     """
 
-    __slots__ = ("manager", "event")
+    __slots__ = ("event", "manager")
 
     def __init__(self, manager: EventManager, event: Event[P]) -> None:
         self.manager = manager

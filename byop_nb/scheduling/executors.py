@@ -44,28 +44,29 @@ class SequentialExecutor(Executor):
 
 def fresh_like(executor: Executor) -> Executor | None:
     """A new executor with the same settings as `executor`, or None for unknown types."""
+    ex: Any = executor  # reads the private settings of the stdlib and dask executors
     if isinstance(executor, ProcessPoolExecutor):
         return ProcessPoolExecutor(
-            max_workers=executor._max_workers,  # type: ignore[attr-defined]
-            mp_context=executor._mp_context,  # type: ignore[attr-defined]
-            initializer=executor._initializer,  # type: ignore[attr-defined]
-            initargs=executor._initargs,  # type: ignore[attr-defined]
-            max_tasks_per_child=executor._max_tasks_per_child,  # type: ignore[attr-defined]
+            max_workers=ex._max_workers,
+            mp_context=ex._mp_context,
+            initializer=ex._initializer,
+            initargs=ex._initargs,
+            max_tasks_per_child=ex._max_tasks_per_child,
         )
     if isinstance(executor, ThreadPoolExecutor):
         return ThreadPoolExecutor(
-            max_workers=executor._max_workers,  # type: ignore[attr-defined]
-            thread_name_prefix=executor._thread_name_prefix,  # type: ignore[attr-defined]
-            initializer=executor._initializer,  # type: ignore[attr-defined]
-            initargs=executor._initargs,  # type: ignore[attr-defined]
+            max_workers=ex._max_workers,
+            thread_name_prefix=ex._thread_name_prefix or "",
+            initializer=ex._initializer,
+            initargs=ex._initargs,
         )
     if isinstance(executor, SequentialExecutor):
         return SequentialExecutor()
     if type(executor).__module__ == "distributed.cfexecutor":
-        client = executor._client  # type: ignore[attr-defined]
-        if client.status in ("closed", "closing"):
+        if ex._client.status in ("closed", "closing"):
             return None
-        return client.get_executor(**executor._kwargs)  # type: ignore[attr-defined, no-any-return]
+        fresh: Executor = ex._client.get_executor(**ex._kwargs)
+        return fresh
     return None
 
 

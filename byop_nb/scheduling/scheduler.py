@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.scheduling import executors as _executors
@@ -157,7 +157,8 @@ class Scheduler:
     EMPTY: Event[[]] = Event("scheduler-empty")
     """Nothing is running (only with `end_on_empty=False`): `on_empty`."""
 
-    ExitCode = ExitCode
+    ExitCode: TypeAlias = ExitCode
+    """The guide's spelling: `Scheduler.ExitCode.EXHAUSTED` is `ExitCode.EXHAUSTED`."""
 
     def __init__(
         self,

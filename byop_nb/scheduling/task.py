@@ -245,7 +245,7 @@ class Task(Generic[P, R]):
             return
         if getattr(exception, "remote_traceback", None) is None:
             try:  # one place to find the worker's traceback text, whatever the executor
-                exception.remote_traceback = traceback_text(exception)  # type: ignore[union-attr]
+                exception.remote_traceback = traceback_text(exception)  # type: ignore[attr-defined]
             except AttributeError:
                 pass
         limit = limit_hit(exception) if self.limits is not None else None
