@@ -9,6 +9,7 @@ thread, in a deterministic order per event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import threading
@@ -549,6 +550,7 @@ class Scheduler:
             )
         self._begin(loop)
         task = loop.create_task(self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait))
+        task.add_done_callback(_log_background_error)
         handle = RunHandle(task, self)
         self._handle = handle
         return handle
@@ -723,6 +725,12 @@ def _check_workers(max_workers: int | None) -> None:
         raise ValueError(f"max_workers must be a positive int or None, got {max_workers!r}")
 
 
+def _log_background_error(task: asyncio.Task[ExitCode]) -> None:
+    """Nobody may be awaiting a background run: make its error visible anyway."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the background run ended with an error", exc_info=task.exception())
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -735,4 +743,14 @@ def _run_nested(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, 
     import nest_asyncio2
 
     nest_asyncio2.apply(loop)
-    return loop.run_until_complete(coroutine)
+    task = asyncio.ensure_future(coroutine, loop=loop)
+    try:
+        return loop.run_until_complete(task)
+    except BaseException:
+        # An interrupt (the notebook's stop button) left the run suspended: cancel it,
+        # so it settles its calls as cancelled and kills its workers, then re-raise.
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(task)
+        raise
