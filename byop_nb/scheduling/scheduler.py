@@ -205,6 +205,7 @@ class Scheduler:
         self.finished_at: float | None = None
         self.exit_code: ExitCode | None = None
         self.last_error: BaseException | None = None
+        self.timeout: float | None = None  # the latest run's timeout (the Dashboard's time progress)
         self._handle: RunHandle | None = None
 
     # -- constructors ------------------------------------------------------
@@ -591,6 +592,7 @@ class Scheduler:
         self.exit_code = None
 
     async def _run_begun(self, *, timeout: float | None, end_on_empty: bool, wait: bool) -> ExitCode:
+        self.timeout = timeout
         loop = asyncio.get_running_loop()
         exit_code = ExitCode.UNKNOWN
         cancelled: BaseException | None = None
