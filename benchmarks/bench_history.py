@@ -1,0 +1,154 @@
+"""History benchmarks: building the DataFrame, and what recording costs the dispatch loop.
+
+1. DataFrame build: 100k recorded rows (9 in 10 returned a dict with two keys,
+   1 in 10 raised), timed from recorded rows to `history.df()`, pandas already
+   imported. Target: <= 0.5 s. Also prints the cost of `record()` per row.
+
+2. Recording overhead: the dispatch pattern of `bench_dispatch.py`
+   (`Scheduler.with_processes(2)`, a no-op task, a new call submitted on each
+   `on_done`, 4 calls in flight, N calls) with recording on against the same run
+   with `History.record` replaced by a no-op. The two alternate within each
+   round, the order swapping every round, so machine noise hits both; the figure
+   that counts is the median of the per-round ratios. A third variant streams
+   every row to a JSON-lines journal. Target: recording costs <= 5 %.
+
+    python benchmarks/bench_history.py [--rows 100000] [--n 3000] [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _tasks import noop  # noqa: E402
+
+from byop_nb.history import History  # noqa: E402
+from byop_nb.scheduling import Scheduler, Task  # noqa: E402
+
+WORKERS = 2
+IN_FLIGHT = 2 * WORKERS
+
+
+def rows(n: int):
+    t0 = time.time()
+    try:
+        raise ValueError("x must be positive")
+    except ValueError as e:
+        error = e
+    for i in range(n):
+        row = {"task": "f", "call": i + 1, "args": (i,), "kwargs": {"seed": i % 7}, "traceback": None,
+               "submitted": t0 + i, "finished": t0 + i + 0.25, "exception": None}
+        if i % 10 == 9:
+            row.update(status="exception", result=None, exception=error, traceback="Traceback ...\nValueError\n")
+        else:
+            row.update(status="returned", result={"loss": 1.0 / (i + 1), "accuracy": 0.5})
+        yield row
+
+
+def bench_build(n: int, repeats: int = 3) -> None:
+    import pandas as pd  # noqa: F401  (imported before timing: a notebook has it loaded already)
+
+    recorded = list(rows(n))
+    history = History("f")
+    start = time.perf_counter()
+    for row in recorded:
+        history.record(row)
+    per_row = (time.perf_counter() - start) / n
+    builds = []
+    for _ in range(repeats):
+        history._frame = None  # drop the cache: time a fresh build
+        start = time.perf_counter()
+        df = history.df()
+        builds.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    history.df()
+    cached = time.perf_counter() - start
+    best, median = min(builds), statistics.median(builds)
+    print(f"record(): {per_row * 1e6:.2f} us per row")
+    print(f"df() for {n} rows: median {median:.3f} s, best {best:.3f} s over {repeats} builds "
+          f"(target <= 0.5 s: {'ok' if median <= 0.5 else 'MISSED'}); cached: {cached * 1e3:.2f} ms")
+    print(f"  shape {df.shape}, columns {list(df.columns)}")
+
+
+def dispatch(n: int, journal: Path | None = None) -> float:
+    """Calls per second in the dispatch pattern (recording as History.record currently does)."""
+    scheduler = Scheduler.with_processes(WORKERS)
+    task = Task(noop, scheduler)
+    if journal is not None:
+        task.history.stream_to(journal)
+    times: dict[str, float] = {}
+
+    @scheduler.on_start(repeat=IN_FLIGHT)
+    def first() -> None:
+        times.setdefault("start", time.perf_counter())
+        task()
+
+    @task.on_done
+    def again(_future) -> None:
+        if task.n_called < n:
+            task()
+
+    @task.on_returned
+    def last(_result) -> None:
+        times["end"] = time.perf_counter()
+
+    scheduler.run()
+    task.history.close()
+    assert task.n_called == n, task.n_called
+    return n / (times["end"] - times["start"])
+
+
+def bench_overhead(n: int, rounds: int) -> None:
+    record = History.record
+
+    def no_op(self, row) -> None:
+        return None
+
+    def without_recording(k: int) -> float:
+        History.record = no_op
+        try:
+            return dispatch(k)
+        finally:
+            History.record = record
+
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = Path(tmp) / "journal.jsonl"
+        variants = {
+            "no-op": without_recording,
+            "record": dispatch,
+            "record+journal": lambda k: dispatch(k, journal),
+        }
+        for variant in variants.values():  # warm imports and caches
+            variant(200)
+        ratios: dict[str, list[float]] = {"record": [], "record+journal": []}
+        for i in range(rounds):
+            order = list(variants) if i % 2 == 0 else list(reversed(variants))
+            rates = {}
+            for name in order:
+                journal.unlink(missing_ok=True)
+                rates[name] = variants[name](n)
+            for name in ratios:
+                ratios[name].append(rates[name] / rates["no-op"])
+            print(f"round {i + 1}: " + "  ".join(f"{name} {rates[name]:7.0f}/s" for name in variants), flush=True)
+        for name, values in ratios.items():
+            median = statistics.median(values)
+            cost = (1 / median - 1) * 100
+            verdict = "" if name != "record" else f" (target <= 5 %: {'ok' if cost <= 5 else 'MISSED'})"
+            print(f"median throughput ratio {name}/no-op: {median:.3f} -> {cost:+.1f} % time per call{verdict}")
+        print(f"(n={n} calls per run, rounds={rounds}, workers={WORKERS}, in flight={IN_FLIGHT})")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    bench_build(args.rows)
+    bench_overhead(args.n, args.rounds)
