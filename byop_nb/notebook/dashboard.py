@@ -1,0 +1,443 @@
+"""The Dashboard: Start/Stop buttons, live status, counters, progress and plots for a Scheduler.
+
+A thin skin over the engine, in the manner of `tqdm.notebook`: it reads the
+scheduler's state, the tasks' event counts and their histories, and never
+adds work to the hot path. It listens only to the scheduler's STARTED,
+FINISHING and FINISHED events (a few per run); while a run goes on, a timer
+on the run's event loop refreshes the widgets every `interval` seconds, and
+redraws the plot when new calls have ended and the redraw is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+import ipywidgets as widgets
+
+from byop_nb.notebook import display
+from byop_nb.notebook.plots import LiveData, PlotFunction, PlotRenderer
+from byop_nb.scheduling.scheduler import RunHandle, Scheduler, _check_run_options
+from byop_nb.scheduling.task import Task
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Dashboard"]
+
+logger = logging.getLogger(__name__)
+
+REDRAW_BACKOFF = 50
+"""A redraw that took `r` seconds delays the next one by at least `REDRAW_BACKOFF * r` seconds,
+so that drawing takes at most 1/50 (2 %) of a run's time, even on a slow machine."""
+
+MAX_REDRAW_PAUSE = 10.0
+"""However slow drawing is, a run's plot is redrawn at least every 10 seconds while calls end."""
+
+
+class Dashboard(widgets.VBox):
+    """Start/Stop buttons, a status line, per-task counters, a progress bar and live plots.
+
+    Args:
+        scheduler: the [`Scheduler`][byop_nb.scheduling.Scheduler] to watch and drive.
+        *tasks: the tasks to show (default: every task of the scheduler, including
+            ones created later).
+        plot: None for the default plots (ended calls over time and, when results
+            are numbers or dicts of numbers, their values and the best so far);
+            a function `plot(df, ax)` to draw your own plot of the live DataFrame
+            (`task.df()`, or all shown tasks' frames concatenated) next to the
+            ended calls; False for no plot (and no matplotlib at all).
+        timeout, end_on_empty, wait: the run options the Start button passes to
+            [`scheduler.start()`][byop_nb.scheduling.Scheduler.start].
+        interval: seconds between refreshes while a run goes on; the plot is
+            redrawn at most once per interval (default 0.5: at most 2 redraws a
+            second), and less often when drawing is slow (see `REDRAW_BACKOFF`).
+        metric: the key to plot for dict results (default: the first numeric key).
+        best: "min" or "max": what the best-so-far line tracks.
+
+    Start is enabled when the scheduler is not running, Stop while it runs.
+    Start calls `scheduler.start(...)` with the options above and keeps the
+    handle in `dashboard.handle` (an error that ends that run shows in the
+    status line, and `dashboard.handle.result()` raises it). Stop calls
+    `scheduler.stop()`.
+
+    The status line shows the state (idle, running, finishing, finished), the
+    elapsed time, the exit code and the last error: a call that raised in the
+    latest run, a callback that raised (which stops the run), or Start failing.
+    The progress bar shows ended calls against the tasks' `call_limit`, or else
+    the elapsed time against the run's `timeout`, and hides when neither is known.
+
+    Updates render during a blocking `scheduler.run()` as well: the widgets'
+    state is sent to the browser as it changes, while the cell still runs.
+    The buttons, however, act only after that cell has finished: the kernel
+    handles a click once it is done with the running cell, so a Stop clicked
+    during `run()` comes too late. Use `scheduler.start()` (or the Start
+    button) for a run you want to stop from the dashboard.
+
+    Every dashboard is a view of the scheduler's own state, so several
+    dashboards on one scheduler, or one made after the run started, show the
+    same. `close()` detaches the dashboard from the scheduler and closes its
+    widgets.
+
+    Example:
+        ```python
+        import random
+        import time
+        from byop_nb import Scheduler, Task
+        from byop_nb.notebook import Dashboard
+
+        def objective(x: float) -> dict[str, float]:
+            time.sleep(0.1)
+            return {"loss": (x - 0.3) ** 2}
+
+        scheduler = Scheduler.with_processes(2)
+        task = Task(objective, scheduler, call_limit=200)
+
+        @scheduler.on_start(repeat=2)
+        @task.on_done
+        def submit_next() -> None:
+            task(random.random())
+
+        dashboard = Dashboard(scheduler, task, timeout=60)
+        dashboard        # shows the widgets; click Start, or:
+        handle = dashboard.start()
+        ```
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        *tasks: Task[Any, Any],
+        plot: PlotFunction | bool | None = None,
+        timeout: float | None = None,
+        end_on_empty: bool = True,
+        wait: bool = True,
+        interval: float = 0.5,
+        metric: str | None = None,
+        best: Literal["min", "max"] = "min",
+    ) -> None:
+        if not isinstance(scheduler, Scheduler):
+            raise TypeError(f"Dashboard needs a byop_nb Scheduler as its first argument, got {scheduler!r}")
+        for task in tasks:
+            if not isinstance(task, Task):
+                raise TypeError(f"Dashboard(scheduler, *tasks) takes Task objects after the scheduler, got {task!r}")
+            if task.scheduler is not scheduler:
+                raise ValueError(f"{task!r} belongs to another scheduler; a dashboard shows the tasks of one scheduler")
+        if plot is True:
+            plot = None
+        if plot is not None and plot is not False and not callable(plot):
+            raise TypeError(f"plot= must be None, False or a function plot(df, ax), got {plot!r}")
+        _check_run_options(timeout, end_on_empty, wait)
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval >= 0.05:
+            raise ValueError(f"interval= must be a number of seconds, at least 0.05, got {interval!r}")
+        if metric is not None and not isinstance(metric, str):
+            raise TypeError(f"metric= must be a dict key (str) or None, got {metric!r}")
+
+        self.scheduler = scheduler
+        self.timeout = timeout
+        self.end_on_empty = end_on_empty
+        self.wait = wait
+        self.interval = float(interval)
+        self.handle: RunHandle | None = None
+        """The handle of the latest run this dashboard started (Start, or `start()`)."""
+        self.n_redraws = 0
+        """How many times the plot was drawn."""
+        self._tasks = tasks
+        self._user_plot: PlotFunction | None = plot if callable(plot) else None
+        self._data = LiveData(metric=metric, best=best)
+        self._renderer = None if plot is False else PlotRenderer()
+        self._closed = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._stop_clicked = False
+        self._dirty = True
+        self._last_redraw = -math.inf
+        self._redraw_cost = 0.0
+        self._own_error: tuple[float, str] | None = None
+        self._callback_error: tuple[float, str] | None = None
+        self._callback_error_seen: BaseException | None = None
+
+        self.start_button = widgets.Button(description="Start", icon="play", button_style="success")
+        self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger")
+        self.start_button.tooltip = "scheduler.start() with the dashboard's run options"
+        self.stop_button.tooltip = "scheduler.stop()"
+        self.status_html = widgets.HTML(layout=widgets.Layout(margin="0 0 0 12px"))
+        self.progress_bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="")
+        self.progress_html = widgets.HTML()
+        self.counters_html = widgets.HTML()
+        self.plot_image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+        for widget, css in (
+            (self.start_button, "byop-start"),
+            (self.stop_button, "byop-stop"),
+            (self.status_html, "byop-status"),
+            (self.progress_bar, "byop-progress"),
+            (self.counters_html, "byop-counters"),
+            (self.plot_image, "byop-plot"),
+        ):
+            widget.add_class(css)
+        self.start_button.on_click(self._on_start_click)
+        self.stop_button.on_click(self._on_stop_click)
+        self._progress_row = widgets.HBox([self.progress_bar, self.progress_html])
+        children: list[widgets.Widget] = [
+            widgets.HBox([self.start_button, self.stop_button, self.status_html]),
+            self._progress_row,
+            self.counters_html,
+        ]
+        if self._renderer is not None:
+            children.append(self.plot_image)
+        super().__init__(children=children)
+        self.add_class("byop-dashboard")
+
+        # Named registrations: unique to this dashboard, removed by close().
+        self._registration = f"byop_nb.Dashboard[{id(self):x}]"
+        manager = scheduler.event_manager
+        manager.on(scheduler.STARTED, self._on_started, name=self._registration)
+        manager.on(scheduler.FINISHING, self._on_finishing, name=self._registration)
+        manager.on(scheduler.FINISHED, self._on_finished, name=self._registration)
+
+        self.refresh(redraw=True)
+        if scheduler.running():  # made during a run: follow it from now on
+            self._start_timer()
+
+    # -- what is shown -------------------------------------------------------
+    @property
+    def tasks(self) -> list[Task[Any, Any]]:
+        """The tasks shown: those given, or else every task the scheduler has now."""
+        return list(self._tasks) if self._tasks else list(self.scheduler.tasks.values())
+
+    @property
+    def last_error(self) -> str | None:
+        """The error the status line shows, as `source: Type: message`, or None."""
+        candidates = [e for e in (self._data.last_error, self._callback_error, self._own_error) if e is not None]
+        return max(candidates, key=lambda e: e[0])[1] if candidates else None
+
+    @property
+    def plot_error(self) -> BaseException | None:
+        """The exception your `plot=` function raised at the latest redraw, if any."""
+        return None if self._renderer is None else self._renderer.plot_error
+
+    def refresh(self, *, redraw: bool | None = None) -> None:
+        """Bring every widget up to date now.
+
+        The plot is redrawn when new calls ended and a redraw is due
+        (`redraw=None`), always (`True`) or never (`False`).
+        """
+        if self._closed:
+            return
+        tasks = self.tasks
+        if self._data.update(tasks, self.scheduler.started_at):
+            self._dirty = True
+        self._note_callback_error()
+        self._update_buttons()
+        self._update_status()
+        self._update_progress(tasks)
+        self.counters_html.value = display.counters_table_html(tasks)
+        if redraw is not False:
+            self._maybe_redraw(force=bool(redraw))
+
+    def redraw(self, *, throttle: bool = True) -> None:
+        """Draw the plot now, whatever the throttle says, and show it.
+
+        With `throttle=True` the time the drawing took spaces the next
+        throttled redraw (see `REDRAW_BACKOFF`); the one-off redraws when a
+        dashboard is made and when a run finishes pass False.
+        """
+        renderer = self._renderer
+        if renderer is None or self._closed:
+            return
+        began = time.perf_counter()
+        frame = self._frame if self._user_plot is not None else None
+        self.plot_image.value = renderer.render(self._data, self._user_plot, frame)
+        if renderer.plot_error is not None:
+            self._own_error = (time.time(), f"plot: {display.short_error(renderer.plot_error)}")
+        if throttle:
+            self._redraw_cost = time.perf_counter() - began
+        self._last_redraw = time.perf_counter()
+        self._dirty = False
+        self.n_redraws += 1
+
+    def _maybe_redraw(self, *, force: bool = False) -> None:
+        if self._renderer is None:
+            return
+        if not (self._dirty or force):
+            return
+        if force:
+            self.redraw(throttle=False)
+            return
+        pause = min(max(self.interval, REDRAW_BACKOFF * self._redraw_cost), MAX_REDRAW_PAUSE)
+        if time.perf_counter() >= self._last_redraw + pause:
+            self.redraw()
+
+    def _frame(self) -> pd.DataFrame:
+        tasks = self.tasks
+        if len(tasks) == 1:
+            return tasks[0].df()
+        import pandas as pd
+
+        frames = [task.df() for task in tasks]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def _note_callback_error(self) -> None:
+        error = self.scheduler.last_error
+        if error is not None and error is not self._callback_error_seen:
+            self._callback_error_seen = error
+            self._callback_error = (time.time(), f"callback: {display.short_error(error)}")
+
+    def _update_buttons(self) -> None:
+        scheduler = self.scheduler
+        self.start_button.disabled = scheduler.running()
+        self.stop_button.disabled = scheduler.state != "running" or self._stop_clicked
+
+    def _update_status(self) -> None:
+        scheduler = self.scheduler
+        state = scheduler.state
+        shown = "running (stop requested)" if state == "running" and self._stop_clicked else state
+        exit_code = "\u2014" if scheduler.exit_code is None else scheduler.exit_code.value
+        error = self.last_error
+        parts = [
+            f'<b class="byop-state byop-state-{state}">{html.escape(shown)}</b>',
+            display.format_seconds(display.elapsed(scheduler)),
+            f"exit code: {html.escape(exit_code)}",
+        ]
+        if error:
+            parts.append(
+                f'last error: <code class="byop-error" title="{html.escape(error)}">{html.escape(error)}</code>'
+            )
+        self.status_html.value = f'<span class="byop-status-line">{" &middot; ".join(parts)}</span>'
+
+    def _update_progress(self, tasks: list[Task[Any, Any]]) -> None:
+        scheduler = self.scheduler
+        limited = [task for task in tasks if task.call_limit is not None]
+        timeout = getattr(scheduler, "timeout", None)
+        seconds = display.elapsed(scheduler)
+        if limited:
+            ended = sum(task.counts.get(task.DONE, 0) + task.counts.get(task.CANCELLED, 0) for task in limited)
+            bound = sum(task.call_limit or 0 for task in limited)
+            fraction = ended / bound
+            self.progress_bar.description = "calls"
+            self.progress_html.value = f"{ended} / {bound} calls"
+        elif timeout is not None and seconds is not None:
+            fraction = seconds / timeout
+            self.progress_bar.description = "time"
+            self.progress_html.value = f"{display.format_seconds(seconds)} / {display.format_seconds(timeout)}"
+        else:
+            self._progress_row.layout.display = "none"
+            return
+        self._progress_row.layout.display = None
+        self.progress_bar.value = min(1.0, max(0.0, fraction))
+        self.progress_bar.bar_style = "info" if scheduler.running() else "success"
+
+    # -- buttons -----------------------------------------------------------
+    def start(self) -> RunHandle:
+        """Start the scheduler in the background with the dashboard's run options (what Start does).
+
+        Returns the [`RunHandle`][byop_nb.scheduling.RunHandle], also kept as `dashboard.handle`.
+
+        Raises:
+            RuntimeError: no event loop is running (outside Jupyter: use `scheduler.run()`),
+                or the scheduler is running already.
+        """
+        handle = self.scheduler.start(timeout=self.timeout, end_on_empty=self.end_on_empty, wait=self.wait)
+        self.handle = handle
+        self.refresh(redraw=False)
+        return handle
+
+    def stop(self) -> None:
+        """Ask the scheduler to stop (what Stop does); see `Scheduler.stop`."""
+        if self.scheduler.state == "running":
+            self._stop_clicked = True
+        self.scheduler.stop()
+        self.refresh(redraw=False)
+
+    def _on_start_click(self, _button: widgets.Button) -> None:
+        try:
+            self.start()
+        except Exception as error:
+            self._own_error = (time.time(), f"Start: {display.short_error(error, 400)}")
+            self._safely(self.refresh)
+
+    def _on_stop_click(self, _button: widgets.Button) -> None:
+        self.stop()
+
+    # -- following a run -----------------------------------------------------
+    def _safely(self, update: Any) -> None:
+        """Run `update()`; a dashboard failure is shown and logged, never raised into the run."""
+        try:
+            update()
+        except Exception as error:
+            logger.exception("byop_nb Dashboard: refreshing failed")
+            self._own_error = (time.time(), f"dashboard: {display.short_error(error)}")
+
+    def _start_timer(self) -> None:
+        if self._timer is not None or self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop here: the scheduler's events still refresh the widgets
+            return
+        self._timer = loop.call_later(self.interval, self._tick)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._safely(self.refresh)
+        if self.scheduler.running():
+            self._start_timer()
+
+    def _on_started(self) -> None:
+        self._stop_clicked = False
+        self._callback_error_seen = self.scheduler.last_error  # an error of an earlier run is old news
+        self._callback_error = None
+        self._own_error = None
+        self._safely(lambda: self.refresh(redraw=False))
+        self._start_timer()
+
+    def _on_finishing(self) -> None:
+        self._safely(lambda: self.refresh(redraw=False))
+
+    def _on_finished(self) -> None:
+        self._stop_timer()
+        self._stop_clicked = False
+        self._safely(lambda: self.refresh(redraw=True))
+
+    # -- closing -------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Detach from the scheduler (its events no longer reach this dashboard) and close the widgets.
+
+        The scheduler and its run are not affected.
+        """
+        if not self._closed:
+            self._closed = True
+            self._stop_timer()
+            scheduler = self.scheduler
+            for event in (scheduler.STARTED, scheduler.FINISHING, scheduler.FINISHED):
+                scheduler.event_manager.remove(self._registration, event)
+            if self._renderer is not None:
+                self._renderer.close()
+            for widget in (
+                self.start_button,
+                self.stop_button,
+                self.status_html,
+                self.progress_bar,
+                self.progress_html,
+                self.counters_html,
+                self.plot_image,
+                *self.children,
+            ):
+                widget.close()
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"Dashboard(scheduler={self.scheduler.state}, tasks={[t.name for t in self.tasks]})"

@@ -1,0 +1,244 @@
+"""Compact HTML for a Scheduler and a Task in a notebook (no ipywidgets, no matplotlib).
+
+`Scheduler._repr_html_` and `Task._repr_html_` call [`scheduler_html`][byop_nb.notebook.display.scheduler_html]
+and [`task_html`][byop_nb.notebook.display.task_html]; the Dashboard reuses the same counters and
+status text, so a table and a dashboard never disagree.
+
+```python
+from byop_nb.scheduling import Scheduler, Task
+from byop_nb.notebook.display import scheduler_html, task_counters
+
+scheduler = Scheduler.with_threads(1)
+task = Task(abs, scheduler)
+task_counters(task)["submitted"]    # 0
+html = scheduler_html(scheduler)    # what a notebook shows for `scheduler`
+```
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from byop_nb.scheduling.scheduler import Scheduler
+    from byop_nb.scheduling.task import Task
+
+__all__ = [
+    "COUNTER_NAMES",
+    "scheduler_html",
+    "task_html",
+    "task_counters",
+    "counters_table_html",
+    "history_rows",
+    "row_result",
+    "row_error",
+    "elapsed",
+    "format_seconds",
+    "short_error",
+]
+
+COUNTER_NAMES = ("submitted", "running", "returned", "failed", "cancelled", "limit hits")
+"""The per-task counters, in the order tables show them."""
+
+_CSS = (
+    "<style>"
+    ".byop-table{border-collapse:collapse;font-size:12px;margin:2px 0}"
+    ".byop-table th,.byop-table td{padding:1px 8px;text-align:right;border-bottom:1px solid rgba(128,128,128,.25)}"
+    ".byop-table th:first-child,.byop-table td:first-child{text-align:left}"
+    ".byop-table td.byop-text{text-align:left;max-width:40em;overflow:hidden;text-overflow:ellipsis;"
+    "white-space:nowrap}"
+    ".byop-head{font-size:12px;margin:2px 0}"
+    "</style>"
+)
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def format_seconds(seconds: float | None) -> str:
+    """`12.3 s`, `4 min 05 s`, `1 h 02 min`; an em dash for None."""
+    if seconds is None:
+        return "\u2014"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        minutes, rest = divmod(int(seconds), 60)
+        return f"{minutes} min {rest:02d} s"
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours} h {rest // 60:02d} min"
+
+
+def elapsed(scheduler: Scheduler, now: float | None = None) -> float | None:
+    """Seconds the latest run has taken so far (or took, once finished); None before the first run."""
+    started = scheduler.started_at
+    if started is None:
+        return None
+    finished = scheduler.finished_at
+    if finished is not None and not scheduler.running():
+        return finished - started
+    return (time.time() if now is None else now) - started
+
+
+def short_error(error: BaseException | str | None, limit: int = 160) -> str:
+    """`TypeName: message` on one line, cut to `limit` characters."""
+    if error is None:
+        return ""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}".rstrip(": ")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def task_counters(task: Task[Any, Any]) -> dict[str, int]:
+    """The task's counters: submitted, running, returned, failed, cancelled, limit hits.
+
+    `failed` counts every call that raised (resource-limit breaches included);
+    `limit hits` counts memory, CPU-time and wall-time breaches plus calls
+    refused by `call_limit` or `concurrent_limit`.
+    """
+    counts = task.event_manager.counts
+    get = counts.get
+    limit_hits = (
+        get(task.MEMORY_LIMIT_REACHED, 0)
+        + get(task.CPU_TIME_LIMIT_REACHED, 0)
+        + get(task.WALL_TIME_LIMIT_REACHED, 0)
+        + get(task.CALL_LIMIT_REACHED, 0)
+        + get(task.CONCURRENT_LIMIT_REACHED, 0)
+    )
+    return {
+        "submitted": get(task.SUBMITTED, 0),
+        "running": task.n_running,
+        "returned": get(task.RETURNED, 0),
+        "failed": get(task.EXCEPTION, 0),
+        "cancelled": get(task.CANCELLED, 0),
+        "limit hits": limit_hits,
+    }
+
+
+def history_rows(task: Task[Any, Any], start: int = 0, stop: int | None = None) -> list[Mapping[str, Any]]:
+    """The task's recorded rows `start` to `stop` (one mapping per ended call, oldest first).
+
+    Costs O(stop - start): only the rows asked for are copied.
+    """
+    history = task.history
+    n = len(history)
+    stop = n if stop is None else min(stop, n)
+    start = max(0, start)
+    row = getattr(history, "row", None)
+    if callable(row):
+        return [row(i) for i in range(start, stop)]
+    return list(history.rows[start:stop])
+
+
+def row_result(row: Mapping[str, Any]) -> Any:
+    """A row's result: the `result` value, or the dict spread over `result.<key>` fields."""
+    result = row.get("result")
+    if result is None:
+        spread = {key[7:]: value for key, value in row.items() if key.startswith("result.")}
+        if spread:
+            return spread
+    return result
+
+
+def row_error(row: Mapping[str, Any]) -> str | None:
+    """`Type: message` of a row's exception, or None when the call did not raise."""
+    exception = row.get("exception")
+    if isinstance(exception, BaseException):
+        return short_error(exception)
+    kind, message = row.get("exception_type"), row.get("exception_message")
+    if kind is None and message is None:
+        return None
+    return short_error(f"{kind or 'Exception'}: {message or ''}")
+
+
+def counters_table_html(tasks: Sequence[Task[Any, Any]]) -> str:
+    """An HTML table with one row of counters per task (and a total row for several tasks)."""
+    head = "".join(f"<th>{_e(name)}</th>" for name in ("task", *COUNTER_NAMES, "call limit"))
+    body = []
+    totals = dict.fromkeys(COUNTER_NAMES, 0)
+    for task in tasks:
+        counters = task_counters(task)
+        for name, value in counters.items():
+            totals[name] += value
+        cells = "".join(f"<td>{value}</td>" for value in counters.values())
+        limit = "" if task.call_limit is None else str(task.call_limit)
+        body.append(f"<tr><td>{_e(task.name)}</td>{cells}<td>{limit}</td></tr>")
+    if len(tasks) > 1:
+        cells = "".join(f"<td>{value}</td>" for value in totals.values())
+        body.append(f"<tr><th>all</th>{cells}<td></td></tr>")
+    if not tasks:
+        body.append(f'<tr><td colspan="{len(COUNTER_NAMES) + 2}">no tasks yet</td></tr>')
+    return f'<table class="byop-table byop-counters-table"><tr>{head}</tr>{"".join(body)}</table>'
+
+
+def _result_text(row: Mapping[str, Any]) -> str:
+    error = row_error(row)
+    if error is not None:
+        return short_error(error, 120)
+    result = row_result(row)
+    return "" if result is None and row.get("status") != "returned" else short_error(repr(result), 120)
+
+
+def _last_results_html(task: Task[Any, Any], n: int) -> str:
+    total = len(task.history)
+    if not total:
+        return ""
+    lines = []
+    for row in reversed(history_rows(task, total - n)):
+        finished = row.get("finished")
+        when = time.strftime("%H:%M:%S", time.localtime(finished)) if isinstance(finished, (int, float)) else ""
+        lines.append(
+            f'<tr><td>{_e(row.get("call", ""))}</td><td class="byop-text">{_e(row.get("status", ""))}</td>'
+            f'<td class="byop-text">{_e(_result_text(row))}</td><td>{_e(when)}</td></tr>'
+        )
+    return (
+        f'<table class="byop-table byop-last-results"><tr><th>call</th><th>status</th>'
+        f"<th>result</th><th>finished</th></tr>{''.join(lines)}</table>"
+    )
+
+
+def _state_text(scheduler: Scheduler) -> str:
+    parts = [scheduler.state, format_seconds(elapsed(scheduler))]
+    if scheduler.exit_code is not None:
+        parts.append(f"exit code {scheduler.exit_code.value}")
+    return " \u00b7 ".join(parts)
+
+
+def scheduler_html(scheduler: Scheduler) -> str:
+    """The scheduler as compact HTML: state, elapsed time, exit code, last error, executor,
+    a counters row per task, and the scheduler's own event counts."""
+    executor = type(scheduler.executor).__name__
+    head = f"<b>Scheduler</b> \u00b7 {_e(_state_text(scheduler))} \u00b7 {_e(executor)}"
+    if scheduler.running():
+        head += f" \u00b7 {scheduler.n_running} in flight"
+    if scheduler.last_error is not None:
+        head += f" \u00b7 last error: <code>{_e(short_error(scheduler.last_error))}</code>"
+    events = ", ".join(f"{_e(event)}={n}" for event, n in scheduler.event_manager.counts.items())
+    parts = [
+        _CSS,
+        f'<div class="byop-head">{head}</div>',
+        counters_table_html(list(scheduler.tasks.values())),
+    ]
+    if events:
+        parts.append(f'<div class="byop-head">events: {events}</div>')
+    return f'<div class="byop-scheduler">{"".join(parts)}</div>'
+
+
+def task_html(task: Task[Any, Any], last: int = 5) -> str:
+    """The task as compact HTML: its counters and limits, then its `last` ended calls, newest first."""
+    limits = []
+    if task.call_limit is not None:
+        limits.append(f"call_limit={task.call_limit}")
+    if task.concurrent_limit is not None:
+        limits.append(f"concurrent_limit={task.concurrent_limit}")
+    head = f"<b>Task</b> {_e(task.name)} \u00b7 scheduler {_e(task.scheduler.state)}"
+    if limits:
+        head += " \u00b7 " + _e(", ".join(limits))
+    return (
+        f'<div class="byop-task">{_CSS}<div class="byop-head">{head}</div>'
+        f"{counters_table_html([task])}{_last_results_html(task, last)}</div>"
+    )
