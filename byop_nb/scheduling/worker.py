@@ -147,4 +147,6 @@ def _kill_tree(process: Any) -> None:
             p.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(family, timeout=2)
+    # Reap only the grandchildren: pynisher's own child must be left for multiprocessing to
+    # reap, or its `is_alive()` never turns False (waitpid says ECHILD) and the call hangs.
+    psutil.wait_procs([p for p in family if p.pid != process.pid], timeout=2)
