@@ -1,7 +1,8 @@
 """The engine: [`Scheduler`][byop_nb.scheduling.Scheduler] runs [`Task`][byop_nb.scheduling.Task]s on any executor."""
 
+from byop_nb.scheduling.comms import Comm, CommError, CommTask
 from byop_nb.scheduling.executors import SequentialExecutor
 from byop_nb.scheduling.scheduler import ExitCode, RunHandle, Scheduler
 from byop_nb.scheduling.task import Task
 
-__all__ = ["Scheduler", "Task", "ExitCode", "RunHandle", "SequentialExecutor"]
+__all__ = ["Scheduler", "Task", "ExitCode", "RunHandle", "SequentialExecutor", "Comm", "CommTask", "CommError"]

@@ -1,0 +1,5 @@
+"""Optimization: [`Trial`][byop_nb.optimization.Trial], its reports, and `Trial.Task` to evaluate trials."""
+
+from byop_nb.optimization.trial import Trial, TrialTask
+
+__all__ = ["Trial", "TrialTask"]

@@ -1,0 +1,422 @@
+"""Trial: one evaluation of a configuration, its timed run in a worker, and its report.
+
+The main process makes a [`Trial`][byop_nb.optimization.Trial] and submits it
+with a [`Trial.Task`][byop_nb.optimization.Trial.Task]; the function gets it
+first, runs the evaluation inside `with trial.begin():` (which times it and
+captures an exception), and returns a report:
+
+```python
+from byop_nb.optimization import Trial
+
+def evaluate(trial: Trial) -> Trial.Report:
+    with trial.begin():
+        loss = (trial.config["x"] - 3) ** 2
+    if trial.exception is not None:
+        return trial.crashed()
+    if loss > 100:
+        return trial.fail(loss=loss)
+    return trial.success(loss=loss)
+```
+
+A report carries the trial, the timings of the `begin()` block, the results,
+and the exception with its traceback text. Reports pickle small (no frames, no
+live objects), so they travel back from process workers cheaply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import threading
+import time
+import traceback as _traceback
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec
+
+from byop_nb.events import Event, Subscriber
+from byop_nb.scheduling.task import Task, traceback_text
+
+if TYPE_CHECKING:
+    from byop_nb.scheduling.limits import MemoryLimit, TimeLimit
+    from byop_nb.scheduling.scheduler import Scheduler
+
+__all__ = ["Trial", "TrialTask"]
+
+P = ParamSpec("P")
+
+# Task._record's statuses for a limit hit -> the limit's name in a CrashReport.
+_LIMITS = {"memory_limit": "memory", "cpu_time_limit": "cpu_time", "wall_time_limit": "wall_time"}
+
+
+def _portable(exception: BaseException) -> BaseException:
+    """`exception`, or a RuntimeError with its text when it cannot be pickled (reports must travel)."""
+    try:
+        pickle.dumps(exception)
+    except Exception:
+        portable = RuntimeError(f"{type(exception).__name__}: {exception}")
+        portable.add_note("byop_nb: the original exception could not be pickled; this carries its text")
+        return portable
+    return exception
+
+
+def _cpu_clock() -> Callable[[], float]:
+    # In a process worker (or pynisher's child) the call owns the process: count all its
+    # threads. In a thread worker the process is shared with other calls: count this thread.
+    return time.process_time if threading.current_thread() is threading.main_thread() else time.thread_time
+
+
+@dataclass(eq=False)
+class Trial:
+    """One configuration to evaluate, and the record of its evaluation in the worker.
+
+    Args:
+        name: the trial's name (a column of the recorded reports).
+        config: the configuration to evaluate.
+        info: anything else to keep with the trial (seed, fidelity, ...).
+
+    After `begin()` the worker-side trial holds `timings`, `exception` and
+    `traceback` (the text of the exception's traceback). Trials are equal when
+    name, config and info are; they hash by name, so they can key a dict.
+
+    Example:
+        ```python
+        from byop_nb.optimization import Trial
+
+        trial = Trial(name="t-1", config={"x": 1.5}, info={"seed": 0})
+        with trial.begin():
+            y = trial.config["x"] ** 2
+        report = trial.success(y=y)
+        assert report.status == "success" and report.results == {"y": 2.25}
+        ```
+    """
+
+    name: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    info: Mapping[str, Any] = field(default_factory=dict)
+    timings: Trial.Timings | None = field(default=None, init=False, compare=False)
+    exception: BaseException | None = field(default=None, init=False, compare=False, repr=False)
+    traceback: str | None = field(default=None, init=False, compare=False, repr=False)
+
+    Task: ClassVar[type[TrialTask[...]]]
+    """[`TrialTask`][byop_nb.optimization.trial.TrialTask]: `Trial.Task(function, scheduler, ...)`."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Trial):
+            return NotImplemented
+        return (self.name, self.config, self.info) == (other.name, other.config, other.info)
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"Trial name= must be a non-empty str, got {self.name!r}")
+        if not isinstance(self.config, Mapping):
+            raise TypeError(f"Trial config= must be a mapping (e.g. a dict), got {self.config!r}")
+        if self.info is None:
+            self.info = {}
+        if not isinstance(self.info, Mapping):
+            raise TypeError(f"Trial info= must be a mapping (e.g. a dict) or None, got {self.info!r}")
+
+    @dataclass(frozen=True)
+    class Timings:
+        """When the `begin()` block ran and what it cost.
+
+        Attributes:
+            start: wall-clock start, seconds since the epoch.
+            end: wall-clock end, seconds since the epoch.
+            wall_time: elapsed seconds (monotonic clock).
+            cpu_time: CPU seconds: of the whole worker process in a process
+                worker, of the worker's own thread in a thread worker.
+        """
+
+        start: float
+        end: float
+        wall_time: float
+        cpu_time: float
+
+    @dataclass(frozen=True)
+    class Report:
+        """What a trial's evaluation gave: `SuccessReport`, `FailReport` or `CrashReport`.
+
+        Attributes:
+            trial: the trial that was evaluated.
+            results: the keyword arguments of `success(...)` / `fail(...)`.
+            timings: of the `begin()` block, or None when it was not used.
+            exception: the exception that made the trial fail or crash, if any.
+            traceback: that exception's traceback, as text.
+            status: "success", "fail" or "crashed" (per class).
+        """
+
+        trial: Trial
+        results: Mapping[str, Any] = field(default_factory=dict)
+        timings: Trial.Timings | None = None
+        exception: BaseException | None = None
+        traceback: str | None = field(default=None, repr=False)
+
+        status: ClassVar[str] = "report"
+
+    @dataclass(frozen=True)
+    class SuccessReport(Report):
+        """The trial succeeded: `trial.success(**results)`."""
+
+        status: ClassVar[str] = "success"
+
+    @dataclass(frozen=True)
+    class FailReport(Report):
+        """The trial ran but failed: `trial.fail(**results)` (a bad configuration, a diverged run, ...)."""
+
+        status: ClassVar[str] = "fail"
+
+    @dataclass(frozen=True)
+    class CrashReport(Report):
+        """The trial crashed: `trial.crashed(exception)`, an exception escaping the function, or a limit hit.
+
+        Attributes:
+            limit: "memory", "cpu_time" or "wall_time" when the Task's limit
+                ended the call, else None.
+        """
+
+        limit: str | None = None
+
+        status: ClassVar[str] = "crashed"
+
+    # -- in the worker -------------------------------------------------------
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Trial]:
+        """Time the block (wall and CPU) and capture an exception raised in it.
+
+        After the block, `trial.timings` is set, and `trial.exception` and
+        `trial.traceback` hold what the block raised (None when it did not).
+        `Exception`s are captured; `KeyboardInterrupt` and `SystemExit` pass.
+
+        ```python
+        with trial.begin():
+            train(trial.config)
+        if trial.exception:
+            return trial.crashed()
+        ```
+        """
+        self.exception = None
+        self.traceback = None
+        cpu_clock = _cpu_clock()
+        start, wall0, cpu0 = time.time(), time.perf_counter(), cpu_clock()
+        try:
+            yield self
+        except Exception as e:
+            self.exception = _portable(e)
+            self.traceback = _traceback.format_exc()
+        finally:
+            wall, cpu = time.perf_counter() - wall0, cpu_clock() - cpu0
+            self.timings = Trial.Timings(start=start, end=start + wall, wall_time=wall, cpu_time=cpu)
+
+    def success(self, **results: Any) -> Trial.SuccessReport:
+        """A [`SuccessReport`][byop_nb.optimization.Trial.SuccessReport] with `results` and the timings."""
+        return Trial.SuccessReport(trial=self, results=results, timings=self.timings)
+
+    def fail(self, **results: Any) -> Trial.FailReport:
+        """A [`FailReport`][byop_nb.optimization.Trial.FailReport] with `results`, the timings and the
+        exception `begin()` captured (if any)."""
+        return Trial.FailReport(
+            trial=self, results=results, timings=self.timings, exception=self.exception, traceback=self.traceback
+        )
+
+    def crashed(self, exception: BaseException | None = None, **results: Any) -> Trial.CrashReport:
+        """A [`CrashReport`][byop_nb.optimization.Trial.CrashReport] for `exception`.
+
+        Args:
+            exception: what crashed the trial (default: what `begin()` captured).
+            results: anything measured before the crash.
+
+        Raises:
+            ValueError: no exception was given and `begin()` captured none.
+        """
+        if exception is None:
+            if self.exception is None:
+                raise ValueError(
+                    f"trial {self.name!r}: crashed() needs the exception that crashed it; pass it, or call "
+                    "crashed() after a `with trial.begin():` block that raised"
+                )
+            exception, text = self.exception, self.traceback
+        else:
+            text = self.traceback if exception is self.exception else "".join(_traceback.format_exception(exception))
+            exception = _portable(exception)
+        return Trial.CrashReport(trial=self, results=results, timings=self.timings, exception=exception, traceback=text)
+
+
+class TrialTask(Task[Concatenate[Trial, P], Trial.Report], Generic[P]):
+    """A Task for optimization: calling it with a [`Trial`][byop_nb.optimization.Trial] evaluates it.
+
+    Spelled `Trial.Task(function, scheduler, ...)`; takes every
+    [`Task`][byop_nb.scheduling.Task] option (limits included). The function
+    gets the trial first and returns `trial.success(...)`, `trial.fail(...)` or
+    `trial.crashed(...)`.
+
+    Events, after the Task's own `DONE` and `RETURNED`/`EXCEPTION`:
+
+    * `REPORT(report)` `on_report`: every report;
+    * `SUCCESS(report)` `on_success`, `FAILURE(report)` `on_failed`,
+      `CRASHED(report)` `on_crashed`: by kind.
+
+    An exception escaping the function, a limit hit (the CrashReport's `limit`
+    names it: "memory", "cpu_time" or "wall_time"), or a return value that is
+    not a report become a CrashReport. A cancelled trial (a `wait=False` stop)
+    makes no report.
+
+    Each report is recorded in `task.history` (`task.df()`): columns `task`,
+    `call`, `args`/`kwargs` (those after the trial), `trial` (its name),
+    `status` ("success"/"fail"/"crashed"; "cancelled" for a call cancelled unrun),
+    `config.<key>`, `info.<key>`, `result.<key>`, `exception_type`, `exception_message`, `traceback`,
+    `submitted`, `finished`, `wall_time`, `cpu_time`.
+
+    Example:
+        ```python
+        from byop_nb.optimization import Trial
+        from byop_nb.scheduling import Scheduler
+
+        def evaluate(trial: Trial) -> Trial.Report:
+            with trial.begin():
+                loss = (trial.config["x"] - 3) ** 2
+            return trial.success(loss=loss)
+
+        scheduler = Scheduler.with_processes(2)
+        task = Trial.Task(evaluate, scheduler)
+
+        @scheduler.on_start
+        def launch() -> None:
+            task(Trial(name="t-0", config={"x": 1.0}))
+
+        @task.on_success
+        def show(report: Trial.Report) -> None:
+            print(report.trial.name, report.results)
+
+        scheduler.run()
+        ```
+    """
+
+    REPORT: Event[[Trial.Report]] = Event("trial-report")
+    """A trial reported (any kind): `on_report(report)`."""
+    SUCCESS: Event[[Trial.Report]] = Event("trial-success")
+    """A trial succeeded: `on_success(report)`."""
+    FAILURE: Event[[Trial.Report]] = Event("trial-failure")
+    """A trial failed: `on_failed(report)`."""
+    CRASHED: Event[[Trial.Report]] = Event("trial-crashed")
+    """A trial crashed (exception, limit hit, bad return value): `on_crashed(report)`."""
+
+    def __init__(
+        self,
+        function: Callable[Concatenate[Trial, P], Trial.Report],
+        scheduler: Scheduler,
+        *,
+        name: str | None = None,
+        call_limit: int | None = None,
+        concurrent_limit: int | None = None,
+        memory_limit: MemoryLimit | None = None,
+        cpu_time_limit: TimeLimit | None = None,
+        wall_time_limit: TimeLimit | None = None,
+    ) -> None:
+        super().__init__(
+            function,
+            scheduler,
+            name=name,
+            call_limit=call_limit,
+            concurrent_limit=concurrent_limit,
+            memory_limit=memory_limit,
+            cpu_time_limit=cpu_time_limit,
+            wall_time_limit=wall_time_limit,
+        )
+        em = self.event_manager
+        self.on_report: Subscriber[[Trial.Report]] = em.subscriber(self.REPORT)
+        self.on_success: Subscriber[[Trial.Report]] = em.subscriber(self.SUCCESS)
+        self.on_failed: Subscriber[[Trial.Report]] = em.subscriber(self.FAILURE)
+        self.on_crashed: Subscriber[[Trial.Report]] = em.subscriber(self.CRASHED)
+        # future -> its report, between recording it and emitting it
+        self._reports: dict[Future[Any], Trial.Report] = {}
+
+    def _submit(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not args or not isinstance(args[0], Trial):
+            first = repr(args[0]) if args else "nothing"
+            raise TypeError(
+                f"Trial.Task {self.name!r} is called with a Trial first, e.g. "
+                f"task(Trial(name='t-1', config={{...}})); got {first}"
+            )
+        return super()._submit(function, args, kwargs)
+
+    # -- ending (in the scheduler's loop) --------------------------------------
+    def _record(
+        self,
+        future: Future[Any],
+        status: str,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        call, args, kwargs, submitted = self._running.pop(future)
+        trial: Trial = args[0]
+        report: Trial.Report | None
+        if status == "cancelled":
+            report = None
+        elif status == "returned":
+            if isinstance(result, Trial.Report):
+                report = result
+            else:
+                error = TypeError(
+                    f"the function of Trial.Task {self.name!r} returned {result!r}; it must return a report: "
+                    "trial.success(...), trial.fail(...) or trial.crashed(...)"
+                )
+                report = Trial.CrashReport(trial=trial, exception=error, traceback=None)
+        else:
+            assert exception is not None
+            report = Trial.CrashReport(
+                trial=trial,
+                exception=exception,
+                traceback=traceback_text(exception),
+                limit=_LIMITS.get(status),
+            )
+        if report is not None:
+            self._reports[future] = report
+        timings = report.timings if report is not None else None
+        self.history.record(
+            {
+                "task": self.name,
+                "call": call,
+                "args": args[1:],  # the trial has columns of its own
+                "kwargs": kwargs,
+                "trial": trial.name,
+                "config": dict(report.trial.config if report is not None else trial.config),
+                "info": dict(report.trial.info if report is not None else trial.info),
+                "status": report.status if report is not None else "cancelled",
+                "result": dict(report.results) if report is not None else {},
+                "exception": report.exception if report is not None else None,
+                "traceback": report.traceback if report is not None else None,
+                "submitted": submitted,
+                "finished": time.time(),
+                "wall_time": timings.wall_time if timings is not None else None,
+                "cpu_time": timings.cpu_time if timings is not None else None,
+            }
+        )
+
+    def _on_result(self, future: Future[Any], result: Any) -> None:
+        super()._on_result(future, result)
+        self._emit_report(future)
+
+    def _process_future(self, future: Future[Any], *args: Any, **kwargs: Any) -> None:
+        super()._process_future(future, *args, **kwargs)
+        self._emit_report(future)  # the exception path: DONE, EXCEPTION, limit events, then the report
+
+    def _emit_report(self, future: Future[Any]) -> None:
+        report = self._reports.pop(future, None)
+        if report is None:
+            return
+        em = self.event_manager
+        em.emit(self.REPORT, report)
+        if isinstance(report, Trial.SuccessReport):
+            em.emit(self.SUCCESS, report)
+        elif isinstance(report, Trial.FailReport):
+            em.emit(self.FAILURE, report)
+        else:
+            em.emit(self.CRASHED, report)
+
+
+Trial.Task = TrialTask
