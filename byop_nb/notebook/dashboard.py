@@ -418,7 +418,7 @@ class Dashboard(widgets.VBox):
 
         The scheduler and its run are not affected.
         """
-        if not self._closed:
+        if not getattr(self, "_closed", True):  # (also called by Widget.__del__ after a failed __init__)
             self._closed = True
             self._stop_timer()
             scheduler = self.scheduler

@@ -1,0 +1,665 @@
+"""The Dashboard and the HTML reprs: widgets driven directly, then over a real kernel's widget comm.
+
+The unit tests click the buttons with `button.click()` (what a front end's
+click ends in) inside an asyncio loop, as in a kernel, and read the widgets'
+values. The kernel tests start an ipykernel, display a dashboard there and
+talk to its widgets the way JupyterLab does: comm messages on the shell
+channel in, state updates on iopub out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from queue import Empty
+from typing import Any
+
+import pytest
+
+from byop_nb.notebook import Dashboard
+from byop_nb.notebook import dashboard as dashboard_module
+from byop_nb.notebook.display import scheduler_html, task_counters, task_html
+from byop_nb.notebook.plots import LiveData, numeric_value
+from byop_nb.scheduling import ExitCode, Scheduler, Task
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def square(x: float) -> float:
+    return x * x
+
+
+def pause(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def keep_busy(scheduler: Scheduler, task: Task, *args: Any, in_flight: int = 2) -> None:
+    """Submit `in_flight` calls at start and a new one as each ends (while the run goes on)."""
+
+    @scheduler.on_start(repeat=in_flight)
+    @task.on_done
+    def again() -> None:
+        if scheduler.state == "running":
+            task(*args)
+
+
+def run_async(coroutine_function: Callable[[], Any]) -> Any:
+    """Run a test body inside an event loop, as a kernel runs cells."""
+    return asyncio.run(coroutine_function())
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def status_text(board: Dashboard) -> str:
+    import re
+
+    return re.sub(r"<[^>]+>", "", board.status_html.value).replace("&middot;", "·")
+
+
+# -- importing --------------------------------------------------------------------------
+
+
+def test_display_and_byop_nb_import_without_ipywidgets_or_matplotlib():
+    code = (
+        "import sys, byop_nb, byop_nb.notebook\n"
+        "from byop_nb.notebook import display\n"
+        "from byop_nb.scheduling import Scheduler, Task\n"
+        "s = Scheduler.with_threads(1); t = Task(abs, s)\n"
+        "assert 'Scheduler' in s._repr_html_() and 'abs' in t._repr_html_()\n"
+        "print(sorted(m for m in ('ipywidgets', 'matplotlib', 'IPython') if m in sys.modules))\n"
+        "from byop_nb.notebook import Dashboard\n"
+        "print('ipywidgets' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.splitlines() == ["[]", "True"], out.stdout + out.stderr
+
+
+def test_unknown_attribute_of_byop_nb_notebook_is_an_attribute_error():
+    import byop_nb.notebook
+
+    with pytest.raises(AttributeError, match="no attribute 'Dashbord'"):
+        byop_nb.notebook.Dashbord  # noqa: B018
+
+
+# -- HTML reprs --------------------------------------------------------------------------
+
+
+def fails_on_odd(x: int) -> dict[str, int]:
+    if x % 2:
+        raise ValueError(f"odd <{x}>")
+    return {"value": x, "double": 2 * x}
+
+
+def test_scheduler_and_task_html_show_state_counters_and_last_results():
+    scheduler = Scheduler.with_threads(1)
+    task = Task(fails_on_odd, scheduler, name="<odd>", call_limit=4)
+
+    @scheduler.on_start
+    def launch() -> None:
+        for x in range(5):  # the fifth is refused by call_limit
+            task(x)
+
+    assert scheduler.run() is ExitCode.EXHAUSTED
+    assert task_counters(task) == {
+        "submitted": 4,
+        "running": 0,
+        "returned": 2,
+        "failed": 2,
+        "cancelled": 0,
+        "limit hits": 1,
+    }
+    html = scheduler_html(scheduler)
+    assert "finished" in html and "exit code exhausted" in html and "ThreadPoolExecutor" in html
+    assert "&lt;odd&gt;" in html and "<odd>" not in html  # names are escaped
+    assert "<td>4</td><td>0</td><td>2</td><td>2</td><td>0</td><td>1</td><td>4</td>" in html
+    assert "scheduler-started=1" in html
+    assert scheduler._repr_html_() == html
+
+    shown = task_html(task, last=3)
+    assert "call_limit=4" in shown and task._repr_html_() == task_html(task)
+    results = shown.split("byop-last-results")[1]
+    assert results.count("<tr>") == 4  # a header and the last 3 calls
+    assert "ValueError: odd &lt;3&gt;" in results  # an exception, escaped
+    assert "{&#x27;value&#x27;: 2, &#x27;double&#x27;: 4}" in results  # a dict result, from its result.<key> fields
+    assert results.index("odd &lt;3&gt;") < results.index("&#x27;value&#x27;: 2")  # newest first
+
+
+def test_scheduler_html_shows_the_error_of_a_callback():
+    scheduler = Scheduler.with_threads(1)
+    task = Task(square, scheduler)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(2)
+
+    @task.on_returned
+    def broken(result: float) -> None:
+        raise KeyError("no such thing")
+
+    with pytest.raises(KeyError):
+        scheduler.run()
+    assert "last error: <code>KeyError: &#x27;no such thing&#x27;</code>" in scheduler_html(scheduler)
+
+
+# -- the widgets -------------------------------------------------------------------------
+
+
+def test_new_dashboard_is_idle_with_only_start_enabled_and_an_image():
+    scheduler = Scheduler.with_threads(1)
+    task = Task(square, scheduler)
+    board = Dashboard(scheduler, task)
+    assert status_text(board).startswith("idle")
+    assert not board.start_button.disabled and board.stop_button.disabled
+    assert bytes(board.plot_image.value).startswith(PNG) and board.n_redraws == 1
+    assert board._progress_row.layout.display == "none"  # no call_limit, no timeout: no bound known
+    assert "<td>square</td>" in board.counters_html.value
+    assert "byop-dashboard" in board._dom_classes and "byop-stop" in board.stop_button._dom_classes
+    board.close()
+
+
+def test_start_and_stop_buttons_drive_a_background_run():
+    scheduler = Scheduler.with_threads(2)
+    task = Task(pause, scheduler)
+    keep_busy(scheduler, task, 0.01)
+    board = Dashboard(scheduler, task, timeout=30, interval=0.1)
+
+    async def body() -> None:
+        board.start_button.click()
+        assert board.handle is not None and scheduler.state == "running"
+        assert board.start_button.disabled and not board.stop_button.disabled
+        await until(lambda: task_counters(task)["returned"] >= 20)
+        await asyncio.sleep(0.3)  # a few ticks of the refresh timer
+        assert status_text(board).startswith("running")
+        assert board.progress_bar.description == "time" and 0 < board.progress_bar.value < 1
+
+        board.stop_button.click()
+        assert board.stop_button.disabled  # one Stop is enough
+        assert await board.handle is ExitCode.STOPPED
+
+    run_async(body)
+    text = status_text(board)
+    assert text.startswith("finished") and "exit code: stopped" in text
+    assert not board.start_button.disabled and board.stop_button.disabled
+    returned = task_counters(task)["returned"]
+    assert f"<td>{returned}</td>" in board.counters_html.value
+    assert scheduler.counts[(Task.RETURNED, "pause")] == returned
+    board.close()
+
+
+def test_start_passes_the_dashboards_run_options():
+    scheduler = Scheduler.with_threads(1)
+    board = Dashboard(scheduler, timeout=0.3, end_on_empty=False)
+
+    async def body() -> ExitCode:
+        return await board.start()
+
+    assert run_async(body) is ExitCode.TIMEOUT  # nothing to do, yet it waited for the timeout
+    assert scheduler.timeout == 0.3
+    board.close()
+
+
+def test_start_clicked_without_an_event_loop_shows_why_in_the_status_line():
+    scheduler = Scheduler.with_threads(1)
+    board = Dashboard(scheduler)
+    board.start_button.click()
+    assert scheduler.state == "idle" and board.handle is None
+    assert "Start: RuntimeError" in board.last_error and "scheduler.run()" in board.last_error
+    assert "last error: " in status_text(board)
+    board.close()
+
+
+def test_counters_last_error_and_call_limit_progress_after_a_blocking_run():
+    scheduler = Scheduler.with_threads(1)  # one worker: calls end in the order they were submitted
+    task = Task(fails_on_odd, scheduler, call_limit=20)
+    numbers = iter(range(100))
+
+    @scheduler.on_start(repeat=2)
+    @task.on_done
+    def again() -> None:
+        task(next(numbers))
+
+    board = Dashboard(scheduler, task)
+    assert board.progress_html.value == "0 / 20 calls"
+    assert scheduler.run() is ExitCode.EXHAUSTED
+    assert "<td>fails_on_odd</td><td>20</td><td>0</td><td>10</td><td>10</td><td>0</td><td>2</td><td>20</td>" in (
+        board.counters_html.value
+    )
+    assert board.progress_bar.value == 1.0 and board.progress_html.value == "20 / 20 calls"
+    assert board.progress_bar.description == "calls" and board.progress_bar.bar_style == "success"
+    assert board.last_error == "fails_on_odd: ValueError: odd <19>"
+    assert "exit code: exhausted" in status_text(board)
+    board.close()
+
+
+def test_time_progress_follows_the_runs_own_timeout():
+    scheduler = Scheduler.with_threads(1)
+    board = Dashboard(scheduler, interval=0.1)  # the run is started without the dashboard
+    seen: list[float] = []
+    board.progress_bar.observe(lambda change: seen.append(change["new"]), "value")
+    assert scheduler.run(timeout=1.0, end_on_empty=False) is ExitCode.TIMEOUT
+    assert board.progress_bar.description == "time" and board.progress_bar.value == 1.0
+    assert len(seen) >= 5 and seen == sorted(seen)  # it moved forward while run() blocked
+    board.close()
+
+
+def test_widgets_update_while_a_blocking_run_goes_on():
+    scheduler = Scheduler.with_threads(2)
+    task = Task(pause, scheduler)
+    keep_busy(scheduler, task, 0.02)
+    board = Dashboard(scheduler, task, interval=0.2)
+    status_changes: list[tuple[float, str]] = []
+    image_changes: list[float] = []
+    board.status_html.observe(lambda change: status_changes.append((time.monotonic(), change["new"])), "value")
+    board.plot_image.observe(lambda change: image_changes.append(time.monotonic()), "value")
+    began = time.monotonic()
+    assert scheduler.run(timeout=2.0) is ExitCode.TIMEOUT
+    ended = time.monotonic()
+    running = [when for when, value in status_changes if "byop-state-running" in value]
+    assert len(running) >= 5 and running[-1] - running[0] > 1.0  # spread over the run, not all at the end
+    assert any(began < when < ended - 0.3 for when in image_changes)  # the plot, too, redrew during the run
+    assert "byop-state-finished" in status_changes[-1][1]
+    board.close()
+
+
+def test_redraws_are_throttled_to_the_interval_and_coalesced(monkeypatch):
+    monkeypatch.setattr(dashboard_module, "REDRAW_BACKOFF", 0)  # only the interval (see the next test)
+    scheduler = Scheduler.with_threads(2)
+    task = Task(square, scheduler)
+    keep_busy(scheduler, task, 3.0, in_flight=4)
+    board = Dashboard(scheduler, task, interval=0.5)
+    redraws: list[tuple[float, bool]] = []
+    redraw = board.redraw
+
+    def timed_redraw(*, throttle: bool = True) -> None:
+        redraws.append((time.perf_counter(), throttle))
+        redraw(throttle=throttle)
+
+    board.redraw = timed_redraw  # type: ignore[method-assign]
+    assert scheduler.run(timeout=2.6) is ExitCode.TIMEOUT
+    throttled = [when for when, throttle in redraws if throttle]
+    ended = scheduler.counts[(Task.DONE, "square")]
+    assert ended > 300  # many calls ended ...
+    assert 3 <= len(throttled) <= 2.6 / 0.5 + 1  # ... and the plot was redrawn a few times, not per call
+    gaps = [b - a for a, b in zip(throttled, throttled[1:])]
+    assert all(gap >= 0.5 - 0.01 for gap in gaps), gaps
+    assert redraws[-1][1] is False  # the final picture, when the run finished
+    board.close()
+
+
+def test_slow_redraws_back_off(monkeypatch):
+    scheduler = Scheduler.with_threads(2)
+    task = Task(square, scheduler)
+    keep_busy(scheduler, task, 3.0)
+    board = Dashboard(scheduler, task, interval=0.1)
+    render = board._renderer.render
+    monkeypatch.setattr(board._renderer, "render", lambda *a: (time.sleep(0.03), render(*a))[1])
+    monkeypatch.setattr(dashboard_module, "REDRAW_BACKOFF", 20)
+    starts: list[float] = []
+    redraw = board.redraw
+
+    def timed_redraw(*, throttle: bool = True) -> None:
+        if throttle:
+            starts.append(time.perf_counter())
+        redraw(throttle=throttle)
+
+    board.redraw = timed_redraw  # type: ignore[method-assign]
+    scheduler.run(timeout=2.5)
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert starts and all(gap >= 20 * 0.03 for gap in gaps), gaps  # not every 0.1 s
+    assert len(starts) <= 1 + 2.5 / (20 * 0.03)
+    board.close()
+
+
+def test_numeric_value_reads_numbers_and_dicts_of_numbers():
+    assert numeric_value(3) == (3.0, None)
+    assert numeric_value(True) == (None, None)
+    assert numeric_value({"name": "x", "loss": 0.25, "acc": 0.9}) == (0.25, "loss")
+    assert numeric_value({"loss": 0.25, "acc": 0.9}, "acc") == (0.9, "acc")
+    assert numeric_value({"loss": 0.25}, "acc") == (None, "acc")
+    assert numeric_value([1, 2]) == (None, None)
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def test_numeric_results_plot_values_and_best_so_far():
+    scheduler = Scheduler.with_sequential()
+    task = Task(identity, scheduler)
+    other = Task(identity, scheduler, name="other")
+
+    @scheduler.on_start
+    def launch() -> None:
+        for value in (5, 3, 4, 1, 2):
+            task(value)
+        for value in ({"loss": 0.5, "acc": 0.1}, {"loss": 0.7, "acc": 0.4}, {"loss": 0.2, "acc": 0.3}):
+            other(value)
+
+    board = Dashboard(scheduler, task, other, best="max", metric="acc")
+    scheduler.run()
+    by_task = {series.name: series for series in board._data.series}
+    assert by_task["identity"].values == [5, 3, 4, 1, 2]
+    assert by_task["identity"].best == [5, 5, 5, 5, 5]
+    assert by_task["other"].values == [0.1, 0.4, 0.3] and by_task["other"].best == [0.1, 0.4, 0.4]
+    assert board._renderer._layout == ("ended", "values")
+    board.close()
+
+    data = LiveData()  # best="min", the first numeric key
+    data.update([other], scheduler.started_at)
+    assert data.series[0].metric == "loss" and data.series[0].best == [0.5, 0.5, 0.2]
+
+
+def test_a_new_run_starts_the_plots_afresh():
+    scheduler = Scheduler.with_threads(1)
+    task = Task(square, scheduler)
+    calls = iter([3, 2])
+
+    @scheduler.on_start
+    def launch() -> None:
+        for _ in range(next(calls)):
+            task(1.5)
+
+    board = Dashboard(scheduler, task)
+    scheduler.run()
+    assert board._data.n_ended == 3
+    scheduler.run()
+    assert board._data.n_ended == 2 and len(task.history) == 5
+    board.close()
+
+
+def test_user_plot_gets_the_live_dataframe_and_its_errors_never_stop_the_run():
+    scheduler = Scheduler.with_threads(2)
+    task = Task(pause, scheduler, call_limit=40)
+    keep_busy(scheduler, task, 0.02)
+    frames: list[int] = []
+
+    def my_plot(df, ax) -> None:
+        frames.append(len(df))
+        ax.plot(df["call"], df["result"])
+
+    board = Dashboard(scheduler, task, plot=my_plot, interval=0.1)
+    scheduler.run()
+    assert frames and frames[-1] == 40 and frames == sorted(frames)
+    assert board._renderer._layout == ("ended", "user") and board.plot_error is None
+
+    def broken_plot(df, ax) -> None:
+        raise RuntimeError("my plot is broken")
+
+    task2 = Task(pause, scheduler, name="second", call_limit=10)
+    keep_busy(scheduler, task2, 0.01)
+    board2 = Dashboard(scheduler, task2, plot=broken_plot)
+    assert scheduler.run() is ExitCode.EXHAUSTED
+    assert isinstance(board2.plot_error, RuntimeError)
+    assert board2.last_error == "plot: RuntimeError: my plot is broken"
+    assert bytes(board2.plot_image.value).startswith(PNG)
+    board.close()
+    board2.close()
+
+
+def test_a_failing_dashboard_never_breaks_the_run(monkeypatch):
+    scheduler = Scheduler.with_threads(1)
+    task = Task(square, scheduler)
+    keep_busy(scheduler, task, 2.0, in_flight=1)
+    board = Dashboard(scheduler, task, interval=0.1)
+
+    def broken(*args: Any) -> bytes:
+        raise MemoryError("no memory for pictures")
+
+    monkeypatch.setattr(board._renderer, "render", broken)
+    assert scheduler.run(timeout=0.5) is ExitCode.TIMEOUT
+    assert board.last_error == "dashboard: MemoryError: no memory for pictures"
+    board.close()
+
+
+def test_callback_error_ends_a_started_run_and_shows_in_the_status_line():
+    scheduler = Scheduler.with_threads(1)
+    task = Task(square, scheduler)
+    keep_busy(scheduler, task, 2.0, in_flight=1)
+
+    @task.on_returned
+    def check(result: float) -> None:
+        if task.n_called >= 5:
+            raise ZeroDivisionError("bad callback")
+
+    board = Dashboard(scheduler, task)
+
+    async def body() -> None:
+        board.start_button.click()
+        with pytest.raises(ZeroDivisionError):
+            await board.handle
+
+    run_async(body)
+    assert board.last_error == "callback: ZeroDivisionError: bad callback"
+    assert "exit code: stopped" in status_text(board) and not board.start_button.disabled
+    with pytest.raises(ZeroDivisionError):
+        board.handle.result()
+
+    task.event_manager.remove("test_callback_error_ends_a_started_run_and_shows_in_the_status_line.<locals>.check")
+    scheduler.run(timeout=0.3)  # a later run: the old error is no longer shown
+    assert board.last_error is None
+    board.close()
+
+
+def test_several_dashboards_and_a_late_one_show_the_same_state():
+    scheduler = Scheduler.with_threads(2)
+    task = Task(fails_on_odd, scheduler, call_limit=200)
+    numbers = iter(range(1000))
+
+    @scheduler.on_start(repeat=2)
+    @task.on_done
+    def again() -> None:
+        task(next(numbers))
+
+    first = Dashboard(scheduler)
+    second = Dashboard(scheduler, task)
+    late: list[Dashboard] = []
+
+    @task.on_returned
+    def make_late(result: dict) -> None:
+        if task.n_called >= 120 and not late:
+            late.append(Dashboard(scheduler))  # made in the middle of the run
+
+    scheduler.run()
+    boards = [first, second, late[0]]
+    assert len({board.counters_html.value for board in boards}) == 1
+    assert len({board.status_html.value for board in boards}) == 1
+    assert len({board.progress_html.value for board in boards}) == 1
+    assert {board._data.n_ended for board in boards} == {200}
+    assert len({bytes(board.plot_image.value) for board in boards}) == 1  # the same final picture
+    for board in boards:
+        board.close()
+
+
+def test_close_detaches_the_dashboard_from_the_scheduler():
+    scheduler = Scheduler.with_threads(1)
+    task = Task(square, scheduler)
+    keep_busy(scheduler, task, 2.0, in_flight=1)
+    manager = scheduler.event_manager
+    before = {event: manager.callbacks(event) for event in (Scheduler.STARTED, Scheduler.FINISHED)}
+    kept = Dashboard(scheduler, task)
+    closed = Dashboard(scheduler, task)
+    closed.close()
+    assert closed.closed and closed.stop_button.comm is None
+    assert manager.callbacks(Scheduler.STARTED) == [*before[Scheduler.STARTED], kept._on_started]
+    assert manager.callbacks(Scheduler.FINISHED) == [*before[Scheduler.FINISHED], kept._on_finished]
+    status, redraws = closed.status_html.value, closed.n_redraws
+    scheduler.run(timeout=0.3)
+    assert closed.status_html.value == status and closed.n_redraws == redraws
+    assert "finished" in status_text(kept)
+    closed.close()  # twice is fine
+    kept.close()
+    assert all(manager.callbacks(event) == callbacks for event, callbacks in before.items())
+
+
+def test_dashboard_checks_its_arguments():
+    scheduler = Scheduler.with_threads(1)
+    other = Task(square, Scheduler.with_threads(1))
+    with pytest.raises(TypeError, match="Scheduler"):
+        Dashboard("not a scheduler")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="another scheduler"):
+        Dashboard(scheduler, other)
+    with pytest.raises(TypeError, match="Task objects"):
+        Dashboard(scheduler, square)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="plot="):
+        Dashboard(scheduler, plot="line")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="interval="):
+        Dashboard(scheduler, interval=0)
+    with pytest.raises(ValueError, match="timeout="):
+        Dashboard(scheduler, timeout=-1)
+    with pytest.raises(ValueError, match="best="):
+        Dashboard(scheduler, best="median")  # type: ignore[arg-type]
+
+
+def test_scheduler_dashboard_and_plot_false():
+    scheduler = Scheduler.with_threads(1)
+    task = Task(square, scheduler)
+    board = scheduler.dashboard(task, plot=False, timeout=5)
+    assert isinstance(board, Dashboard) and board.timeout == 5 and board.tasks == [task]
+    assert board.plot_image not in board.children and board.n_redraws == 0
+    board.close()
+
+
+# -- a real kernel -----------------------------------------------------------------------
+
+
+class WidgetKernel:
+    """An ipykernel, a client, and the widget state updates it sent, by model id."""
+
+    def __init__(self) -> None:
+        from jupyter_client.manager import KernelManager
+
+        self.manager = KernelManager(kernel_name="python3")
+        self.manager.start_kernel()
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+        self.updates: list[tuple[float, str, dict[str, Any], int]] = []  # (time, model id, state, buffers)
+
+    def _drain(self, until_idle_of: str | None, timeout: float) -> tuple[str, str | None]:
+        stdout, error = [], None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if until_idle_of is None:
+                    return "".join(stdout), error
+                raise AssertionError(f"the cell did not finish in {timeout} s; printed: {''.join(stdout)}")
+            try:
+                msg = self.client.get_iopub_msg(timeout=min(remaining, 0.2))
+            except Empty:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "comm_msg" and content["data"].get("method") == "update":
+                state = content["data"]["state"]
+                self.updates.append((time.monotonic(), content["comm_id"], state, len(msg.get("buffers") or [])))
+            parent = msg["parent_header"].get("msg_id")
+            if parent != until_idle_of:
+                continue
+            if kind == "stream":
+                stdout.append(content["text"])
+            elif kind == "error":
+                error = "\n".join(content["traceback"])
+            elif kind == "status" and content["execution_state"] == "idle":
+                return "".join(stdout), error
+
+    def run(self, code: str, timeout: float = 60) -> str:
+        stdout, error = self._drain(self.client.execute(code), timeout)
+        assert error is None, error
+        return stdout
+
+    def listen(self, seconds: float) -> None:
+        """Collect widget updates for `seconds` while no cell runs."""
+        self._drain(None, seconds)
+
+    def click(self, model_id: str) -> None:
+        """What JupyterLab sends when a Button view is clicked."""
+        content = {"comm_id": model_id, "data": {"method": "custom", "content": {"event": "click"}}}
+        self.client.session.send(self.client.shell_channel.socket, self.client.session.msg("comm_msg", content))
+
+    def values(self, model_id: str, key: str = "value") -> list[tuple[float, Any]]:
+        return [(when, state[key]) for when, mid, state, _ in self.updates if mid == model_id and key in state]
+
+    def close(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=False)
+
+
+@pytest.fixture
+def widget_kernel(no_orphans) -> Iterator[WidgetKernel]:
+    kernel = WidgetKernel()
+    try:
+        yield kernel
+    finally:
+        kernel.close()
+
+
+KERNEL_SETUP = """
+import json, time
+from byop_nb import Scheduler, Task
+from byop_nb.notebook import Dashboard
+
+def pause(seconds):
+    time.sleep(seconds)
+    return {"loss": seconds}
+
+scheduler = Scheduler.with_processes(2)
+task = Task(pause, scheduler)
+
+@scheduler.on_start(repeat=2)
+@task.on_done
+def again():
+    if scheduler.state == "running":
+        task(0.05)
+
+dashboard = Dashboard(scheduler, task, timeout=120, interval=0.25)
+display(dashboard)
+print(json.dumps({name: getattr(dashboard, name).model_id
+                  for name in ("start_button", "stop_button", "status_html", "plot_image")}))
+"""
+
+
+@pytest.mark.kernel
+def test_start_and_stop_clicked_over_the_widget_comm_in_a_real_kernel(widget_kernel):
+    kernel = widget_kernel
+    ids = json.loads(kernel.run(KERNEL_SETUP).strip().splitlines()[-1])
+    kernel.click(ids["start_button"])
+    kernel.listen(2.0)  # the kernel is idle; the run goes on in the background
+    statuses = kernel.values(ids["status_html"])
+    assert any("byop-state-running" in value for _, value in statuses), statuses
+    images = [item for item in kernel.updates if item[1] == ids["plot_image"] and item[3]]
+    assert images, "the plot image was not sent while the run went on"
+
+    kernel.click(ids["stop_button"])
+    kernel.listen(1.5)
+    out = kernel.run("print(scheduler.exit_code, dashboard.handle.done(), dashboard.handle.result())")
+    assert out.split() == ["ExitCode.STOPPED", "True", "ExitCode.STOPPED"]
+    last_status = kernel.values(ids["status_html"])[-1][1]
+    assert "byop-state-finished" in last_status and "exit code: stopped" in last_status
+    disabled = kernel.values(ids["start_button"], "disabled")
+    assert disabled[-1][1] is False  # Start is enabled again
+
+
+@pytest.mark.kernel
+def test_a_blocking_run_streams_widget_updates_before_the_cell_ends(widget_kernel):
+    kernel = widget_kernel
+    ids = json.loads(kernel.run(KERNEL_SETUP).strip().splitlines()[-1])
+    began = time.monotonic()
+    out = kernel.run("print(scheduler.run(timeout=3))")
+    ended = time.monotonic()
+    assert out.strip() == "ExitCode.TIMEOUT"
+    running = [when for when, value in kernel.values(ids["status_html"]) if "byop-state-running" in value]
+    # received while the cell was still running, spread over the run rather than flushed at its end
+    assert len(running) >= 6 and began < running[0] and running[-1] < ended and running[-1] - running[0] > 1.5
+    images = [when for when, mid, _, buffers in kernel.updates if mid == ids["plot_image"] and buffers]
+    assert any(when < ended - 0.5 for when in images)
