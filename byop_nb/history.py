@@ -114,6 +114,7 @@ import html
 import io
 import json
 import os
+import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -162,8 +163,8 @@ def _exception_message(exception: BaseException) -> str:
 def _normalize(row: Mapping[str, Any]) -> dict[str, Any]:
     """The row as stored and journaled: text for args and the exception, dict fields spread.
 
-    This runs once per ended call, so it copies the row in C and touches only
-    the keys that need work.
+    This runs once per ended call, in the scheduler's loop: it copies the row
+    in C and does Python work only for the keys that need it.
     """
     normal = dict(row)
     args = normal.get("args")
@@ -172,23 +173,21 @@ def _normalize(row: Mapping[str, Any]) -> dict[str, Any]:
     kwargs = normal.get("kwargs")
     if kwargs is not None and type(kwargs) is not str:
         normal["kwargs"] = repr(kwargs)
-    if "exception" in normal:
-        exception = normal.pop("exception")
+    exception = normal.pop("exception", None)
+    if exception is not None:
         if isinstance(exception, BaseException):
             normal["exception_type"] = type(exception).__qualname__
             normal["exception_message"] = _exception_message(exception)
-        elif exception is not None:
+        else:
             normal["exception_message"] = str(exception)
-    if (
-        isinstance(normal.get("result"), dict)
-        or isinstance(normal.get("config"), dict)
-        or isinstance(normal.get("info"), dict)
-    ):
+    if isinstance(normal.get("result"), dict) or "config" in normal or "info" in normal:
         normal = _spread(normal)
-    for field in ("task", "status"):
-        value = normal.get(field)
-        if value is not None and type(value) is not str:
-            normal[field] = str(value)
+    task = normal.get("task")
+    if task is not None and type(task) is not str:
+        normal["task"] = str(task)
+    status = normal.get("status")
+    if status is not None and type(status) is not str:
+        normal["status"] = str(status)
     return normal
 
 
@@ -275,7 +274,10 @@ class History:
     def __init__(self, name: str = "history") -> None:
         self.name = name
         self._rows: list[dict[str, Any]] = []
-        # The distinct key sequences of the rows, in the order first seen: gives the columns in order.
+        # Bookkeeping done on reading, not on recording, for rows[:_tallied]: the distinct key
+        # sequences in the order first seen (they give the columns in order), and rows per status.
+        self._tallied = 0
+        self._tally_lock = threading.Lock()
         self._shapes: dict[tuple[str, ...], None] = {}
         self._status_counts: dict[str, int] = {}
         self._frame: pd.DataFrame | None = None
@@ -301,17 +303,28 @@ class History:
             OSError: the journal could not be written (the row is kept in memory).
         """
         normal = _normalize(row)
-        self._append(normal)
+        self._rows.append(normal)
         if self._journal is not None:
             _write_all(self._journal, _json_line(normal))
 
-    def _append(self, normal: dict[str, Any]) -> None:
-        self._shapes[tuple(normal)] = None
-        status = normal.get("status")
-        if status is not None:
-            counts = self._status_counts
-            counts[status] = counts.get(status, 0) + 1
-        self._rows.append(normal)
+    def _tally(self) -> int:
+        """Bring the key shapes and status counts up to date; returns the number of rows they cover."""
+        with self._tally_lock:
+            rows = self._rows
+            n = len(rows)
+            shapes, counts = self._shapes, self._status_counts
+            last = None
+            for index in range(self._tallied, n):
+                row = rows[index]
+                keys = row.keys()
+                if keys != last:  # rows of one task mostly share their keys: compared in C
+                    shapes[tuple(keys)] = None
+                    last = keys
+                status = row.get("status")
+                if status is not None:
+                    counts[status] = counts.get(status, 0) + 1
+            self._tallied = n
+            return n
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -319,6 +332,7 @@ class History:
     @property
     def status_counts(self) -> dict[str, int]:
         """Rows per status, e.g. `{"returned": 98, "exception": 2}` (without building a DataFrame)."""
+        self._tally()
         return dict(self._status_counts)
 
     def row(self, index: int) -> dict[str, Any]:
@@ -353,7 +367,7 @@ class History:
         df["result.loss"].min()        # for calls that returned dicts with a "loss"
         ```
         """
-        n = len(self._rows)
+        n = self._tally()
         if self._frame is None or self._frame_rows != n:
             self._frame = _build(self._rows[:n], tuple(self._shapes))
             self._frame_rows = n
@@ -412,14 +426,14 @@ class History:
 
     # -- display -----------------------------------------------------------
     def __repr__(self) -> str:
-        counts = ", ".join(f"{status}={n}" for status, n in self._status_counts.items())
+        counts = ", ".join(f"{status}={n}" for status, n in self.status_counts.items())
         journal = f", journal={str(self._journal_path)!r}" if self._journal is not None else ""
         return f"History({self.name!r}, rows={len(self._rows)}{': ' + counts if counts else ''}{journal})"
 
     def _repr_html_(self) -> str:
         """Compact HTML for notebooks: rows per status and the last few rows."""
         esc = html.escape
-        counts = " · ".join(f"{esc(str(status))} {n}" for status, n in self._status_counts.items())
+        counts = " · ".join(f"{esc(str(status))} {n}" for status, n in self.status_counts.items())
         head = f"<strong>History {esc(repr(self.name))}</strong>: {len(self._rows)} rows"
         if counts:
             head += f" ({counts})"
@@ -558,7 +572,7 @@ def read_journal(path: str | os.PathLike[str]) -> pd.DataFrame:
     """
     history = History(Path(path).name)
     for row in _journal_rows(Path(path)):
-        history._append(row)
+        history._rows.append(row)
     return history.df()
 
 
