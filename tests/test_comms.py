@@ -1,0 +1,506 @@
+"""CommTask and Comm: two-way messages with running calls, on every executor, through every ending."""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Any
+
+import psutil
+import pytest
+
+from byop_nb.scheduling import Comm, CommError, CommTask, ExitCode, Scheduler, Task
+from byop_nb.scheduling import comms as comms_module
+
+# -- functions the workers run (module level: importable by spawned workers) ---------
+
+
+def chatty(comm: Comm, n: int) -> int:
+    for i in range(n):
+        comm.send(i)
+    answer = comm.request(("sum", n))
+    comm.send(("got", answer))  # sent right before returning: must still come before DONE
+    return answer
+
+
+def ask(comm: Comm) -> Any:
+    return comm.request("anyone?")
+
+
+def closes_early(comm: Comm) -> str:
+    with comm:
+        comm.send("inside")
+    time.sleep(0.5)
+    try:
+        comm.send("after close")
+    except CommError as e:
+        return f"refused: {e}"
+    return "sent after close"
+
+
+def talks_then_raises(comm: Comm) -> None:
+    comm.send("last words")
+    raise ValueError("worker failed")
+
+
+def talks_then_hangs(comm: Comm) -> None:
+    comm.send("before the limit")
+    time.sleep(30)
+
+
+def request_forms(comm: Comm) -> tuple[Any, Any, Any]:
+    at_once = comm.request("now-or-never", block=False, default="no answer yet")
+    timed_out = comm.request("slow", block=0.2, default="gave up")
+    time.sleep(0.6)  # the late answer to "slow" arrives meanwhile and must be dropped
+    fresh = comm.request("fast")
+    return at_once, timed_out, fresh
+
+
+THREAD_ENDINGS: list[str] = []
+
+
+def flood(comm: Comm) -> None:
+    i = 0
+    try:
+        while True:
+            comm.send(i)
+            i += 1
+            time.sleep(0.001)
+    except CommError as e:
+        THREAD_ENDINGS.append(f"flood: {e}")
+
+
+def ask_and_record(comm: Comm) -> Any:
+    try:
+        return comm.request("never answered")
+    except CommError as e:
+        THREAD_ENDINGS.append(f"ask: {e}")
+        raise
+
+
+def identity(x: int) -> int:
+    return x
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def resource_tracker() -> None:
+    """Start multiprocessing's resource tracker up front: the first spawn pool starts it once per
+    process and it stays by design, so it must not count as a process the test left behind."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> Iterator[Any]:
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        host="127.0.0.1", protocol="tcp", dashboard_address=None, processes=False, n_workers=1, threads_per_worker=2
+    )
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def make_scheduler(kind: str, request: pytest.FixtureRequest) -> Scheduler:
+    if kind == "threads":
+        return Scheduler.with_threads(2)
+    if kind in ("fork", "spawn"):
+        return Scheduler.with_processes(2, start_method=kind)
+    if kind == "dask":
+        return Scheduler.with_dask(request.getfixturevalue("dask_client"))
+    raise AssertionError(kind)
+
+
+def comm_sockets() -> list[str]:
+    """Unix sockets of this process that belong to a Comm listener."""
+    return [
+        c.laddr
+        for c in psutil.Process().net_connections(kind="unix")
+        if isinstance(c.laddr, str) and "byop_nb-comm-" in c.laddr
+    ]
+
+
+def comm_dirs() -> set[str]:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "byop_nb-comm-*")))
+
+
+@pytest.fixture
+def no_comm_leftovers() -> Iterator[None]:
+    """The test leaves no Comm socket open and no socket directory on disk."""
+    dirs = comm_dirs()
+    yield
+    assert comm_sockets() == []
+    assert comm_dirs() - dirs == set()
+
+
+EXECUTORS = ["threads", "fork", "spawn", "dask"]
+
+
+# -- messages and requests --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", EXECUTORS)
+def test_messages_arrive_in_order_then_close_then_done_on_every_executor(
+    kind: str, request: pytest.FixtureRequest, no_orphans: None, no_comm_leftovers: None
+) -> None:
+    scheduler = make_scheduler(kind, request)
+    task = CommTask(chatty, scheduler)
+    log: list[tuple[str, Future[Any] | None, Any]] = []
+    futures: list[Future[Any]] = []
+    loop_threads: set[int] = set()
+
+    @scheduler.on_start
+    def launch() -> None:
+        futures.extend(task(n) for n in (50, 100, 150))
+
+    @task.on_message
+    def on_message(msg: Comm.Msg) -> None:
+        loop_threads.add(threading.get_ident())
+        assert msg.kind == "message" and msg.task is task
+        log.append(("message", msg.future, msg.data))
+
+    @task.on_request
+    def on_request(msg: Comm.Msg) -> None:
+        log.append(("request", msg.future, msg.data))
+        op, n = msg.data
+        msg.respond(sum(range(n)))
+
+    task.on_close(lambda msg: log.append(("close", msg.future, msg.data)))
+    task.on_done(lambda future: log.append(("done", future, None)))
+
+    for run in range(2):  # a second run of the same scheduler talks through a new listener
+        log.clear()
+        futures.clear()
+        assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
+        assert sorted(f.result() for f in futures) == [sum(range(n)) for n in (50, 100, 150)]
+        for future, n in zip(futures, (50, 100, 150)):
+            mine = [(kind_, data) for kind_, f, data in log if f is future]
+            assert mine == [
+                *(("message", i) for i in range(n)),
+                ("request", ("sum", n)),
+                ("message", ("got", sum(range(n)))),
+                ("close", None),
+                ("done", None),
+            ], f"run {run}, call with n={n}"
+        assert loop_threads == {threading.get_ident()}  # callbacks run in the scheduler's loop thread
+        assert task._hub is None
+
+    counts = scheduler.counts
+    assert counts[(CommTask.MESSAGE, "chatty")] == 2 * (300 + 3)
+    assert counts[(CommTask.REQUEST, "chatty")] == 2 * 3
+    assert counts[(CommTask.CLOSE, "chatty")] == counts[(Task.SUBMITTED, "chatty")] == 2 * 3
+
+
+def test_a_request_waits_while_the_loop_keeps_running_other_work(no_orphans: None, no_comm_leftovers: None) -> None:
+    scheduler = Scheduler.with_processes(2)
+    asking = CommTask(ask, scheduler)
+    other = Task(identity, scheduler)
+    pending: list[Comm.Msg] = []
+    order: list[str] = []
+
+    @scheduler.on_start
+    def launch() -> None:
+        asking()
+
+    @asking.on_request
+    def hold(msg: Comm.Msg) -> None:
+        order.append("request held")
+        pending.append(msg)
+        other(1)  # the loop is free: this call is submitted, runs and returns meanwhile
+
+    @other.on_returned
+    def answer_now(result: int) -> None:
+        order.append("other returned")
+        pending[0].respond("answered after other work")
+
+    results: list[Any] = []
+    asking.on_returned(results.append)
+    assert scheduler.run(timeout=30) is ExitCode.EXHAUSTED
+    assert order == ["request held", "other returned"]
+    assert results == ["answered after other work"]
+    assert pending[0].answered
+
+
+def test_request_forms_non_blocking_timed_and_late_answers_dropped(no_comm_leftovers: None) -> None:
+    scheduler = Scheduler.with_threads(1)
+    task = CommTask(request_forms, scheduler)
+    timers: list[threading.Timer] = []
+
+    @scheduler.on_start
+    def launch() -> None:
+        task()
+
+    @task.on_request
+    def answer(msg: Comm.Msg) -> None:
+        if msg.data == "slow":  # answered late, from another thread
+            timer = threading.Timer(0.4, msg.respond, args=("late answer",))
+            timers.append(timer)
+            timer.start()
+        elif msg.data == "fast":
+            msg.respond("fresh answer")
+        # "now-or-never" is answered by nobody before the worker stops looking
+
+    results: list[Any] = []
+    task.on_returned(results.append)
+    scheduler.run(timeout=30)
+    for timer in timers:
+        timer.join()
+    assert results == [("no answer yet", "gave up", "fresh answer")]
+
+
+def test_request_rejects_a_bad_block_value() -> None:
+    comm = Comm("/nonexistent", b"0" * 16, 1, "host")
+    with pytest.raises(ValueError, match="block= must be True, False or non-negative seconds"):
+        comm.request(block=-1)
+
+
+def test_with_comm_signals_close_at_once_and_further_sends_fail(no_comm_leftovers: None) -> None:
+    scheduler = Scheduler.with_processes(1)
+    task = CommTask(closes_early, scheduler)
+    seen: list[tuple[str, Any, float]] = []
+    task.on_message(lambda msg: seen.append(("message", msg.data, time.monotonic())))
+    task.on_close(lambda msg: seen.append(("close", msg.kind, time.monotonic())))
+    task.on_returned(lambda result: seen.append(("returned", result, time.monotonic())))
+    scheduler.on_start(lambda: task())
+    scheduler.run(timeout=30)
+    kinds = [kind for kind, _, _ in seen]
+    assert kinds == ["message", "close", "returned"]  # CLOSE once, not again when the call ended
+    assert seen[0][1] == "inside" and seen[1][1] == "close"
+    assert seen[2][1].startswith("refused: this Comm is closed")
+    assert seen[2][2] - seen[1][2] > 0.3  # CLOSE came when the block ended, not with the return
+
+
+# -- endings ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["threads", "fork"])
+def test_an_exception_in_the_worker_still_delivers_its_messages_and_close(
+    kind: str, request: pytest.FixtureRequest, no_orphans: None, no_comm_leftovers: None
+) -> None:
+    scheduler = make_scheduler(kind, request)
+    task = CommTask(talks_then_raises, scheduler)
+    log: list[Any] = []
+    task.on_message(lambda msg: log.append(msg.data))
+    task.on_close(lambda msg: log.append("close"))
+    task.on_exception(lambda e: log.append(e))
+    scheduler.on_start(lambda: task())
+    scheduler.run(timeout=30)
+    assert log[:2] == ["last words", "close"]
+    assert isinstance(log[2], ValueError) and str(log[2]) == "worker failed"
+
+
+@pytest.mark.parametrize("kind", ["threads", "fork"])
+def test_a_wall_time_limit_hit_ends_the_comm_after_delivering_what_was_sent(
+    kind: str, request: pytest.FixtureRequest, no_orphans: None, no_comm_leftovers: None
+) -> None:
+    scheduler = make_scheduler(kind, request)
+    task = CommTask(talks_then_hangs, scheduler, wall_time_limit=1)
+    log: list[Any] = []
+    task.on_message(lambda msg: log.append(msg.data))
+    task.on_close(lambda msg: log.append("close"))
+    task.on_done(lambda future: log.append("done"))
+    task.on_wall_time_limit_reached(lambda future, e: log.append("wall time"))
+    scheduler.on_start(lambda: task())
+    start = time.monotonic()
+    scheduler.run(timeout=30)
+    assert time.monotonic() - start < 10
+    assert log == ["before the limit", "close", "done", "wall time"]
+
+
+@pytest.mark.parametrize("kind", ["threads", "fork", "dask"])
+def test_a_request_nobody_answers_ends_when_the_run_times_out(
+    kind: str, request: pytest.FixtureRequest, no_orphans: None, no_comm_leftovers: None
+) -> None:
+    scheduler = make_scheduler(kind, request)
+    task = CommTask(ask, scheduler)
+    held: list[Comm.Msg] = []
+    errors: list[BaseException] = []
+    task.on_request(held.append)  # subscribed, but never answers
+    task.on_exception(errors.append)
+    scheduler.on_start(lambda: task())
+    start = time.monotonic()
+    assert scheduler.run(timeout=1) is ExitCode.TIMEOUT  # waits for the running call (wait=True)
+    assert time.monotonic() - start < 10
+    (error,) = errors
+    assert isinstance(error, CommError) and "scheduler is finishing" in str(error)
+    held[0].respond("too late")  # does nothing: the worker stopped waiting
+    assert not held[0].answered
+
+
+def test_a_request_nobody_answers_ends_when_a_callback_stops_the_scheduler(
+    no_orphans: None, no_comm_leftovers: None
+) -> None:
+    scheduler = Scheduler.with_processes(1)
+    task = CommTask(ask, scheduler)
+    errors: list[BaseException] = []
+    task.on_request(lambda msg: scheduler.stop())
+    task.on_exception(errors.append)
+    scheduler.on_start(lambda: task())
+    assert scheduler.run(timeout=30) is ExitCode.STOPPED
+    assert isinstance(errors[0], CommError)
+
+
+def test_a_request_without_any_on_request_callback_fails_at_once() -> None:
+    scheduler = Scheduler.with_threads(1)
+    task = CommTask(ask, scheduler)
+    errors: list[BaseException] = []
+    task.on_exception(errors.append)
+    scheduler.on_start(lambda: task())
+    start = time.monotonic()
+    assert scheduler.run(timeout=30) is ExitCode.EXHAUSTED
+    assert time.monotonic() - start < 5
+    (error,) = errors
+    assert isinstance(error, CommError) and "has no on_request callback" in str(error)
+
+
+def test_stop_without_waiting_cancels_process_calls_and_leaves_nothing(
+    no_orphans: None, no_comm_leftovers: None
+) -> None:
+    scheduler = Scheduler.with_processes(2)
+    flooding = CommTask(flood, scheduler)
+    asking = CommTask(ask, scheduler)
+    log: list[str] = []
+    flooding.on_message(lambda msg: scheduler.stop(), limit=1)
+
+    @asking.on_request
+    def start_the_flood(msg: Comm.Msg) -> None:  # the asking worker now waits for an answer
+        log.append("request")
+        flooding()
+
+    flooding.on_close(lambda msg: log.append("flood closed"))
+    asking.on_close(lambda msg: log.append("ask closed"))
+    flooding.on_cancelled(lambda future: log.append("flood cancelled"))
+    asking.on_cancelled(lambda future: log.append("ask cancelled"))
+    scheduler.on_start(lambda: asking())
+
+    start = time.monotonic()
+    assert scheduler.run(timeout=30, wait=False) is ExitCode.STOPPED
+    assert time.monotonic() - start < 10
+    assert sorted(log) == sorted(["request", "flood closed", "flood cancelled", "ask closed", "ask cancelled"])
+    assert log.index("flood closed") < log.index("flood cancelled")
+    assert flooding._hub is None and asking._hub is None
+
+
+def test_stop_without_waiting_ends_thread_workers_that_talk_or_wait(no_comm_leftovers: None) -> None:
+    THREAD_ENDINGS.clear()
+    before = threading.active_count()
+    scheduler = Scheduler.with_threads(2)
+    flooding = CommTask(flood, scheduler)
+    asking = CommTask(ask_and_record, scheduler)
+    asking.on_request(lambda msg: flooding())  # the thread is waiting; now start the flood
+    flooding.on_message(lambda msg: scheduler.stop(), limit=1)
+    scheduler.on_start(lambda: asking())
+    assert scheduler.run(timeout=30, wait=False) is ExitCode.STOPPED
+    deadline = time.monotonic() + 5
+    while (len(THREAD_ENDINGS) < 2 or threading.active_count() > before) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sorted(ending.split(":")[0] for ending in THREAD_ENDINGS) == ["ask", "flood"]
+    # refused as the run finished, or told goodbye when the call was cancelled: either way, by the scheduler
+    assert all(any(w in e for w in ("finishing", "closed", "gone")) for e in THREAD_ENDINGS), THREAD_ENDINGS
+    assert threading.active_count() <= before  # the abandoned worker threads ended
+
+
+def test_a_callback_error_ends_the_run_and_closes_the_comm(no_orphans: None, no_comm_leftovers: None) -> None:
+    scheduler = Scheduler.with_processes(1)
+    task = CommTask(flood, scheduler)
+
+    @task.on_message
+    def explode(msg: Comm.Msg) -> None:
+        raise LookupError("callback failed")
+
+    scheduler.on_start(lambda: task())
+    with pytest.raises(LookupError, match="callback failed"):
+        scheduler.run(timeout=30)
+    assert task._hub is None
+
+
+# -- misuse and reach ------------------------------------------------------------------
+
+
+def test_respond_only_answers_requests_and_only_once() -> None:
+    scheduler = Scheduler.with_threads(1)
+    task = CommTask(chatty, scheduler)
+    problems: list[BaseException] = []
+
+    @task.on_message
+    def respond_to_a_message(msg: Comm.Msg) -> None:
+        try:
+            msg.respond("no")
+        except TypeError as e:
+            problems.append(e)
+
+    @task.on_request
+    def respond_twice(msg: Comm.Msg) -> None:
+        msg.respond(1)
+        try:
+            msg.respond(2)
+        except RuntimeError as e:
+            problems.append(e)
+
+    results: list[int] = []
+    task.on_returned(results.append)
+    scheduler.on_start(lambda: task(1))
+    scheduler.run(timeout=30)
+    assert results == [1]
+    assert isinstance(problems[0], TypeError) and "only requests can be answered" in str(problems[0])
+    assert isinstance(problems[1], RuntimeError) and "answered already" in str(problems[1])
+
+
+def test_a_comm_task_refuses_the_sequential_executor_when_created() -> None:
+    scheduler = Scheduler.with_sequential()
+    with pytest.raises(TypeError, match=r"sequential executor.*with_threads\(1\)"):
+        CommTask(chatty, scheduler)
+    assert "chatty" not in scheduler.tasks
+
+
+def test_dask_workers_on_another_machine_are_refused_at_the_call(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scheduler = make_scheduler("dask", request)
+    task = CommTask(chatty, scheduler)
+    monkeypatch.setattr(comms_module, "_local_hosts", lambda: {"some-other-host"})  # the workers look remote
+    scheduler.on_start(lambda: task(1))
+    with pytest.raises(CommError, match=r"cannot talk to dask workers on other machines.*plain Task"):
+        scheduler.run(timeout=30)
+    assert task.n_called == 0
+
+
+def test_a_comm_used_on_another_machine_says_why() -> None:
+    comm = Comm("/nonexistent", b"0" * 16, 1, "the-scheduler-host")
+    with pytest.raises(CommError, match="runs on 'the-scheduler-host'"):
+        comm.send(1)
+
+
+@pytest.mark.dask
+def test_dask_worker_processes_on_this_machine_work(no_orphans: None, no_comm_leftovers: None) -> None:
+    from dask.distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            host="127.0.0.1", dashboard_address=None, processes=True, n_workers=1, threads_per_worker=1
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        scheduler = Scheduler.with_dask(client)
+        task = CommTask(chatty, scheduler)
+        seen: list[int] = []
+        task.on_message(lambda msg: seen.append(msg.data))
+        task.on_request(lambda msg: msg.respond("from main"))
+        results: list[Any] = []
+        task.on_returned(results.append)
+        scheduler.on_start(lambda: task(20))
+        assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
+        assert seen == [*range(20), ("got", "from main")] and results == ["from main"]
