@@ -234,7 +234,7 @@ class Dashboard(widgets.VBox):
         self._update_buttons()
         self._update_status()
         self._update_progress(tasks)
-        self.counters_html.value = display.counters_table_html(tasks)
+        self.counters_html.value = display.TABLE_CSS + display.counters_table_html(tasks)
         if redraw is not False:
             self._maybe_redraw(force=bool(redraw))
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COUNTER_NAMES",
+    "TABLE_CSS",
     "scheduler_html",
     "task_html",
     "task_counters",
@@ -43,7 +44,7 @@ __all__ = [
 COUNTER_NAMES = ("submitted", "running", "returned", "failed", "cancelled", "limit hits")
 """The per-task counters, in the order tables show them."""
 
-_CSS = (
+TABLE_CSS = (
     "<style>"
     ".byop-table{border-collapse:collapse;font-size:12px;margin:2px 0}"
     ".byop-table th,.byop-table td{padding:1px 8px;text-align:right;border-bottom:1px solid rgba(128,128,128,.25)}"
@@ -219,7 +220,7 @@ def scheduler_html(scheduler: Scheduler) -> str:
         head += f" \u00b7 last error: <code>{_e(short_error(scheduler.last_error))}</code>"
     events = ", ".join(f"{_e(event)}={n}" for event, n in scheduler.event_manager.counts.items())
     parts = [
-        _CSS,
+        TABLE_CSS,
         f'<div class="byop-head">{head}</div>',
         counters_table_html(list(scheduler.tasks.values())),
     ]
@@ -239,6 +240,6 @@ def task_html(task: Task[Any, Any], last: int = 5) -> str:
     if limits:
         head += " \u00b7 " + _e(", ".join(limits))
     return (
-        f'<div class="byop-task">{_CSS}<div class="byop-head">{head}</div>'
+        f'<div class="byop-task">{TABLE_CSS}<div class="byop-head">{head}</div>'
         f"{counters_table_html([task])}{_last_results_html(task, last)}</div>"
     )
