@@ -61,6 +61,12 @@ def request_forms(comm: Comm) -> tuple[Any, Any, Any]:
     return at_once, timed_out, fresh
 
 
+def big_exchange(comm: Comm, size: int) -> tuple[int, int]:
+    comm.send(b"m" * size)
+    answer = comm.request(b"q" * size)
+    return len(answer), answer.count(b"a")
+
+
 THREAD_ENDINGS: list[str] = []
 
 
@@ -281,6 +287,25 @@ def test_with_comm_signals_close_at_once_and_further_sends_fail(no_comm_leftover
     assert seen[0][1] == "inside" and seen[1][1] == "close"
     assert seen[2][1].startswith("refused: this Comm is closed")
     assert seen[2][2] - seen[1][2] > 0.3  # CLOSE came when the block ended, not with the return
+
+
+def test_large_messages_and_answers_go_through_whole(no_orphans: None, no_comm_leftovers: None) -> None:
+    size = 8 * 2**20  # far more than a socket buffer: both sides send in pieces
+    scheduler = Scheduler.with_processes(1)
+    task = CommTask(big_exchange, scheduler)
+    sizes: list[int] = []
+    task.on_message(lambda msg: sizes.append(len(msg.data)))
+
+    @task.on_request
+    def answer(msg: Comm.Msg) -> None:
+        sizes.append(len(msg.data))
+        msg.respond(b"a" * size)
+
+    results: list[Any] = []
+    task.on_returned(results.append)
+    scheduler.on_start(lambda: task(size))
+    assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
+    assert sizes == [size, size] and results == [(size, size)]
 
 
 # -- endings ---------------------------------------------------------------------------

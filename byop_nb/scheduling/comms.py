@@ -590,23 +590,45 @@ class _Conn:
         if not data:
             self.hub.drop(self)
             return False
-        self.buffer += data
         buffer = self.buffer
-        if self.call is None:
-            if len(buffer) < _HELLO.size:
+        if buffer:  # the start of a frame came with an earlier read
+            buffer += data
+            if self.call is not None and len(buffer) >= _HEADER.size:
+                length, _ = _HEADER.unpack_from(buffer)
+                if len(buffer) < _HEADER.size + length:
+                    return True  # a large frame still coming: gather it without copying it again
+            data = bytes(buffer)
+            buffer.clear()
+        offset = 0
+        call = self.call
+        if call is None:
+            if len(data) < _HELLO.size:
+                self.buffer += data
                 return True
-            token, call_id = _HELLO.unpack_from(buffer)
-            del buffer[: _HELLO.size]
+            token, call_id = _HELLO.unpack_from(data)
+            offset = _HELLO.size
             call = self.hub.calls.get(call_id)
             if not hmac.compare_digest(token, self.hub.token) or call is None or call.ended:
                 self.hub.drop(self)
                 return False
             self.call = call
             call.conns.append(self)
-        for kind, body in _frames(buffer):
-            if self.closed:
-                break
-            self.hub.task._on_frame(self, self.call, kind, body)
+        # The hot path: frames are handed on as slices of what was received, without copies.
+        on_frame = self.hub.task._on_frame
+        view = memoryview(data)
+        size, header, unpack = len(data), _HEADER.size, _HEADER.unpack_from
+        try:
+            while size - offset >= header and not self.closed:
+                length, kind = unpack(data, offset)
+                end = offset + header + length
+                if end > size:
+                    break
+                body = view[offset + header : end]
+                offset = end  # before handing it on: a callback that raises must not see it again
+                on_frame(self, call, kind, body)
+        finally:
+            if offset < size and not self.closed:
+                self.buffer += view[offset:]
         return True
 
     def write(self, frame: bytes) -> None:
@@ -902,7 +924,7 @@ class CommTask(Task[P, R]):
         self._checked_executor = executor
 
     # -- receiving (in the loop's thread) --------------------------------------
-    def _on_frame(self, conn: _Conn, call: _Call | None, kind: int, body: bytes) -> None:
+    def _on_frame(self, conn: _Conn, call: _Call | None, kind: int, body: bytes | memoryview) -> None:
         if call is None or call.closed:
             return  # nothing of a call is emitted after its CLOSE
         em = self.event_manager
@@ -926,7 +948,7 @@ class CommTask(Task[P, R]):
         else:
             conn.hub.drop(conn)
 
-    def _loads(self, body: bytes, call: _Call) -> Any:
+    def _loads(self, body: bytes | memoryview, call: _Call) -> Any:
         try:
             return pickle.loads(body)
         except Exception as e:
