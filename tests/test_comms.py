@@ -210,6 +210,40 @@ def test_messages_arrive_in_order_then_close_then_done_on_every_executor(
     assert counts[(CommTask.CLOSE, "chatty")] == counts[(Task.SUBMITTED, "chatty")] == 2 * 3
 
 
+def test_a_function_defined_in_a_notebook_cell_or_main_runs_in_spawned_workers(no_orphans: None) -> None:
+    offset = 1000
+
+    def local_chatty(comm: Comm, n: int) -> int:  # a closure: pickle cannot find it by name
+        for i in range(n):
+            comm.send(i + offset)
+        return n
+
+    scheduler = Scheduler.with_processes(1, start_method="spawn")
+    task = CommTask(local_chatty, scheduler)
+    seen: list[int] = []
+    task.on_message(lambda msg: seen.append(msg.data))
+    scheduler.on_start(lambda: task(3))
+    assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
+    assert seen == [1000, 1001, 1002]
+
+
+def test_calls_submitted_as_others_end_share_one_listener_that_closes_with_the_run(no_comm_leftovers: None) -> None:
+    scheduler = Scheduler.with_threads(1)
+    task = CommTask(chatty, scheduler, call_limit=5)
+    hubs: list[Any] = []
+    task.on_request(lambda msg: msg.respond(0))
+    task.on_submitted(lambda future: hubs.append(task._hub))
+
+    @scheduler.on_start
+    @task.on_done
+    def one_after_another() -> None:
+        task(2)
+
+    assert scheduler.run(timeout=30) is ExitCode.EXHAUSTED
+    assert len(hubs) == 5 and all(hub is hubs[0] for hub in hubs)
+    assert task._hub is None and not hubs[0].open
+
+
 def test_a_request_waits_while_the_loop_keeps_running_other_work(no_orphans: None, no_comm_leftovers: None) -> None:
     scheduler = Scheduler.with_processes(2)
     asking = CommTask(ask, scheduler)

@@ -899,7 +899,7 @@ class CommTask(Task[P, R]):
         if future is None:
             hub.calls.pop(call.id, None)
             if not self._calls:
-                self._close_hub()
+                self._close_when_idle(hub)
             return None
         call.future = future
         self._calls[future] = call
@@ -911,7 +911,11 @@ class CommTask(Task[P, R]):
         if executor is self._checked_executor or type(executor).__module__ != "distributed.cfexecutor":
             return
         client = executor._client  # type: ignore[attr-defined]
-        workers = client.scheduler_info(n_workers=-1).get("workers", {})
+        try:
+            info = client.scheduler_info(n_workers=-1)  # every worker, not only the first few
+        except TypeError:  # distributed before 2025: always every worker
+            info = client.scheduler_info()
+        workers = info.get("workers", {})
         here = _local_hosts()
         remote = sorted(address for address, info in workers.items() if info.get("host") not in here)
         if remote:
@@ -982,8 +986,8 @@ class CommTask(Task[P, R]):
             self._emit_close(call)
         finally:
             hub.end(call)
-            if not self._calls:
-                self._close_hub()
+            if not self._calls and hub is self._hub:
+                self._close_when_idle(hub)
 
     def _process_future(self, future: Future[Any], *args: Any, **kwargs: Any) -> None:
         try:
@@ -1005,6 +1009,18 @@ class CommTask(Task[P, R]):
         for call in list(hub.calls.values()):
             for msg in list(call.requests.values()):
                 msg._refuse(reason)
+
+    def _close_when_idle(self, hub: _Hub) -> None:
+        # Not at once: a callback of the call that just ended (on_done, on_returned) often submits
+        # the next call, which can then use this listener. FINISHED closes it in any case.
+        try:
+            hub.loop.call_soon(self._close_if_idle, hub)
+        except RuntimeError:  # the loop is closed
+            self._close_hub()
+
+    def _close_if_idle(self, hub: _Hub) -> None:
+        if hub is self._hub and not self._calls:
+            self._close_hub()
 
     def _close_hub(self) -> None:
         hub, self._hub = self._hub, None
