@@ -321,7 +321,13 @@ class Comm:
         with self._recv_lock:
             self._next_request += 1
             request_id = self._next_request
-            self._write(_REQUEST, pickle.dumps((request_id, obj), protocol=pickle.HIGHEST_PROTOCOL))
+            body = pickle.dumps((request_id, obj), protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                self._write(_REQUEST, body)
+            except CommError:
+                if block is True or self._closed:
+                    raise
+                return default  # the scheduler's end is gone: no answer will come
             deadline = None if wait is None else time.monotonic() + wait
             while True:
                 try:
@@ -439,7 +445,8 @@ class Comm:
         self._buffer += data
         for kind, _ in _frames(self._buffer, keep_answers=True):
             if kind == _GOODBYE:
-                raise CommError(self._gone or "the scheduler closed this Comm")
+                self._gone = "the scheduler closed this Comm: the call was cancelled or the run ended"
+                raise CommError(self._gone)
 
     def _read(self, deadline: float | None) -> tuple[int, bool, Any] | None:
         """The next answer or refusal as (request id, ok, value); None when `deadline` passed."""
