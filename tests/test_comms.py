@@ -152,7 +152,8 @@ def no_comm_leftovers() -> Iterator[None]:
     assert comm_dirs() - dirs == set()
 
 
-EXECUTORS = ["threads", "fork", "spawn", "dask"]
+DASK = pytest.param("dask", marks=pytest.mark.dask)
+EXECUTORS = ["threads", "fork", "spawn", DASK]
 
 
 # -- messages and requests --------------------------------------------------------------
@@ -379,7 +380,7 @@ def test_a_wall_time_limit_hit_ends_the_comm_after_delivering_what_was_sent(
     assert log == ["before the limit", "close", "done", "wall time"]
 
 
-@pytest.mark.parametrize("kind", ["threads", "fork", "dask"])
+@pytest.mark.parametrize("kind", ["threads", "fork", DASK])
 def test_a_request_nobody_answers_ends_when_the_run_times_out(
     kind: str, request: pytest.FixtureRequest, no_orphans: None, no_comm_leftovers: None
 ) -> None:
@@ -525,6 +526,7 @@ def test_a_comm_task_refuses_the_sequential_executor_when_created() -> None:
     assert "chatty" not in scheduler.tasks
 
 
+@pytest.mark.dask
 def test_dask_workers_on_another_machine_are_refused_at_the_call(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:

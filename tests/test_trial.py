@@ -307,6 +307,7 @@ def test_a_cancelled_trial_makes_no_report_but_is_recorded(no_orphans: None) -> 
     assert task.history.row(0)["status"] == "cancelled" and task.history.row(0)["trial"] == "long"
 
 
+@pytest.mark.dask
 def test_trial_task_on_dask(dask_client: Any) -> None:
     scheduler = Scheduler.with_dask(dask_client)
     task = Trial.Task(evaluate, scheduler)
