@@ -9,6 +9,7 @@ the same settings for the executor types shipped with Python and dask.
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
@@ -109,8 +110,19 @@ def kill_workers(executor: Executor, processes: list[Any] | None = None) -> None
     psutil.wait_procs(family, timeout=5)
 
 
-def describe_deaths(processes: list[Any]) -> str:
-    """Say how the processes in `processes` that died on their own ended."""
+def describe_deaths(processes: list[Any], *, wait: float = 1.0) -> str:
+    """Say how the processes in `processes` that died on their own ended.
+
+    The pool reports a death as soon as the worker's sentinel closes, which can be
+    a moment before the kernel has its exit status; so wait (at most `wait`
+    seconds, only on a broken pool) until a death is known or every exit status is.
+    """
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        codes = [p.exitcode for p in processes]
+        if None not in codes or any(c is not None and c != -signal.SIGTERM for c in codes):
+            break
+        time.sleep(0.005)
     reasons = []
     for p in processes:
         code = p.exitcode
