@@ -96,6 +96,10 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
         wall_time=None,  # enforced below, precisely
         terminate_child_processes=True,
         wrap_errors=False,
+        # Fork where it exists: the limited child then needs no pickling of `fn`. A worker
+        # started by spawn/forkserver would otherwise use its own start method, and a
+        # function from __main__ or a notebook cell cannot be pickled by reference.
+        context="fork" if "fork" in multiprocessing.get_all_start_methods() else None,
     )
     if limits.wall_time is None:
         return limited(*args, **kwargs)
