@@ -433,6 +433,11 @@ class Scheduler:
                 self._explain_broken(exception)
             if task is not None:
                 task._process_future(future, exception)
+            elif exception is not None and getattr(exception, "remote_traceback", None) is None:
+                from byop_nb.scheduling.task import traceback_text
+
+                with contextlib.suppress(AttributeError):  # a plain submit() keeps the worker's traceback too
+                    exception.remote_traceback = traceback_text(exception)  # type: ignore[attr-defined]
         except BaseException as e:  # a user callback raised: end the run with it
             self._fail(e)
         if not self._queue or self._stop_requested:
