@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from byop_nb.notebook import Dashboard
-from byop_nb.notebook import dashboard as dashboard_module
 from byop_nb.notebook.display import scheduler_html, task_counters, task_html
 from byop_nb.notebook.plots import LiveData, numeric_value
 from byop_nb.scheduling import ExitCode, Scheduler, Task
@@ -257,7 +256,7 @@ def test_widgets_update_while_a_blocking_run_goes_on():
     scheduler = Scheduler.with_threads(2)
     task = Task(pause, scheduler)
     keep_busy(scheduler, task, 0.02)
-    board = Dashboard(scheduler, task, interval=0.2)
+    board = Dashboard(scheduler, task, interval=0.2, draw_budget=1.0)
     status_changes: list[tuple[float, str]] = []
     image_changes: list[float] = []
     board.status_html.observe(lambda change: status_changes.append((time.monotonic(), change["new"])), "value")
@@ -272,12 +271,11 @@ def test_widgets_update_while_a_blocking_run_goes_on():
     board.close()
 
 
-def test_redraws_are_throttled_to_the_interval_and_coalesced(monkeypatch):
-    monkeypatch.setattr(dashboard_module, "REDRAW_BACKOFF", 0)  # only the interval (see the next test)
+def test_redraws_are_throttled_to_the_interval_and_coalesced():
     scheduler = Scheduler.with_threads(2)
     task = Task(square, scheduler)
     keep_busy(scheduler, task, 3.0, in_flight=4)
-    board = Dashboard(scheduler, task, interval=0.5)
+    board = Dashboard(scheduler, task, interval=0.5, draw_budget=1.0)  # only the interval (see the next test)
     redraws: list[tuple[float, bool]] = []
     redraw = board.redraw
 
@@ -301,10 +299,9 @@ def test_slow_redraws_back_off(monkeypatch):
     scheduler = Scheduler.with_threads(2)
     task = Task(square, scheduler)
     keep_busy(scheduler, task, 3.0)
-    board = Dashboard(scheduler, task, interval=0.1)
+    board = Dashboard(scheduler, task, interval=0.1, draw_budget=0.05)
     render = board._renderer.render
     monkeypatch.setattr(board._renderer, "render", lambda *a: (time.sleep(0.03), render(*a))[1])
-    monkeypatch.setattr(dashboard_module, "REDRAW_BACKOFF", 20)
     starts: list[float] = []
     redraw = board.redraw
 
@@ -316,8 +313,8 @@ def test_slow_redraws_back_off(monkeypatch):
     board.redraw = timed_redraw  # type: ignore[method-assign]
     scheduler.run(timeout=2.5)
     gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert starts and all(gap >= 20 * 0.03 for gap in gaps), gaps  # not every 0.1 s
-    assert len(starts) <= 1 + 2.5 / (20 * 0.03)
+    assert starts and all(gap >= 0.03 / 0.05 for gap in gaps), gaps  # not every 0.1 s
+    assert len(starts) <= 1 + 2.5 / (0.03 / 0.05)
     board.close()
 
 
@@ -515,6 +512,8 @@ def test_dashboard_checks_its_arguments():
         Dashboard(scheduler, plot="line")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="interval="):
         Dashboard(scheduler, interval=0)
+    with pytest.raises(ValueError, match="draw_budget="):
+        Dashboard(scheduler, draw_budget=0)
     with pytest.raises(ValueError, match="timeout="):
         Dashboard(scheduler, timeout=-1)
     with pytest.raises(ValueError, match="best="):
@@ -622,7 +621,7 @@ def again():
     if scheduler.state == "running":
         task(0.05)
 
-dashboard = Dashboard(scheduler, task, timeout=120, interval=0.25)
+dashboard = Dashboard(scheduler, task, timeout=120, interval=0.25, draw_budget=0.5)
 display(dashboard)
 print(json.dumps({name: getattr(dashboard, name).model_id
                   for name in ("start_button", "stop_button", "status_html", "plot_image")}))

@@ -31,10 +31,6 @@ __all__ = ["Dashboard"]
 
 logger = logging.getLogger(__name__)
 
-REDRAW_BACKOFF = 50
-"""A redraw that took `r` seconds delays the next one by at least `REDRAW_BACKOFF * r` seconds,
-so that drawing takes at most 1/50 (2 %) of a run's time, even on a slow machine."""
-
 MAX_REDRAW_PAUSE = 10.0
 """However slow drawing is, a run's plot is redrawn at least every 10 seconds while calls end."""
 
@@ -55,7 +51,14 @@ class Dashboard(widgets.VBox):
             [`scheduler.start()`][byop_nb.scheduling.Scheduler.start].
         interval: seconds between refreshes while a run goes on; the plot is
             redrawn at most once per interval (default 0.5: at most 2 redraws a
-            second), and less often when drawing is slow (see `REDRAW_BACKOFF`).
+            second), and less often when drawing is slow (see `draw_budget`).
+        draw_budget: the largest share of the time spent drawing the plot (default
+            0.02: 2 %). A redraw that took `r` seconds is followed by the next one
+            no sooner than `r / draw_budget` seconds later (and no later than 10 s,
+            while calls end), so a slow machine gets fewer redraws, not a slower
+            run. The drawing made when the dashboard is created counts too: a run
+            started right away sees its first redraw `r / draw_budget` after it
+            (about a second on a laptop).
         metric: the key to plot for dict results (default: the first numeric key).
         best: "min" or "max": what the best-so-far line tracks.
 
@@ -117,6 +120,7 @@ class Dashboard(widgets.VBox):
         end_on_empty: bool = True,
         wait: bool = True,
         interval: float = 0.5,
+        draw_budget: float = 0.02,
         metric: str | None = None,
         best: Literal["min", "max"] = "min",
     ) -> None:
@@ -134,6 +138,8 @@ class Dashboard(widgets.VBox):
         _check_run_options(timeout, end_on_empty, wait)
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval >= 0.05:
             raise ValueError(f"interval= must be a number of seconds, at least 0.05, got {interval!r}")
+        if isinstance(draw_budget, bool) or not isinstance(draw_budget, (int, float)) or not 0 < draw_budget <= 1:
+            raise ValueError(f"draw_budget= must be a share of the time, above 0 and at most 1, got {draw_budget!r}")
         if metric is not None and not isinstance(metric, str):
             raise TypeError(f"metric= must be a dict key (str) or None, got {metric!r}")
 
@@ -142,10 +148,14 @@ class Dashboard(widgets.VBox):
         self.end_on_empty = end_on_empty
         self.wait = wait
         self.interval = float(interval)
+        self.draw_budget = float(draw_budget)
         self.handle: RunHandle | None = None
         """The handle of the latest run this dashboard started (Start, or `start()`)."""
         self.n_redraws = 0
         """How many times the plot was drawn."""
+        self.busy_seconds = 0.0
+        """Seconds spent following runs (refreshing and redrawing on the scheduler's events and timer):
+        time the run's event loop could not dispatch work."""
         self._tasks = tasks
         self._user_plot: PlotFunction | None = plot if callable(plot) else None
         self._data = LiveData(metric=metric, best=best)
@@ -199,6 +209,7 @@ class Dashboard(widgets.VBox):
         manager.on(scheduler.FINISHED, self._on_finished, name=self._registration)
 
         self.refresh(redraw=True)
+        self._calibrate()
         if scheduler.running():  # made during a run: follow it from now on
             self._start_timer()
 
@@ -242,7 +253,7 @@ class Dashboard(widgets.VBox):
         """Draw the plot now, whatever the throttle says, and show it.
 
         With `throttle=True` the time the drawing took spaces the next
-        throttled redraw (see `REDRAW_BACKOFF`); the one-off redraws when a
+        throttled redraw (see `draw_budget`); the one-off redraws when a
         dashboard is made and when a run finishes pass False.
         """
         renderer = self._renderer
@@ -259,6 +270,15 @@ class Dashboard(widgets.VBox):
         self._dirty = False
         self.n_redraws += 1
 
+    def _calibrate(self) -> None:
+        """Time one more drawing of the plot just shown: the first one of a figure (fonts, layout) is
+        slower than those that follow, and the throttle spaces redraws by what drawing costs."""
+        if self._renderer is None:
+            return
+        began = time.perf_counter()
+        self._renderer.render(self._data, self._user_plot, self._frame if self._user_plot is not None else None)
+        self._redraw_cost = time.perf_counter() - began
+
     def _maybe_redraw(self, *, force: bool = False) -> None:
         if self._renderer is None:
             return
@@ -267,7 +287,7 @@ class Dashboard(widgets.VBox):
         if force:
             self.redraw(throttle=False)
             return
-        pause = min(max(self.interval, REDRAW_BACKOFF * self._redraw_cost), MAX_REDRAW_PAUSE)
+        pause = min(max(self.interval, self._redraw_cost / self.draw_budget), MAX_REDRAW_PAUSE)
         if time.perf_counter() >= self._last_redraw + pause:
             self.redraw()
 
@@ -365,11 +385,14 @@ class Dashboard(widgets.VBox):
     # -- following a run -----------------------------------------------------
     def _safely(self, update: Any) -> None:
         """Run `update()`; a dashboard failure is shown and logged, never raised into the run."""
+        began = time.perf_counter()
         try:
             update()
         except Exception as error:
             logger.exception("byop_nb Dashboard: refreshing failed")
             self._own_error = (time.time(), f"dashboard: {display.short_error(error)}")
+        finally:
+            self.busy_seconds += time.perf_counter() - began
 
     def _start_timer(self) -> None:
         if self._timer is not None or self._closed:

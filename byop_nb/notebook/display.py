@@ -135,14 +135,22 @@ def history_rows(task: Task[Any, Any], start: int = 0, stop: int | None = None) 
     return list(history.rows[start:stop])
 
 
+# A history's rows share a few key sequences: which of their keys are `result.<key>` fields, by sequence.
+_SPREAD_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
 def row_result(row: Mapping[str, Any]) -> Any:
     """A row's result: the `result` value, or the dict spread over `result.<key>` fields."""
     result = row.get("result")
-    if result is None:
-        spread = {key[7:]: value for key, value in row.items() if key.startswith("result.")}
-        if spread:
-            return spread
-    return result
+    if result is not None:
+        return result
+    shape = tuple(row)
+    spread = _SPREAD_KEYS.get(shape)
+    if spread is None:
+        if len(_SPREAD_KEYS) > 1024:
+            _SPREAD_KEYS.clear()
+        spread = _SPREAD_KEYS[shape] = tuple(key for key in shape if key.startswith("result."))
+    return {key[7:]: row[key] for key in spread} if spread else None
 
 
 def row_error(row: Mapping[str, Any]) -> str | None:

@@ -59,7 +59,10 @@ def numeric_value(result: Any, metric: str | None = None) -> tuple[float | None,
     assert numeric_value("text") == (None, None)
     ```
     """
-    if isinstance(result, numbers.Real) and not isinstance(result, bool):
+    if result is None:
+        return None, None
+    kind = type(result)
+    if kind is float or kind is int or (isinstance(result, numbers.Real) and kind is not bool):
         return float(result), None
     if isinstance(result, Mapping):
         if metric is not None:
