@@ -21,7 +21,7 @@ import ipywidgets as widgets
 
 from byop_nb.notebook import display
 from byop_nb.notebook.plots import LiveData, PlotFunction, PlotRenderer
-from byop_nb.scheduling.scheduler import RunHandle, Scheduler, _check_run_options
+from byop_nb.scheduling.scheduler import ExitCode, RunHandle, Scheduler, _check_run_options
 from byop_nb.scheduling.task import Task
 
 if TYPE_CHECKING:
@@ -168,7 +168,12 @@ class Dashboard(widgets.VBox):
         self._redraw_cost = 0.0
         self._own_error: tuple[float, str] | None = None
         self._callback_error: tuple[float, str] | None = None
-        self._callback_error_seen: BaseException | None = None
+        # A callback error ends its run as STOPPED: one already there while a run goes on, or after a
+        # run that ended otherwise, is an earlier run's.
+        stale = scheduler.state == "running" or (
+            scheduler.state == "finished" and scheduler.exit_code is not ExitCode.STOPPED
+        )
+        self._callback_error_seen = scheduler.last_error if stale else None
 
         self.start_button = widgets.Button(description="Start", icon="play", button_style="success")
         self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger")

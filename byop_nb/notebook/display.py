@@ -128,11 +128,8 @@ def history_rows(task: Task[Any, Any], start: int = 0, stop: int | None = None) 
     history = task.history
     n = len(history)
     stop = n if stop is None else min(stop, n)
-    start = max(0, start)
-    row = getattr(history, "row", None)
-    if callable(row):
-        return [row(i) for i in range(start, stop)]
-    return list(history.rows[start:stop])
+    row = history.row
+    return [row(i) for i in range(max(0, start), stop)]
 
 
 # A history's rows share a few key sequences: which of their keys are `result.<key>` fields, by sequence.
