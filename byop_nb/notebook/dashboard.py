@@ -47,8 +47,10 @@ class Dashboard(widgets.VBox):
             a function `plot(df, ax)` to draw your own plot of the live DataFrame
             (`task.df()`, or all shown tasks' frames concatenated) next to the
             ended calls; False for no plot (and no matplotlib at all).
-        timeout, end_on_empty, wait: the run options the Start button passes to
+        timeout: the run's timeout when Start (or `start()`) starts it: passed to
             [`scheduler.start()`][byop_nb.scheduling.Scheduler.start].
+        end_on_empty: passed to `scheduler.start()` the same way.
+        wait: passed to `scheduler.start()` the same way.
         interval: seconds between refreshes while a run goes on; the plot is
             redrawn at most once per interval (default 0.5: at most 2 redraws a
             second), and less often when drawing is slow (see `draw_budget`).

@@ -202,7 +202,8 @@ class PlotRenderer:
     results), or the user's plot `plot(df, ax)` when one is given.
 
     Args:
-        width, height: figure size in inches.
+        width: figure width in inches.
+        height: figure height in inches.
         dpi: pixels per inch of the PNG.
     """
 
