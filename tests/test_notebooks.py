@@ -1,0 +1,129 @@
+"""The tutorials and the docs: committed clean, runnable from Binder's spec, and the site builds strictly.
+
+The notebooks themselves are executed by nbval, which `pytest` runs over
+`notebooks/` (see `[tool.pytest.ini_options]` in pyproject.toml). These tests
+pin down what nbval does not check:
+
+* a committed notebook keeps outputs only in the cells nbval compares, so a
+  diff of a notebook is a diff of its code and text;
+* `binder/requirements.txt`, installed into a fresh virtual environment (no
+  system site-packages), is enough to run a tutorial in a kernel of that
+  environment: the Binder spec cannot rot unnoticed;
+* every tutorial is a page of the docs, and `mkdocs build --strict` passes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CHECK = "# NBVAL_CHECK_OUTPUT"
+
+
+def _code_cells(path: Path) -> list[nbformat.NotebookNode]:
+    notebook = nbformat.read(path, as_version=4)
+    return [cell for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def test_there_are_tutorials() -> None:
+    names = [path.name for path in NOTEBOOKS]
+    for expected in ("01_scheduling_guide.ipynb", "02_events.ipynb", "03_limits.ipynb", "07_scaling_out.ipynb"):
+        assert expected in names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_notebook_is_committed_with_only_checked_outputs(path: Path) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    assert notebook.metadata.get("kernelspec", {}).get("name") == "python3", "use the python3 kernel"
+    for index, cell in enumerate(_code_cells(path)):
+        where = f"{path.name}, code cell {index}: {cell.source.splitlines()[:1]}"
+        if CHECK in cell.source:
+            # nbval compares only cells that were run when saved, and compares stderr too.
+            assert cell.execution_count is not None, f"{where}: a checked cell must be saved executed"
+            for output in cell.outputs:
+                assert output.output_type != "error", f"{where}: saved with an error"
+                assert not (output.output_type == "stream" and output.name == "stderr"), (
+                    f"{where}: saved with stderr, which nbval would compare"
+                )
+        else:
+            assert not cell.outputs, f"{where}: outputs must be cleared (or the cell marked {CHECK})"
+            assert cell.execution_count is None, f"{where}: execution count must be cleared"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_notebook_is_a_page_of_the_docs(path: Path) -> None:
+    mkdocs_yml = (ROOT / "mkdocs.yml").read_text()
+    assert f"notebooks/{path.name}" in mkdocs_yml, f"add notebooks/{path.name} to the nav in mkdocs.yml"
+
+
+def test_docs_build_strictly(tmp_path: Path) -> None:
+    """`mkdocs build --strict`: every page, cross-reference and docstring renders without a warning."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    site = tmp_path / "site"
+    assert (site / "index.html").exists()
+    assert (site / "reference" / "scheduling" / "index.html").exists()
+    rendered = (site / "notebooks" / "02_events" / "index.html").read_text()
+    assert "EventManager" in rendered
+
+
+def _run(command: list[str], **kwargs: object) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.mark.slow
+@pytest.mark.kernel
+@pytest.mark.timeout(1800)
+def test_binder_requirements_run_a_tutorial_in_a_fresh_venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Install binder/requirements.txt into a new venv and execute 02_events with that venv's kernel."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True, system_site_packages=False, clear=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PIP_USER")}
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    # As repo2docker does: from the repository's root, so "." in the file is this package.
+    _run([str(python), "-m", "pip", "install", "-q", "-r", "binder/requirements.txt"], cwd=ROOT, env=env)
+
+    kernels = tmp_path / "jupyter"
+    _run([str(python), "-m", "ipykernel", "install", "--prefix", str(kernels), "--name", "byop-binder"], env=env)
+    spec_manager = KernelSpecManager(kernel_dirs=[str(kernels / "share" / "jupyter" / "kernels")])
+    kernel_manager = KernelManager(kernel_name="byop-binder", kernel_spec_manager=spec_manager)
+
+    for name in ("PYTHONPATH", "PYTHONHOME"):
+        monkeypatch.delenv(name, raising=False)
+    notebook = nbformat.read(ROOT / "notebooks" / "02_events.ipynb", as_version=4)
+    notebook.cells.append(
+        nbformat.v4.new_code_cell("import sys, byop_nb\nprint(sys.prefix)\nprint(byop_nb.__file__)")
+    )
+    client = NotebookClient(
+        notebook,
+        km=kernel_manager,
+        timeout=300,
+        resources={"metadata": {"path": str(ROOT / "notebooks")}},
+    )
+    client.execute()
+
+    printed = notebook.cells[-1].outputs[0]["text"].split()
+    prefix, package = Path(printed[0]).resolve(), Path(printed[1]).resolve()
+    assert prefix == env_dir.resolve(), f"the notebook ran in {prefix}, not in the fresh venv"
+    assert package.is_relative_to(env_dir.resolve()), f"byop_nb was imported from {package}, not from the venv"
