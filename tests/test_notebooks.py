@@ -112,9 +112,7 @@ def test_binder_requirements_run_a_tutorial_in_a_fresh_venv(tmp_path: Path, monk
     for name in ("PYTHONPATH", "PYTHONHOME"):
         monkeypatch.delenv(name, raising=False)
     notebook = nbformat.read(ROOT / "notebooks" / "02_events.ipynb", as_version=4)
-    notebook.cells.append(
-        nbformat.v4.new_code_cell("import sys, byop_nb\nprint(sys.prefix)\nprint(byop_nb.__file__)")
-    )
+    notebook.cells.append(nbformat.v4.new_code_cell("import sys, byop_nb\nprint(sys.prefix)\nprint(byop_nb.__file__)"))
     client = NotebookClient(
         notebook,
         km=kernel_manager,

@@ -23,7 +23,11 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
         uri = f"notebooks/{path.name}"
         if files.get_file_from_path(uri) is None:
             files.append(
-                File(uri, src_dir=str(NOTEBOOKS.parent), dest_dir=config.site_dir,
-                     use_directory_urls=config.use_directory_urls)
+                File(
+                    uri,
+                    src_dir=str(NOTEBOOKS.parent),
+                    dest_dir=config.site_dir,
+                    use_directory_urls=config.use_directory_urls,
+                )
             )
     return files
