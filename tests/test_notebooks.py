@@ -15,6 +15,7 @@ pin down what nbval does not check:
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -26,6 +27,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CHECK = "# NBVAL_CHECK_OUTPUT"
+# Left out when the Binder test copies the repository: version control, caches, build output.
+_NOT_COPIED = (".git", "build", "dist", "site", "*.egg-info", "__pycache__", ".*_cache", ".*_checkpoints")
 
 
 def _code_cells(path: Path) -> list[nbformat.NotebookNode]:
@@ -101,8 +104,11 @@ def test_binder_requirements_run_a_tutorial_in_a_fresh_venv(tmp_path: Path, monk
     python = env_dir / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PIP_USER")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    # As repo2docker does: from the repository's root, so "." in the file is this package.
-    _run([str(python), "-m", "pip", "install", "-q", "-r", "binder/requirements.txt"], cwd=ROOT, env=env)
+    # As repo2docker does: copy the repository, and install from its root, so "." in the
+    # file is this package (built from the copy: the checkout is left untouched).
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(*_NOT_COPIED))
+    _run([str(python), "-m", "pip", "install", "-q", "-r", "binder/requirements.txt"], cwd=repo, env=env)
 
     kernels = tmp_path / "jupyter"
     _run([str(python), "-m", "ipykernel", "install", "--prefix", str(kernels), "--name", "byop-binder"], env=env)
