@@ -110,7 +110,7 @@ def dask_client() -> Iterator[Any]:
     from dask.distributed import Client, LocalCluster
 
     cluster = LocalCluster(
-        host="127.0.0.1", protocol="tcp", dashboard_address=None, processes=False, n_workers=1, threads_per_worker=2
+        host="127.0.0.1", protocol="tcp", dashboard_address="127.0.0.1:0", processes=False, n_workers=1, threads_per_worker=2
     )
     client = Client(cluster)
     try:
@@ -551,7 +551,7 @@ def test_dask_worker_processes_on_this_machine_work(no_orphans: None, no_comm_le
 
     with (
         LocalCluster(
-            host="127.0.0.1", dashboard_address=None, processes=True, n_workers=1, threads_per_worker=1
+            host="127.0.0.1", dashboard_address="127.0.0.1:0", processes=True, n_workers=1, threads_per_worker=1
         ) as cluster,
         Client(cluster) as client,
     ):
