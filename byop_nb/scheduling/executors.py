@@ -8,13 +8,14 @@ the same settings for the executor types shipped with Python and dask.
 
 from __future__ import annotations
 
+import inspect
 import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["SequentialExecutor", "fresh_like", "kill_workers", "worker_processes", "describe_deaths"]
+__all__ = ["SequentialExecutor", "fresh_like", "kill_workers", "worker_processes", "describe_deaths", "shut_down"]
 
 
 class SequentialExecutor(Executor):
@@ -69,6 +70,22 @@ def fresh_like(executor: Executor) -> Executor | None:
         fresh: Executor = ex._client.get_executor(**ex._kwargs)
         return fresh
     return None
+
+
+def shut_down(executor: Executor, *, wait: bool, cancel_futures: bool) -> None:
+    """`executor.shutdown(wait=..., cancel_futures=...)`, also for executors without `cancel_futures`.
+
+    dask's `ClientExecutor.shutdown(wait)` has no `cancel_futures`; with
+    `wait=False` it cancels its futures anyway.
+    """
+    try:
+        accepts_cancel = "cancel_futures" in inspect.signature(executor.shutdown).parameters
+    except (TypeError, ValueError):
+        accepts_cancel = True
+    if accepts_cancel:
+        executor.shutdown(wait=wait, cancel_futures=cancel_futures)
+    else:
+        executor.shutdown(wait=wait)
 
 
 def is_shut_down(executor: Executor) -> bool:

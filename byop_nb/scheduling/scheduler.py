@@ -266,12 +266,12 @@ class Scheduler:
         ```
         """
         client = client_or_cluster
-        if not hasattr(client, "get_executor"):
+        if not hasattr(client, "get_executor") and hasattr(client, "get_client"):
+            client = client.get_client()  # a cluster: use (or make) its client
+        if not hasattr(client, "get_executor") or not hasattr(client, "submit"):
             raise TypeError(
                 f"with_dask needs a dask.distributed Client or a cluster, got {client_or_cluster!r}"
             )
-        if not hasattr(client, "submit"):  # a cluster: use (or make) its client
-            client = client.get_client()
         return cls(client.get_executor(**executor_kwargs))
 
     # -- events and state --------------------------------------------------
@@ -469,7 +469,7 @@ class Scheduler:
         if isinstance(old, ProcessPoolExecutor) and processes:
             _executors.kill_workers(old, processes)
         else:
-            old.shutdown(wait=False, cancel_futures=True)
+            _executors.shut_down(old, wait=False, cancel_futures=True)
         self.executor = new
         self._broken = False
 
@@ -694,11 +694,11 @@ class Scheduler:
         elif self.terminate and isinstance(executor, ProcessPoolExecutor):
             _executors.kill_workers(executor, _executors.worker_processes(executor) or self._processes)
         else:
-            executor.shutdown(wait=False, cancel_futures=True)
+            _executors.shut_down(executor, wait=False, cancel_futures=True)
 
     def _shutdown_executor(self, *, wait: bool) -> None:
         try:
-            self.executor.shutdown(wait=wait, cancel_futures=not wait)
+            _executors.shut_down(self.executor, wait=wait, cancel_futures=not wait)
         except Exception:  # a dask client that is already closed, ...
             logger.debug("executor shutdown failed", exc_info=True)
         self._processes = []
