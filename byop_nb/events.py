@@ -28,12 +28,14 @@ from __future__ import annotations
 import inspect
 import types
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 __all__ = ["Event", "EventManager", "Subscriber"]
 
 P = ParamSpec("P")
 C = TypeVar("C", bound=Callable[..., Any])
+R = TypeVar("R")
+F0 = TypeVar("F0", bound=Callable[[], Any])
 
 
 class Event(Generic[P]):
@@ -401,6 +403,16 @@ class EventManager:
                 raise
 
 
+class _Decorator(Protocol[P]):
+    """What `subscriber(name=..., ...)` returns: a decorator with the Subscriber's type checks."""
+
+    @overload
+    def __call__(self, callback: Callable[P, R], /) -> Callable[P, R]: ...
+
+    @overload
+    def __call__(self, callback: F0, /) -> F0: ...
+
+
 class Subscriber(Generic[P]):
     """Subscribes callbacks to one event of one manager: `scheduler.on_start`, `task.on_returned`, ...
 
@@ -432,8 +444,33 @@ class Subscriber(Generic[P]):
     def __repr__(self) -> str:
         return f"Subscriber({self.event!r}, {self.manager.name!r})"
 
+    # A callback taking no parameters may subscribe to any event (and keeps its type, so
+    # decorators stack); any other callback must take the event's arguments, which mypy checks.
     @overload
-    def __call__(self, callback: C, /) -> C: ...
+    def __call__(
+        self,
+        callback: Callable[P, R],
+        /,
+        *,
+        name: str | None = ...,
+        when: Callable[[], bool] | None = ...,
+        limit: int | None = ...,
+        repeat: int = ...,
+        every: int = ...,
+    ) -> Callable[P, R]: ...
+
+    @overload
+    def __call__(
+        self,
+        callback: F0,
+        /,
+        *,
+        name: str | None = ...,
+        when: Callable[[], bool] | None = ...,
+        limit: int | None = ...,
+        repeat: int = ...,
+        every: int = ...,
+    ) -> F0: ...
 
     @overload
     def __call__(
@@ -446,20 +483,7 @@ class Subscriber(Generic[P]):
         limit: int | None = ...,
         repeat: int = ...,
         every: int = ...,
-    ) -> Callable[[C], C]: ...
-
-    @overload
-    def __call__(
-        self,
-        callback: C,
-        /,
-        *,
-        name: str | None = ...,
-        when: Callable[[], bool] | None = ...,
-        limit: int | None = ...,
-        repeat: int = ...,
-        every: int = ...,
-    ) -> C: ...
+    ) -> _Decorator[P]: ...
 
     def __call__(
         self,
