@@ -116,15 +116,18 @@ def test_distributed_local_cluster_via_client_get_executor(processes: bool, no_o
 
     # processes=False would default to the in-process transport, yet still serve the dashboard
     # and the workers' http servers on 0.0.0.0: TCP on 127.0.0.1 keeps every socket on loopback.
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=processes,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-        host="127.0.0.1",
-        protocol="tcp://",
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=processes,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+            host="127.0.0.1",
+            protocol="tcp://",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         assert_listening_on_loopback_only()
         scheduler = Scheduler(executor=client.get_executor())

@@ -298,7 +298,9 @@ EXPECTED_LINES = [
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
-def test_functions_defined_in_a_main_script_run_under_every_start_method(start_method: str, tmp_path: Path) -> None:
+def test_functions_defined_in_a_main_script_run_under_every_start_method(
+    start_method: str, tmp_path: Path, no_orphans: None
+) -> None:
     script = tmp_path / "experiment.py"
     script.write_text(MAIN_SCRIPT + '\nif __name__ == "__main__":\n    main(sys.argv[1])\n')
     done = subprocess.run(
@@ -309,7 +311,9 @@ def test_functions_defined_in_a_main_script_run_under_every_start_method(start_m
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
-def test_functions_defined_in_python_dash_c_run_under_every_start_method(start_method: str, tmp_path: Path) -> None:
+def test_functions_defined_in_python_dash_c_run_under_every_start_method(
+    start_method: str, tmp_path: Path, no_orphans: None
+) -> None:
     code = MAIN_SCRIPT + f"\nmain({start_method!r})\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -146,7 +146,9 @@ def test_subscriber_example_registers_once_and_greets(capsys: pytest.CaptureFixt
     assert capsys.readouterr().out == "hello ann, welcome!\n"
 
 
-TYPED_SUBSCRIBER_MISMATCH = SUBSCRIBER + """
+TYPED_SUBSCRIBER_MISMATCH = (
+    SUBSCRIBER
+    + """
 @on_user_joined
 def count_users(count: int) -> None:  # mismatched: the event carries a str
     ...
@@ -161,9 +163,10 @@ def count_users_once(count: int) -> None:  # mismatched, through the options for
 def no_parameters() -> None:
     ...
 """
+)
 
 
-def test_mypy_catches_a_callback_that_does_not_match_a_typed_event(tmp_path: Path) -> None:
+def test_mypy_catches_a_callback_that_does_not_match_a_typed_event(tmp_path: Path, no_orphans: None) -> None:
     """The guide's "Typed version": `Event[...]` typing lets mypy catch a mismatched callback."""
     pytest.importorskip("mypy")
     snippet = tmp_path / "typed_guide.py"

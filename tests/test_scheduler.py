@@ -223,7 +223,7 @@ def test_running_and_empty_follow_the_run() -> None:
     assert not scheduler.running() and scheduler.empty()
 
 
-def test_submit_returns_futures_with_the_results() -> None:
+def test_submit_returns_futures_with_the_results(no_orphans: None) -> None:
     scheduler = Scheduler.with_processes(2)
     futures: list[Future[int]] = []
 

@@ -64,10 +64,11 @@ def test_history_records_one_row_per_call_with_its_status() -> None:
     ok = Task(square, scheduler)
     scheduler.on_start(lambda: (task(3), ok(2)))
     scheduler.run()
-    (row,) = task.history.rows
-    assert row["status"] == "exception" and row["args"] == (3,) and row["call"] == 1
+    (row,) = task.df().to_dict("records")
+    assert row["status"] == "exception" and row["args"] == "(3,)" and row["call"] == 1
+    assert row["exception_type"] == "ValueError" and row["exception_message"] == "x cannot be 3"
     assert "x cannot be 3" in row["traceback"] and "in fail" in row["traceback"]
-    (row,) = ok.history.rows
+    (row,) = ok.df().to_dict("records")
     assert row["status"] == "returned" and row["result"] == 4
 
 
