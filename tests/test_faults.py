@@ -31,7 +31,7 @@ def square(x: int) -> int:
 def die(how: str) -> None:
     if how == "exit":
         os._exit(3)
-    os.kill(os.getpid(), signal.SIGSEGV)
+    os.kill(os.getpid(), signal.SIGKILL if how == "kill" else signal.SIGSEGV)
 
 
 def raise_in_worker(x: int) -> int:
@@ -55,7 +55,10 @@ def test_wall_time_limit_ends_the_call_within_half_a_second_of_the_limit(kind: s
 
 
 # -- dying workers ---------------------------------------------------------------------
-@pytest.mark.parametrize(("how", "cause"), [("exit", "exited with code 3"), ("segv", "SIGSEGV")])
+@pytest.mark.parametrize(
+    ("how", "cause"),
+    [("exit", "exited with code 3"), ("segv", "SIGSEGV"), ("kill", "SIGKILL (possibly the out-of-memory killer)")],
+)
 def test_a_dying_worker_fails_only_the_work_in_flight_naming_the_cause(how: str, cause: str, no_orphans: None) -> None:
     scheduler = Scheduler.with_processes(2)
     dying = Task(die, scheduler)
@@ -118,7 +121,9 @@ def frames_of(exception: BaseException) -> list[str]:
     return [frame.name for frame in traceback.extract_tb(exception.__traceback__)]
 
 
-@pytest.mark.parametrize("where", ["on_start", "on_returned", "on_empty", "on_submitted", "on_finishing"])
+@pytest.mark.parametrize(
+    "where", ["on_start", "on_returned", "on_empty", "on_submitted", "on_finishing", "on_finished"]
+)
 def test_a_raising_callback_stops_the_run_and_run_raises_it_with_its_traceback(where: str, no_orphans: None) -> None:
     scheduler = Scheduler.with_processes(2)
     task = Task(nap, scheduler)
@@ -137,6 +142,8 @@ def test_a_raising_callback_stops_the_run_and_run_raises_it_with_its_traceback(w
         scheduler.on_empty(raising_callback)
     elif where == "on_finishing":
         scheduler.on_finishing(raising_callback)
+    elif where == "on_finished":
+        scheduler.on_finished(raising_callback)
     else:
         scheduler.on_start(lambda: (task(0.01), task(30)))
         getattr(task, where)(raising_callback)
