@@ -255,3 +255,24 @@ def test_zero_argument_callbacks_work_on_task_events() -> None:
     scheduler.on_start(lambda: task(1))
     scheduler.run()
     assert calls == ["on_submitted", "on_done", "on_returned"]
+
+
+def test_a_future_cancelled_by_the_user_emits_cancelled_not_done() -> None:
+    scheduler = Scheduler.with_threads(1)
+    release = threading.Event()
+    task = Task(release.wait, scheduler, name="blocked")
+    futures: list[Future] = []
+    cancelled: list[Future] = []
+    task.on_cancelled(cancelled.append)
+
+    @scheduler.on_start
+    def launch() -> None:
+        futures.append(task(10))  # occupies the only thread
+        futures.append(task(10))  # pending behind it
+        assert futures[1].cancel()
+        release.set()
+
+    assert scheduler.run(timeout=30) is ExitCode.EXHAUSTED
+    assert cancelled == [futures[1]]
+    assert task.counts == {Task.SUBMITTED: 2, Task.CANCELLED: 1, Task.DONE: 1, Task.RETURNED: 1}
+    assert sorted(task.df()["status"]) == ["cancelled", "returned"]
