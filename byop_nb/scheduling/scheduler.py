@@ -375,9 +375,10 @@ class Scheduler:
         task: Task[Any, Any] | None,
     ) -> Future[Any] | None:
         state = self._state
-        if state is not _State.RUNNING:
-            if state is _State.FINISHING:
-                logger.debug("run is finishing; refused a new call of %r", function)
+        if state is not _State.RUNNING or self._stop_requested or self._error is not None:
+            if state is _State.RUNNING or state is _State.FINISHING:
+                # stop() was called (or a callback failed): the run is ending.
+                logger.debug("run is ending; refused a new call of %r", function)
                 return None
             raise RuntimeError(
                 f"the scheduler is {state.value}, so nothing can be submitted now; submit from a callback "
@@ -591,6 +592,7 @@ class Scheduler:
         self._state = _State.RUNNING
         self._stop_requested = False
         self._error = None
+        self.last_error = None  # an error belongs to the run it ended
         self._empty_announced = False
         self.started_at = time.time()
         self.finished_at = None
