@@ -44,8 +44,16 @@ def rows(n: int):
     except ValueError as e:
         error = e
     for i in range(n):
-        row = {"task": "f", "call": i + 1, "args": (i,), "kwargs": {"seed": i % 7}, "traceback": None,
-               "submitted": t0 + i, "finished": t0 + i + 0.25, "exception": None}
+        row = {
+            "task": "f",
+            "call": i + 1,
+            "args": (i,),
+            "kwargs": {"seed": i % 7},
+            "traceback": None,
+            "submitted": t0 + i,
+            "finished": t0 + i + 0.25,
+            "exception": None,
+        }
         if i % 10 == 9:
             row.update(status="exception", result=None, exception=error, traceback="Traceback ...\nValueError\n")
         else:
@@ -73,8 +81,10 @@ def bench_build(n: int, repeats: int = 3) -> None:
     cached = time.perf_counter() - start
     best, median = min(builds), statistics.median(builds)
     print(f"record(): {per_row * 1e6:.2f} us per row")
-    print(f"df() for {n} rows: median {median:.3f} s, best {best:.3f} s over {repeats} builds "
-          f"(target <= 0.5 s: {'ok' if median <= 0.5 else 'MISSED'}); cached: {cached * 1e3:.2f} ms")
+    print(
+        f"df() for {n} rows: median {median:.3f} s, best {best:.3f} s over {repeats} builds "
+        f"(target <= 0.5 s: {'ok' if median <= 0.5 else 'MISSED'}); cached: {cached * 1e3:.2f} ms"
+    )
     print(f"  shape {df.shape}, columns {list(df.columns)}")
 
 
@@ -160,8 +170,10 @@ def bench_overhead(n: int, rounds: int) -> None:
                 spent[0] = 0.0
                 rate = dispatch(n, journal)
                 per_call = spent[0] / n
-                print(f"History.record inside the loop ({label}): {per_call * 1e6:.1f} us per call = "
-                      f"{per_call * rate * 100:.1f} % of the {1e6 / rate:.0f} us a call takes")
+                print(
+                    f"History.record inside the loop ({label}): {per_call * 1e6:.1f} us per call = "
+                    f"{per_call * rate * 100:.1f} % of the {1e6 / rate:.0f} us a call takes"
+                )
     finally:
         History.record = record
 

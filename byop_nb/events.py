@@ -143,13 +143,7 @@ class _Handler:
     @property
     def plain(self) -> bool:
         """No options, takes the event's arguments: eligible for the fast path."""
-        return (
-            self.takes_args
-            and self.when is None
-            and self.limit is None
-            and self.repeat == 1
-            and self.every == 1
-        )
+        return self.takes_args and self.when is None and self.limit is None and self.repeat == 1 and self.every == 1
 
     def fire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.seen += 1

@@ -73,7 +73,12 @@ def dask_client() -> Iterator[Any]:
 
     with (
         LocalCluster(
-            host="127.0.0.1", protocol="tcp", dashboard_address="127.0.0.1:0", processes=False, n_workers=1, threads_per_worker=2
+            host="127.0.0.1",
+            protocol="tcp",
+            dashboard_address="127.0.0.1:0",
+            processes=False,
+            n_workers=1,
+            threads_per_worker=2,
         ) as cluster,
         Client(cluster) as client,
     ):

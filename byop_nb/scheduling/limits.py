@@ -48,9 +48,7 @@ def parse_limits(
     """Validate and convert the three resource limits; None when no limit is set."""
     memory = cpu = wall = None
     if memory_limit is not None:
-        memory = int(
-            _amount("memory_limit", memory_limit, MEMORY_UNITS, "bytes as an int, or (n, 'B'|'KB'|'MB'|'GB')")
-        )
+        memory = int(_amount("memory_limit", memory_limit, MEMORY_UNITS, "bytes as an int, or (n, 'B'|'KB'|'MB'|'GB')"))
     if cpu_time_limit is not None:
         seconds = _amount("cpu_time_limit", cpu_time_limit, TIME_UNITS, "seconds, or (n, 's'|'m'|'h')")
         if seconds < 1:

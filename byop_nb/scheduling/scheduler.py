@@ -98,9 +98,7 @@ class RunHandle:
             RuntimeError: the run has not ended yet (use `await handle`, or `scheduler.stop()`).
         """
         if not self._task.done():
-            raise RuntimeError(
-                "the run is still going; `await` the handle in a cell, or call scheduler.stop() first"
-            )
+            raise RuntimeError("the run is still going; `await` the handle in a cell, or call scheduler.stop() first")
         return self._task.result()
 
     def __await__(self) -> Generator[Any, None, ExitCode]:
@@ -269,9 +267,7 @@ class Scheduler:
         if not hasattr(client, "get_executor") and hasattr(client, "get_client"):
             client = client.get_client()  # a cluster: use (or make) its client
         if not hasattr(client, "get_executor") or not hasattr(client, "submit"):
-            raise TypeError(
-                f"with_dask needs a dask.distributed Client or a cluster, got {client_or_cluster!r}"
-            )
+            raise TypeError(f"with_dask needs a dask.distributed Client or a cluster, got {client_or_cluster!r}")
         return cls(client.get_executor(**executor_kwargs))
 
     # -- events and state --------------------------------------------------
@@ -304,7 +300,7 @@ class Scheduler:
 
     @property
     def state(self) -> str:
-        """"idle", "running", "finishing" or "finished"."""
+        """ "idle", "running", "finishing" or "finished"."""
         return self._state.value
 
     def running(self) -> bool:

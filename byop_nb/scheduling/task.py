@@ -268,10 +268,7 @@ class Task(Generic[P, R]):
         em.emit(self.RETURNED, result)
 
     def __repr__(self) -> str:
-        return (
-            f"Task({self.name!r}, called={self.n_called}, running={len(self._running)}, "
-            f"ended={len(self.history)})"
-        )
+        return f"Task({self.name!r}, called={self.n_called}, running={len(self._running)}, ended={len(self.history)})"
 
     def _repr_html_(self) -> str:
         from byop_nb.notebook import display
