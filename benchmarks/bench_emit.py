@@ -57,9 +57,8 @@ def main(number: int, rounds: int) -> float:
         theirs_t.append(t)
         ratios.append(o / t)
     median = statistics.median(ratios)
-    print(
-        f"byop_nb emit: {statistics.median(ours_t) * 1e9:7.0f} ns   psygnal emit: {statistics.median(theirs_t) * 1e9:7.0f} ns"
-    )
+    ours_ns, theirs_ns = statistics.median(ours_t) * 1e9, statistics.median(theirs_t) * 1e9
+    print(f"byop_nb emit: {ours_ns:7.0f} ns   psygnal emit: {theirs_ns:7.0f} ns")
     print(f"median ratio byop_nb/psygnal time: {median:.3f}  (3 handlers, {rounds} rounds)")
     return median
 
