@@ -1,5 +1,61 @@
-"""Functions the benchmarks run in worker processes (importable, so both sides pickle them by reference)."""
+"""What the benchmarks share: the no-op function (importable, so workers pickle it by
+reference) and the dispatch pattern they all measure."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from byop_nb.scheduling import Scheduler, Task
+
+WORKERS = 2
+IN_FLIGHT = 2 * WORKERS
 
 
 def noop() -> None:
     return None
+
+
+def keep_busy(
+    n: int,
+    *,
+    setup: Callable[[Scheduler, Task[Any, Any]], None] | None = None,
+    mark: Callable[[str], None] | None = None,
+) -> tuple[float, Task[Any, Any]]:
+    """The guide's "keep the workers busy" pattern through byop_nb; returns (calls per second, task).
+
+    `Scheduler.with_processes(2)`, a no-op task, 2 x workers calls in flight, a
+    new call submitted from `on_done` as each one ends, `n` calls in all. The
+    clock runs from the first submission to the last result. `setup(scheduler,
+    task)` runs before the run; `mark("start")` and `mark("end")` run at the
+    clock's two ends, for measurements of one's own.
+    """
+    scheduler = Scheduler.with_processes(WORKERS)
+    task = Task(noop, scheduler)
+    if setup is not None:
+        setup(scheduler, task)
+    times: dict[str, float] = {}
+
+    @scheduler.on_start(repeat=IN_FLIGHT)
+    def first() -> None:
+        if "start" not in times:
+            times["start"] = time.perf_counter()
+            if mark is not None:
+                mark("start")
+        task()
+
+    @task.on_done
+    def again(_future: Any) -> None:
+        if task.n_called < n:
+            task()
+
+    @task.on_returned
+    def last(_result: Any) -> None:
+        times["end"] = time.perf_counter()
+        if mark is not None and task.n_called == n and task.n_running == 0:
+            mark("end")
+
+    scheduler.run()
+    assert task.n_called == n and task.n_running == 0, (task.n_called, task.n_running)
+    return n / (times["end"] - times["start"]), task

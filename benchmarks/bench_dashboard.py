@@ -34,50 +34,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _tasks import noop  # noqa: E402
+from _tasks import IN_FLIGHT, WORKERS, keep_busy  # noqa: E402
 
 from byop_nb.notebook import Dashboard  # noqa: E402
 from byop_nb.scheduling import Scheduler, Task  # noqa: E402
-
-WORKERS = 2
-IN_FLIGHT = 4
 
 
 def dispatch(n: int, dashboard: bool) -> tuple[float, int, float]:
     """Calls per second through a Scheduler and Task, how many times the plot was drawn, and the
     share of the run's time the dashboard kept the event loop busy."""
-    scheduler = Scheduler.with_processes(WORKERS)
-    task = Task(noop, scheduler)
-    board = Dashboard(scheduler, task) if dashboard else None
-    times: dict[str, float] = {}
+    boards: list[Dashboard] = []
+    busy: dict[str, tuple[float, float]] = {}
 
-    def busy() -> float:
-        return 0.0 if board is None else board.busy_seconds
+    def setup(scheduler: Scheduler, task: Task) -> None:
+        if dashboard:
+            boards.append(Dashboard(scheduler, task))
 
-    @scheduler.on_start(repeat=IN_FLIGHT)
-    def first() -> None:
-        if "start" not in times:
-            times["start"], times["busy_start"] = time.perf_counter(), busy()
-        task()
+    def mark(edge: str) -> None:
+        busy[edge] = (time.perf_counter(), boards[0].busy_seconds if boards else 0.0)
 
-    @task.on_done
-    def again(_future) -> None:
-        if task.n_called < n:
-            task()
-
-    @task.on_returned
-    def last(_result) -> None:
-        times["end"], times["busy_end"] = time.perf_counter(), busy()
-
-    scheduler.run()
-    assert len(task.history) == n, len(task.history)
+    rate, _task = keep_busy(n, setup=setup, mark=mark)
+    board = boards[0] if boards else None
     redraws = 0
     if board is not None:
         redraws = board.n_redraws
         assert "finished" in board.status_html.value and f"<td>{n}</td>" in board.counters_html.value
         board.close()
-    seconds = times["end"] - times["start"]
-    return n / seconds, redraws, (times["busy_end"] - times["busy_start"]) / seconds
+    (t0, b0), (t1, b1) = busy["start"], busy["end"]
+    return rate, redraws, (b1 - b0) / (t1 - t0)
 
 
 def compare(n: int, rounds: int) -> float:

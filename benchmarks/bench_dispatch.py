@@ -22,12 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _tasks import noop  # noqa: E402
-
-from byop_nb.scheduling import Scheduler, Task  # noqa: E402
-
-WORKERS = 2
-IN_FLIGHT = 2 * WORKERS
+from _tasks import IN_FLIGHT, WORKERS, keep_busy, noop  # noqa: E402
 
 
 def bare(n: int) -> float:
@@ -65,31 +60,9 @@ def bare(n: int) -> float:
     return asyncio.run(main())
 
 
-def byop(n: int, setup=None) -> float:
+def byop(n: int) -> float:
     """Tasks per second through a byop_nb Scheduler and Task (counting and recording on)."""
-    scheduler = Scheduler.with_processes(WORKERS)
-    task = Task(noop, scheduler)
-    if setup is not None:
-        setup(scheduler, task)
-    times: dict[str, float] = {}
-
-    @scheduler.on_start(repeat=IN_FLIGHT)
-    def first() -> None:
-        times.setdefault("start", time.perf_counter())
-        task()
-
-    @task.on_done
-    def again(_future) -> None:
-        if task.n_called < n:
-            task()
-
-    @task.on_returned
-    def last(_result) -> None:
-        times["end"] = time.perf_counter()
-
-    scheduler.run()
-    assert len(task.history) == n, len(task.history)
-    return n / (times["end"] - times["start"])
+    return keep_busy(n)[0]
 
 
 def compare(n: int, rounds: int, variant=byop, label: str = "byop_nb") -> float:

@@ -28,13 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _tasks import noop  # noqa: E402
+from _tasks import IN_FLIGHT, WORKERS, keep_busy  # noqa: E402
 
 from byop_nb.history import History  # noqa: E402
 from byop_nb.scheduling import Scheduler, Task  # noqa: E402
-
-WORKERS = 2
-IN_FLIGHT = 2 * WORKERS
 
 
 def rows(n: int):
@@ -90,30 +87,14 @@ def bench_build(n: int, repeats: int = 3) -> None:
 
 def dispatch(n: int, journal: Path | None = None) -> float:
     """Calls per second in the dispatch pattern (recording as History.record currently does)."""
-    scheduler = Scheduler.with_processes(WORKERS)
-    task = Task(noop, scheduler)
-    if journal is not None:
-        task.history.stream_to(journal)
-    times: dict[str, float] = {}
 
-    @scheduler.on_start(repeat=IN_FLIGHT)
-    def first() -> None:
-        times.setdefault("start", time.perf_counter())
-        task()
+    def setup(_scheduler: Scheduler, task: Task) -> None:
+        if journal is not None:
+            task.history.stream_to(journal)
 
-    @task.on_done
-    def again(_future) -> None:
-        if task.n_called < n:
-            task()
-
-    @task.on_returned
-    def last(_result) -> None:
-        times["end"] = time.perf_counter()
-
-    scheduler.run()
+    rate, task = keep_busy(n, setup=setup)
     task.history.close()
-    assert task.n_called == n, task.n_called
-    return n / (times["end"] - times["start"])
+    return rate
 
 
 def bench_overhead(n: int, rounds: int) -> None:
