@@ -11,12 +11,20 @@ import pytest
 
 
 def live_children() -> set[int]:
-    """PIDs of this process's descendants that are alive (zombies excluded)."""
+    """PIDs of this process's descendants that are alive (zombies excluded).
+
+    multiprocessing's resource tracker is left out: it is one helper per Python
+    process, started by the first spawn/forkserver use and ending with the
+    process by design, not a worker anything left behind.
+    """
     alive = set()
     for child in psutil.Process(os.getpid()).children(recursive=True):
         try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                alive.add(child.pid)
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if "multiprocessing.resource_tracker" in " ".join(child.cmdline()):
+                continue
+            alive.add(child.pid)
         except psutil.NoSuchProcess:
             pass
     return alive

@@ -700,6 +700,7 @@ class Scheduler:
         except Exception:  # a dask client that is already closed, ...
             logger.debug("executor shutdown failed", exc_info=True)
         self._processes = []
+        _worker.release_forkserver()  # started by memory-limited calls run in this process
 
     # -- notebook ----------------------------------------------------------
     def dashboard(self, *tasks: Task[Any, Any], **options: Any) -> Dashboard:

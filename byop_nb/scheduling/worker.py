@@ -13,6 +13,7 @@ whatever the executor,
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -89,17 +90,32 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
             "cluster with dask.config.set({'distributed.worker.daemon': False}) or use "
             "processes=False / a ProcessPoolExecutor."
         )
+    methods = multiprocessing.get_all_start_methods()
+    if limits.memory is not None and "forkserver" in methods:
+        # A memory limit caps the child's whole address space, and a forked child starts
+        # with all of its parent's (a Jupyter kernel or a test process: gigabytes), so
+        # the limit would be spent before the function runs. A child of the forkserver
+        # starts small. The call travels by value (see _Shipped), so functions from
+        # __main__ or a notebook cell work too.
+        context: Any = multiprocessing.get_context("forkserver")
+        _own_forkserver()
+        context.set_forkserver_preload(["byop_nb.scheduling.worker", "pynisher", "cloudpickle"])
+        function: Callable[..., Any] = _Shipped(fn, args, kwargs)
+        args, kwargs = (), {}
+    else:
+        # Fork where it exists: the limited child then needs no pickling of `fn`. A worker
+        # started by spawn/forkserver would otherwise use its own start method, and a
+        # function from __main__ or a notebook cell cannot be pickled by reference.
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        function = fn
     limited = pynisher.limit(
-        fn,
+        function,
         memory=limits.memory,
         cpu_time=limits.cpu_time,
         wall_time=None,  # enforced below, precisely
         terminate_child_processes=True,
         wrap_errors=False,
-        # Fork where it exists: the limited child then needs no pickling of `fn`. A worker
-        # started by spawn/forkserver would otherwise use its own start method, and a
-        # function from __main__ or a notebook cell cannot be pickled by reference.
-        context="fork" if "fork" in multiprocessing.get_all_start_methods() else None,
+        context=context,
     )
     if limits.wall_time is None:
         return limited(*args, **kwargs)
@@ -137,6 +153,86 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
             f"(stopped after {time.monotonic() - start:.2f}s)."
         )
     return result
+
+
+_FORK_HOOK_REGISTERED = False
+_FORKSERVER_USER: int | None = None  # the pid of the process whose limited calls started a forkserver
+
+
+def _own_forkserver() -> None:
+    """Make processes forked from this one start a forkserver of their own.
+
+    multiprocessing keeps one forkserver per process in a module-level object; a
+    forked child (a process-pool worker) inherits its parent's and then fails to
+    use it ("No child processes"). The hook makes the child forget it.
+    """
+    global _FORK_HOOK_REGISTERED, _FORKSERVER_USER
+    _FORKSERVER_USER = os.getpid()
+    if not _FORK_HOOK_REGISTERED:
+        os.register_at_fork(after_in_child=_forget_inherited_forkserver)
+        _FORK_HOOK_REGISTERED = True
+
+
+def release_forkserver() -> None:
+    """Stop the forkserver that limited calls in this process started, if any.
+
+    The scheduler calls this when a run ends, so that calls run in the main
+    process (thread pools) leave no process behind. Worker processes need not:
+    their forkserver exits with them.
+    """
+    global _FORKSERVER_USER
+    if _FORKSERVER_USER != os.getpid():
+        return
+    _FORKSERVER_USER = None
+    from multiprocessing import forkserver
+
+    server: Any = forkserver._forkserver
+    try:
+        server._stop()
+    except (OSError, ChildProcessError):
+        pass
+
+
+def _forget_inherited_forkserver() -> None:
+    from multiprocessing import forkserver
+
+    server: Any = forkserver._forkserver
+    if getattr(server, "_forkserver_pid", None) is None:
+        return
+    alive_fd = server._forkserver_alive_fd
+    server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
+    server._lock = threading.Lock()
+    if alive_fd is not None:
+        try:
+            os.close(alive_fd)
+        except OSError:
+            pass
+
+
+class _Shipped:
+    """One call, the function and its arguments, that pickles by value with cloudpickle.
+
+    Unpickling loads the function (and imports what it needs) in the child before
+    pynisher sets its limits, so only what the call itself allocates counts.
+    """
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import cloudpickle
+
+        return (_unship, (cloudpickle.dumps((self.fn, self.args, self.kwargs)),))
+
+    def __call__(self) -> Any:
+        return self.fn(*self.args, **self.kwargs)
+
+
+def _unship(data: bytes) -> _Shipped:
+    import cloudpickle
+
+    return _Shipped(*cloudpickle.loads(data))
 
 
 def _kill_tree(process: Any) -> None:
