@@ -65,3 +65,42 @@ def test_memory_limited_calls_start_small_in_a_big_process(tmp_path, no_orphans:
     )
     for line in lines:
         assert line.endswith(expected), line
+
+
+INHERITED_SCRIPT = textwrap.dedent(
+    """
+    from byop_nb.scheduling import Scheduler, Task
+
+    def one():
+        return 1
+
+    def hog(n):
+        return len(bytearray(n))
+
+    if __name__ == "__main__":
+        # This process starts a forkserver (a forkserver pool); fork workers made
+        # afterwards inherit multiprocessing's record of it.
+        scheduler = Scheduler.with_processes(1, start_method="forkserver")
+        task = Task(one, scheduler)
+        scheduler.on_start(lambda: task())
+        scheduler.run()
+
+        scheduler = Scheduler.with_processes(1, start_method="fork")
+        task = Task(hog, scheduler, memory_limit=(300, "MB"))
+        seen = []
+        task.on_returned(lambda n: seen.append("returned"))
+        task.on_memory_limit_reached(lambda future, exc: seen.append("memory limit"))
+        task.on_exception(lambda exc: seen.append(type(exc).__name__))
+        scheduler.on_start(lambda: (task(2**30), task(10)))
+        scheduler.run()
+        print(sorted(seen))
+    """
+)
+
+
+def test_a_worker_forked_from_a_forkserver_user_starts_its_own(tmp_path, no_orphans: None) -> None:
+    script = tmp_path / "inherited.py"
+    script.write_text(INHERITED_SCRIPT)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "['MemoryLimitException', 'memory limit', 'returned']", result.stdout

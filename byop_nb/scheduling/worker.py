@@ -155,22 +155,42 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
     return result
 
 
-_FORK_HOOK_REGISTERED = False
 _FORKSERVER_USER: int | None = None  # the pid of the process whose limited calls started a forkserver
 
 
 def _own_forkserver() -> None:
-    """Make processes forked from this one start a forkserver of their own.
+    """Make sure the forkserver this process is about to use is its own.
 
     multiprocessing keeps one forkserver per process in a module-level object; a
-    forked child (a process-pool worker) inherits its parent's and then fails to
-    use it ("No child processes"). The hook makes the child forget it.
+    forked child (a process-pool worker) inherits its parent's, if the parent
+    started one, and then fails to use it ("No child processes"). Forget such an
+    inherited server, so that this process starts its own.
     """
-    global _FORK_HOOK_REGISTERED, _FORKSERVER_USER
+    global _FORKSERVER_USER
     _FORKSERVER_USER = os.getpid()
-    if not _FORK_HOOK_REGISTERED:
-        os.register_at_fork(after_in_child=_forget_inherited_forkserver)
-        _FORK_HOOK_REGISTERED = True
+    from multiprocessing import forkserver
+
+    import psutil
+
+    server: Any = forkserver._forkserver
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is None:
+        return
+    try:
+        ours = psutil.Process(pid).ppid() == os.getpid()
+    except psutil.NoSuchProcess:
+        ours = False
+    if not ours:
+        # Its alive-pipe end is this process's copy: close it, so that the server
+        # still ends when its real owner does.
+        alive_fd = server._forkserver_alive_fd
+        server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
+        server._lock = threading.Lock()
+        if alive_fd is not None:
+            try:
+                os.close(alive_fd)
+            except OSError:
+                pass
 
 
 def release_forkserver() -> None:
@@ -191,22 +211,6 @@ def release_forkserver() -> None:
         server._stop()
     except (OSError, ChildProcessError):
         pass
-
-
-def _forget_inherited_forkserver() -> None:
-    from multiprocessing import forkserver
-
-    server: Any = forkserver._forkserver
-    if getattr(server, "_forkserver_pid", None) is None:
-        return
-    alive_fd = server._forkserver_alive_fd
-    server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
-    server._lock = threading.Lock()
-    if alive_fd is not None:
-        try:
-            os.close(alive_fd)
-        except OSError:
-            pass
 
 
 class _Shipped:
