@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.history import History
 from byop_nb.scheduling.limits import MemoryLimit, TimeLimit, limit_hit, parse_limits
+from byop_nb.scheduling.worker import make_limit_exceptions_picklable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -140,6 +141,8 @@ class Task(Generic[P, R]):
         self.limits = parse_limits(
             memory_limit=memory_limit, cpu_time_limit=cpu_time_limit, wall_time_limit=wall_time_limit
         )
+        if self.limits is not None:  # this process will unpickle the limit exceptions
+            make_limit_exceptions_picklable()
         self.event_manager = EventManager(name=f"Task({name})")
         em = self.event_manager
         self.on_submitted: Subscriber[[Future[Any]]] = em.subscriber(self.SUBMITTED)

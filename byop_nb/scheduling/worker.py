@@ -78,11 +78,35 @@ def call(
         raise
 
 
+def make_limit_exceptions_picklable() -> None:
+    """Let pynisher's MemoryLimitException survive tblib's pickling; idempotent.
+
+    Importing dask.distributed installs tblib's pickling for every exception
+    class, which rebuilds an exception with `cls.__new__(cls)`. For
+    `MemoryLimitException(PynisherException, MemoryError)` that call is refused
+    ("MemoryError.__new__(MemoryLimitException) is not safe"), so the exception
+    could not travel back from the limited child or the worker, and the process
+    pool broke instead of reporting the memory limit. A `__new__` that goes
+    through `Exception.__new__` (the same instance layout) is safe. Called in
+    every process that may unpickle one: the worker and the main process.
+    """
+    import pynisher
+
+    cls: Any = pynisher.MemoryLimitException
+    if "__new__" not in vars(cls):
+        cls.__new__ = staticmethod(_limit_exception_new)
+
+
+def _limit_exception_new(cls: type[BaseException], *args: Any, **kwargs: Any) -> BaseException:
+    return Exception.__new__(cls, *args)
+
+
 def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     import multiprocessing
 
     import pynisher
 
+    make_limit_exceptions_picklable()
     if multiprocessing.current_process().daemon:
         raise RuntimeError(
             "byop_nb: memory/CPU/wall-time limits run the function in a child process, but this "
