@@ -425,7 +425,11 @@ class Scheduler:
         except KeyError:  # already settled, e.g. cancelled by a wait=False stop
             return
         try:
-            exception = None if future.cancelled() else future.exception()
+            if future.cancelled():
+                if task is not None:
+                    task._process_cancelled(future)
+                return
+            exception = future.exception()
             if exception is not None and isinstance(exception, BrokenProcessPool):
                 self._explain_broken(exception)
             if task is not None:
@@ -437,8 +441,9 @@ class Scheduler:
                     exception.remote_traceback = traceback_text(exception)  # type: ignore[attr-defined]
         except BaseException as e:  # a user callback raised: end the run with it
             self._fail(e)
-        if not self._queue or self._stop_requested:
-            self._wake_up()
+        finally:
+            if not self._queue or self._stop_requested:
+                self._wake_up()
 
     def _explain_broken(self, exception: BrokenProcessPool) -> None:
         self._broken = True

@@ -236,10 +236,10 @@ class Task(Generic[P, R]):
         self.event_manager.emit(self.CANCELLED, future)
 
     def _process_future(self, future: Future[Any], exception: BaseException | None) -> None:
-        """Record and emit the end of one call; `exception` is `future.exception()` (None if cancelled)."""
-        if exception is None and future.cancelled():
-            self._process_cancelled(future)
-            return
+        """Record and emit the end of one call that finished; `exception` is `future.exception()`.
+
+        The scheduler sends cancelled futures to `_process_cancelled` instead.
+        """
         em = self.event_manager
         if exception is None:
             result = future.result()
