@@ -434,19 +434,25 @@ class Comm:
                 )
                 raise CommError(self._gone) from e
 
-    def _peek_goodbye(self, sock: socket.socket) -> None:
+    def _closed_by_scheduler(self) -> CommError:
+        self._gone = "the scheduler closed this Comm: the call was cancelled or the run ended"
+        return CommError(self._gone)
+
+    def _receive(self, sock: socket.socket) -> None:
+        """Append what the scheduler sent to the buffer; raises when it closed the connection."""
         try:
             data = sock.recv(_CHUNK)
         except OSError:
             data = b""
         if not data:
-            self._gone = "the scheduler closed this Comm: the call was cancelled or the run ended"
-            raise CommError(self._gone)
+            raise self._closed_by_scheduler()
         self._buffer += data
+
+    def _peek_goodbye(self, sock: socket.socket) -> None:
+        self._receive(sock)
         for kind, _ in _frames(self._buffer, keep_answers=True):
             if kind == _GOODBYE:
-                self._gone = "the scheduler closed this Comm: the call was cancelled or the run ended"
-                raise CommError(self._gone)
+                raise self._closed_by_scheduler()
 
     def _read(self, deadline: float | None) -> tuple[int, bool, Any] | None:
         """The next answer or refusal as (request id, ok, value); None when `deadline` passed."""
@@ -454,21 +460,13 @@ class Comm:
         while True:
             for kind, body in _frames(self._buffer):
                 if kind == _GOODBYE:
-                    self._gone = "the scheduler closed this Comm: the call was cancelled or the run ended"
-                    raise CommError(self._gone)
+                    raise self._closed_by_scheduler()
                 request_id, value = pickle.loads(body)
                 return request_id, kind == _ANSWER, value
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not _readable(sock, remaining):
                 return None
-            try:
-                data = sock.recv(_CHUNK)
-            except OSError:
-                data = b""
-            if not data:
-                self._gone = "the scheduler closed this Comm: the call was cancelled or the run ended"
-                raise CommError(self._gone)
-            self._buffer += data
+            self._receive(sock)
 
 
 def _wait_time(block: bool | float) -> float | None:
