@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -54,3 +57,12 @@ def no_orphans() -> Iterator[None]:
     before = live_children()
     yield
     assert_no_new_children(before)
+
+
+def run_script(directory: Path, source: str, *, timeout: float = 240) -> str:
+    """Run `source` as a script file's `__main__` in a new Python; return its stdout, failing on a non-zero exit."""
+    script = directory / "script.py"
+    script.write_text(source)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout

@@ -6,9 +6,9 @@ a limited call forked from it would start with all of it and fail at once.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
+
+from conftest import run_script
 
 SCRIPT = textwrap.dedent(
     """
@@ -54,12 +54,9 @@ SCRIPT = textwrap.dedent(
 
 
 def test_memory_limited_calls_start_small_in_a_big_process(tmp_path, no_orphans: None) -> None:
-    script = tmp_path / "big_parent.py"
-    script.write_text(SCRIPT)
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 3, result.stdout + result.stderr[-3000:]
+    stdout = run_script(tmp_path, SCRIPT)
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 3, stdout
     expected = (
         "[('memory limit', 'MemoryLimitException'), ('returned', ('Payload', 52428800)), ('starts below 1 GiB', True)]"
     )
@@ -99,8 +96,5 @@ INHERITED_SCRIPT = textwrap.dedent(
 
 
 def test_a_worker_forked_from_a_forkserver_user_starts_its_own(tmp_path, no_orphans: None) -> None:
-    script = tmp_path / "inherited.py"
-    script.write_text(INHERITED_SCRIPT)
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip() == "['MemoryLimitException', 'memory limit', 'returned']", result.stdout
+    stdout = run_script(tmp_path, INHERITED_SCRIPT)
+    assert stdout.strip() == "['MemoryLimitException', 'memory limit', 'returned']", stdout

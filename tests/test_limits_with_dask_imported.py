@@ -7,9 +7,9 @@ broke instead of reporting the memory limit.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
+
+from conftest import run_script
 
 SCRIPT = textwrap.dedent(
     """
@@ -35,10 +35,5 @@ SCRIPT = textwrap.dedent(
 
 
 def test_memory_limit_is_reported_with_dask_imported(tmp_path, no_orphans: None) -> None:
-    script = tmp_path / "with_dask.py"
-    script.write_text(SCRIPT)
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip() == ("['MemoryLimitException', 'exception MemoryLimitException', 'returned']"), (
-        result.stdout + result.stderr[-2000:]
-    )
+    stdout = run_script(tmp_path, SCRIPT)
+    assert stdout.strip() == ("['MemoryLimitException', 'exception MemoryLimitException', 'returned']"), stdout
