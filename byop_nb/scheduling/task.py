@@ -235,14 +235,13 @@ class Task(Generic[P, R]):
         self._record(future, "cancelled")
         self.event_manager.emit(self.CANCELLED, future)
 
-    def _process_future(self, future: Future[Any], exception: BaseException | None) -> None:
-        """Record and emit the end of one call that finished; `exception` is `future.exception()`.
+    def _process_future(self, future: Future[Any], exception: BaseException | None, result: Any) -> None:
+        """Record and emit the end of one call that finished: it raised `exception`, or returned `result`.
 
         The scheduler sends cancelled futures to `_process_cancelled` instead.
         """
         em = self.event_manager
         if exception is None:
-            result = future.result()
             self._record(future, "returned", result=result)
             self._on_result(future, result)
             return
