@@ -307,6 +307,46 @@ class History:
         if self._journal is not None:
             _write_all(self._journal, _json_line(normal))
 
+    def record_call(
+        self,
+        task: str,
+        call: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        status: str,
+        result: Any,
+        exception: BaseException | None,
+        traceback: str | None,
+        submitted: float,
+        finished: float,
+    ) -> None:
+        """`record` of a Task's row, from its fields: the same row, built without a mapping to normalise.
+
+        ```python
+        history.record_call("f", 1, (3,), {}, "returned", 9, None, None, t0, t1)
+        # stores what history.record({"task": "f", "call": 1, "args": (3,), ...}) stores
+        ```
+        """
+        normal = {
+            "task": task,
+            "call": call,
+            "args": repr(args),
+            "kwargs": repr(kwargs),
+            "status": status,
+            "result": result,
+            "traceback": traceback,
+            "submitted": submitted,
+            "finished": finished,
+        }
+        if exception is not None:
+            normal["exception_type"] = type(exception).__qualname__
+            normal["exception_message"] = _exception_message(exception)
+        if isinstance(result, dict):
+            normal = _spread(normal)
+        self._rows.append(normal)
+        if self._journal is not None:
+            _write_all(self._journal, _json_line(normal))
+
     def _tally(self) -> int:
         """Bring the key shapes and status counts up to date; returns the number of rows they cover."""
         with self._tally_lock:

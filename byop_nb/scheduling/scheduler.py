@@ -5,12 +5,13 @@ scheduler's event loop, where the events of the call are emitted. Everything
 a user callback does therefore happens in one thread, in a deterministic
 order per event.
 
-The hand-over is the hot path of dispatch. Finished futures go into a queue,
-and the loop is woken (`call_soon_threadsafe`) only when no wake-up is already
-on its way: futures that finish while the loop is busy are processed in the
-same wake-up, in the order they finished. Each wake-up costs the executor's
-thread a system call and a round of the GIL, which is most of what a no-op
-call costs a process pool.
+The hand-over is the hot path of dispatch. The executor's thread (a process
+pool's management thread) appends the finished future to a queue and rings a
+[`Doorbell`][byop_nb.scheduling.doorbell.Doorbell] the loop watches: one
+`write`, only when no ring is already on its way, and no Python objects made in
+that thread (`call_soon_threadsafe` makes a Handle and copies a context there,
+which held the GIL the pool's threads wait for). The loop then processes every
+queued future, in the order they finished.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.scheduling import executors as _executors
+from byop_nb.scheduling.doorbell import Doorbell
 from byop_nb.scheduling import worker as _worker
 
 if TYPE_CHECKING:
@@ -201,6 +203,9 @@ class Scheduler:
         # Futures that finished and wait for the loop, and whether a wake-up is on its way (see the module doc).
         self._finished: collections.deque[Future[Any]] = collections.deque()
         self._drain_scheduled = False
+        self._doorbell: Doorbell | None = None  # made at the first run
+        self._ring: Callable[[], None] = _no_ring  # wakes the running loop to drain; set by _begin
+        self._on_future_done = self._future_done_threadsafe  # one bound method, not one per call
         self._state = _State.IDLE
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -210,6 +215,7 @@ class Scheduler:
         self._error: BaseException | None = None
         self._broken = False
         self._processes: list[Any] = []  # snapshot of the process pool's workers, to explain a death
+        self._watch_processes = True  # until the pool has started all its workers
         self._payloads: dict[Any, Callable[..., Any] | bytes] = {}
         self.started_at: float | None = None
         self.finished_at: float | None = None
@@ -358,7 +364,7 @@ class Scheduler:
     def _payload(self, function: Callable[..., Any]) -> Callable[..., Any] | bytes:
         """The function as shipped: by value for process pools when pickling by reference would fail.
 
-        Cached per function (and cleared when the executor changes): this is on the hot path.
+        Cached per function (and cleared when the executor changes): `_executor_submit` looks there first.
         """
         try:
             return self._payloads[function]
@@ -401,11 +407,20 @@ class Scheduler:
             future = self._executor_submit(function, limits, args, kwargs)
         self._queue[future] = task
         self._empty_announced = False
-        procs = getattr(self.executor, "_processes", None)  # a process pool's workers, by pid
-        if procs is not None and len(procs) != len(self._processes):
-            self._processes = list(procs.values())
-        future.add_done_callback(self._future_done_threadsafe)
+        if self._watch_processes:
+            self._note_processes()
+        future.add_done_callback(self._on_future_done)
         return future
+
+    def _note_processes(self) -> None:
+        """Keep a list of the process pool's workers (to explain a death), until all have started."""
+        executor = self.executor
+        procs = getattr(executor, "_processes", None)  # a process pool's workers, by pid
+        if procs is None:
+            self._watch_processes = False
+        elif len(procs) != len(self._processes):
+            self._processes = list(procs.values())
+            self._watch_processes = len(procs) < getattr(executor, "_max_workers", 0)
 
     def _executor_submit(
         self,
@@ -414,7 +429,10 @@ class Scheduler:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Future[Any]:
-        payload = self._payload(function)
+        try:
+            payload = self._payloads[function]
+        except (KeyError, TypeError):  # not seen yet, or an unhashable callable
+            payload = self._payload(function)
         if limits is None and payload is function:
             # The common case goes straight to the executor: the worker wrapper
             # costs a few percent of dispatch throughput, and the remote
@@ -427,14 +445,8 @@ class Scheduler:
         self._finished.append(future)
         if self._drain_scheduled:  # the loop will see it: no system call, no GIL round
             return
-        loop = self._loop
-        if loop is None:
-            return
         self._drain_scheduled = True
-        try:
-            loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:  # the loop closed: the run is over, nothing to report
-            pass
+        self._ring()
 
     def _drain(self) -> None:
         """Process every finished future, in the order they finished (in the loop)."""
@@ -492,6 +504,7 @@ class Scheduler:
         logger.info("replacing executor %r (%s)", old, why)
         processes = self._processes
         self._processes = []
+        self._watch_processes = True
         self._payloads.clear()
         if isinstance(old, ProcessPoolExecutor) and processes:
             _executors.kill_workers(old, processes)
@@ -617,6 +630,7 @@ class Scheduler:
         self._loop_thread = threading.get_ident()
         self._finished.clear()  # settled futures of an earlier run, and its wake-up, belong to that run
         self._drain_scheduled = False
+        self._ring = self._wake_up_on(loop)
         self._state = _State.RUNNING
         self._stop_requested = False
         self._error = None
@@ -625,6 +639,19 @@ class Scheduler:
         self.started_at = time.time()
         self.finished_at = None
         self.exit_code = None
+
+    def _wake_up_on(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        """How executor threads wake `loop` to drain finished futures: the doorbell, where the loop can watch it."""
+        if self._doorbell is None:
+            self._doorbell = Doorbell()
+        if self._doorbell.attach(loop, self._drain):
+            return self._doorbell.ring
+
+        def call_soon() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the run is over, nothing to report
+                loop.call_soon_threadsafe(self._drain)
+
+        return call_soon
 
     async def _run_begun(self, *, timeout: float | None, end_on_empty: bool, wait: bool) -> ExitCode:
         self.timeout = timeout
@@ -700,6 +727,9 @@ class Scheduler:
             self.event_manager.emit(self.FINISHED)
         except BaseException as e:
             self._fail(e)
+        self._ring = _no_ring
+        if self._doorbell is not None:
+            self._doorbell.detach()
         self._loop = None
         self._loop_thread = None
 
@@ -732,6 +762,7 @@ class Scheduler:
         except Exception:  # a dask client that is already closed, ...
             logger.debug("executor shutdown failed", exc_info=True)
         self._processes = []
+        self._watch_processes = True
         _worker.release_forkserver()  # started by memory-limited calls run in this process
 
     # -- notebook ----------------------------------------------------------
@@ -752,6 +783,10 @@ class Scheduler:
         from byop_nb.notebook import display
 
         return display.scheduler_html(self)
+
+
+def _no_ring() -> None:
+    """Between runs: a future that finishes is settled by the next run (or was already)."""
 
 
 def _outcome(future: Future[Any]) -> tuple[bool, BaseException | None, Any]:

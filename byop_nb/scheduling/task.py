@@ -214,19 +214,17 @@ class Task(Generic[P, R]):
         exception: BaseException | None = None,
     ) -> None:
         call, args, kwargs, submitted = self._running.pop(future)
-        self.history.record(
-            {
-                "task": self.name,
-                "call": call,
-                "args": args,
-                "kwargs": kwargs,
-                "status": status,
-                "result": result,
-                "exception": exception,
-                "traceback": None if exception is None else traceback_text(exception),
-                "submitted": submitted,
-                "finished": time.time(),
-            }
+        self.history.record_call(
+            self.name,
+            call,
+            args,
+            kwargs,
+            status,
+            result,
+            exception,
+            None if exception is None else traceback_text(exception),
+            submitted,
+            time.time(),
         )
 
     def _process_cancelled(self, future: Future[Any]) -> None:
