@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.scheduling import executors as _executors
-from byop_nb.scheduling.doorbell import Doorbell
 from byop_nb.scheduling import worker as _worker
+from byop_nb.scheduling.doorbell import Doorbell
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -797,8 +797,8 @@ def _outcome(future: Future[Any]) -> tuple[bool, BaseException | None, Any]:
     done its fields no longer change, so they are read directly. Futures of
     other classes are asked through their methods.
     """
-    if type(future) is Future and future._state == _FINISHED:  # type: ignore[attr-defined]
-        return False, future._exception, future._result  # type: ignore[attr-defined]
+    if type(future) is Future and future._state == _FINISHED:
+        return False, future._exception, future._result
     if future.cancelled():
         return True, None, None
     exception = future.exception()
