@@ -7,11 +7,11 @@
 2. Recording overhead: the dispatch pattern of `bench_dispatch.py`
    (`Scheduler.with_processes(2)`, a no-op task, a new call submitted on each
    `on_done`, 4 calls in flight, N calls) with recording on against the same run
-   with `History.record` replaced by a no-op. The two alternate within each
+   with `History.record_call` (what a Task records through) replaced by a no-op. The two alternate within each
    round, the order swapping every round, so machine noise hits both; the figure
    that counts is the median of the per-round ratios. A third variant streams
    every row to a JSON-lines journal. Target: recording costs <= 5 %. Last, the
-   time spent inside `History.record` is measured in the loop itself, a figure
+   time spent inside `History.record_call` is measured in the loop itself, a figure
    that machine noise does not blur.
 
     python benchmarks/bench_history.py [--rows 100000] [--n 3000] [--rounds 9]
@@ -86,7 +86,7 @@ def bench_build(n: int, repeats: int = 3) -> None:
 
 
 def dispatch(n: int, journal: Path | None = None) -> float:
-    """Calls per second in the dispatch pattern (recording as History.record currently does)."""
+    """Calls per second in the dispatch pattern (recording as History.record_call currently does)."""
 
     def setup(_scheduler: Scheduler, task: Task) -> None:
         if journal is not None:
@@ -98,17 +98,17 @@ def dispatch(n: int, journal: Path | None = None) -> float:
 
 
 def bench_overhead(n: int, rounds: int) -> None:
-    record = History.record
+    record = History.record_call
 
-    def no_op(self, row) -> None:
+    def no_op(self, *row) -> None:
         return None
 
     def without_recording(k: int) -> float:
-        History.record = no_op
+        History.record_call = no_op
         try:
             return dispatch(k)
         finally:
-            History.record = record
+            History.record_call = record
 
     with tempfile.TemporaryDirectory() as tmp:
         journal = Path(tmp) / "journal.jsonl"
@@ -136,15 +136,15 @@ def bench_overhead(n: int, rounds: int) -> None:
             print(f"median throughput ratio {name}/no-op: {median:.3f} -> {cost:+.1f} % time per call{verdict}")
         print(f"(n={n} calls per run, rounds={rounds}, workers={WORKERS}, in flight={IN_FLIGHT})")
 
-    # The direct cost, measured inside the same dispatch loop: time spent in History.record per call.
+    # The direct cost, measured inside the same dispatch loop: time spent in History.record_call per call.
     spent = [0.0]
 
-    def timed(self, row) -> None:
+    def timed(self, *row) -> None:
         start = time.perf_counter()
-        record(self, row)
+        record(self, *row)
         spent[0] += time.perf_counter() - start
 
-    History.record = timed
+    History.record_call = timed
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for label, journal in (("record", None), ("record+journal", Path(tmp) / "journal.jsonl")):
@@ -152,11 +152,11 @@ def bench_overhead(n: int, rounds: int) -> None:
                 rate = dispatch(n, journal)
                 per_call = spent[0] / n
                 print(
-                    f"History.record inside the loop ({label}): {per_call * 1e6:.1f} us per call = "
+                    f"History.record_call inside the loop ({label}): {per_call * 1e6:.1f} us per call = "
                     f"{per_call * rate * 100:.1f} % of the {1e6 / rate:.0f} us a call takes"
                 )
     finally:
-        History.record = record
+        History.record_call = record
 
 
 if __name__ == "__main__":

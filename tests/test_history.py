@@ -66,6 +66,37 @@ def mixed_history() -> History:
     return history
 
 
+def test_record_call_stores_what_record_of_the_same_row_stores(tmp_path: Path) -> None:
+    """The Task's fast path and the general path give identical rows, frames and journal lines."""
+    rows = [
+        task_row(1, result=1),
+        task_row(2, result={"loss": 0.25, "label": "b"}),
+        task_row(3, "exception", exception=ValueError("x cannot be 3")),
+        task_row(4, "cancelled"),
+    ]
+    general, fast = History("f"), History("f")
+    general.stream_to(tmp_path / "general.jsonl")
+    fast.stream_to(tmp_path / "fast.jsonl")
+    for row in rows:
+        general.record(row)
+        fast.record_call(
+            row["task"],
+            row["call"],
+            row["args"],
+            row["kwargs"],
+            row["status"],
+            row["result"],
+            row["exception"],
+            row["traceback"],
+            row["submitted"],
+            row["finished"],
+        )
+    general.close(), fast.close()
+    assert fast.rows == general.rows
+    pd.testing.assert_frame_equal(fast.df(), general.df())
+    assert (tmp_path / "fast.jsonl").read_text() == (tmp_path / "general.jsonl").read_text()
+
+
 def square(x: int) -> int:
     return x * x
 
