@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
