@@ -8,9 +8,11 @@ import os
 import threading
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_script
 
 from byop_nb.scheduling import Scheduler, Task
 from byop_nb.scheduling.doorbell import Doorbell
@@ -209,3 +211,39 @@ def test_a_burst_of_calls_is_counted_once_each(how: str, no_orphans: None) -> No
     scheduler.run()
     assert task.counts == {task.SUBMITTED: 300, task.DONE: 300, task.RETURNED: 300}
     assert sorted(task.df()["call"].tolist()) == list(range(1, 301))
+
+
+def test_calls_that_end_as_fast_as_they_are_resubmitted_do_not_starve_the_loop(tmp_path: Path) -> None:
+    """A timeout and stop() from another thread still end a run whose calls end at once, on every resubmit."""
+    out = run_script(
+        tmp_path,
+        """
+import threading
+from byop_nb.scheduling import ExitCode, Scheduler, Task
+
+def noop() -> None:
+    return None
+
+for kind in ("sequential", "threads"):
+    for how in ("timeout", "stop"):
+        scheduler = Scheduler.with_sequential() if kind == "sequential" else Scheduler.with_threads(2)
+        task = Task(noop, scheduler)
+
+        @scheduler.on_start(repeat=2)
+        @task.on_done
+        def again() -> None:
+            task()
+
+        if how == "stop":
+            threading.Timer(0.3, scheduler.stop).start()
+            code = scheduler.run(timeout=60)
+            assert code is ExitCode.STOPPED, code
+        else:
+            code = scheduler.run(timeout=0.3)
+            assert code is ExitCode.TIMEOUT, code
+        assert task.n_called > 10, task.n_called
+print("ok")
+""",
+        timeout=60,
+    )
+    assert out.strip() == "ok"

@@ -449,11 +449,14 @@ class Scheduler:
         self._ring()
 
     def _drain(self) -> None:
-        """Process every finished future, in the order they finished (in the loop)."""
-        # Cleared first: a future that finishes from here on schedules another drain.
+        """Process the futures that finished before this wake-up, in the order they finished (in the loop)."""
+        # Cleared first: a future that finishes from here on rings again. It is left for that
+        # next wake-up, so that calls which end as fast as callbacks resubmit them (a sequential
+        # executor, instant calls on threads) cannot keep the loop from its timers, other
+        # callbacks and the kernel's messages.
         self._drain_scheduled = False
         finished = self._finished
-        while finished:
+        for _ in range(len(finished)):
             self._process_future(finished.popleft())
 
     def _process_future(self, future: Future[Any]) -> None:
