@@ -10,8 +10,9 @@ pool's management thread) appends the finished future to a queue and rings a
 [`Doorbell`][byop_nb.scheduling.doorbell.Doorbell] the loop watches: one
 `write`, only when no ring is already on its way, and no Python objects made in
 that thread (`call_soon_threadsafe` makes a Handle and copies a context there,
-which held the GIL the pool's threads wait for). The loop then processes every
-queued future, in the order they finished.
+which held the GIL the pool's threads wait for). The loop then processes the
+futures queued before it woke, in the order they finished; those that finish
+meanwhile wait for its next turn, so timers and other callbacks get theirs.
 """
 
 from __future__ import annotations
