@@ -247,3 +247,70 @@ print("ok")
         timeout=60,
     )
     assert out.strip() == "ok"
+
+
+class StaleEndAtBegin(Scheduler):
+    """Makes a call of an earlier run end at the worst moment: while the next run sets up its wake-ups."""
+
+    stale: Future[Any] | None = None
+
+    def _wake_up_on(self, loop: asyncio.AbstractEventLoop) -> Any:
+        ring = super()._wake_up_on(loop)
+        if self.stale is not None:
+            self._future_done_threadsafe(self.stale)  # as the pool's thread would, for the abandoned call
+        return ring
+
+
+@pytest.mark.timeout(60)
+def test_a_call_of_an_earlier_run_that_ends_as_the_next_run_begins_does_not_silence_it() -> None:
+    scheduler = StaleEndAtBegin(ThreadPoolExecutor(2))
+    task = Task(sleep_then_return, scheduler)
+    stale: Future[Any] = Future()
+    stale.set_result(None)
+    scheduler.stale = stale
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(0.01)
+
+    for _ in range(3):
+        assert scheduler.run(timeout=20).name == "EXHAUSTED"
+    assert task.counts[task.RETURNED] == 3
+
+
+@pytest.mark.timeout(120)
+def test_a_run_nested_in_a_callback_lets_the_outer_run_report_calls_meanwhile(caplog: Any) -> None:
+    """In Jupyter a callback may run another scheduler (run() nests into the running loop)."""
+    outer = Scheduler.with_threads(4)
+    inner = Scheduler.with_threads(1)
+    outer_task = Task(sleep_then_return, outer)
+    inner_task = Task(sleep_then_return, inner)
+    reported: list[tuple[float, float]] = []
+    inner_ended: list[float] = []
+    cpu: list[float] = []
+
+    @outer.on_start
+    def launch() -> None:
+        for seconds in (0.0, 0.0, 0.0, 0.3, 1.5):  # the last keeps the outer run going past the nested one
+            outer_task(seconds)
+        time.sleep(0.2)  # the three instant calls end now, to be reported in one turn of the loop
+
+    @inner.on_start
+    def slow() -> None:
+        inner_task(0.8)
+
+    @outer_task.on_returned
+    def note(result: float) -> None:
+        reported.append((result, time.monotonic()))
+        if len(reported) == 1:  # the first of the three: the two others wait in the same batch
+            start = time.process_time()
+            inner.run()
+            cpu.append(time.process_time() - start)
+            inner_ended.append(time.monotonic())
+
+    outer.run(timeout=60)
+    assert sorted(r for r, _ in reported) == [0.0, 0.0, 0.0, 0.3, 1.5]
+    slow_reported = next(t for r, t in reported if r == 0.3)
+    assert slow_reported < inner_ended[0], "the outer run's call that ended meanwhile waited for the nested run"
+    assert cpu[0] < 0.4, f"the loop spun during the nested run: {cpu[0]:.2f} s of CPU in 0.8 s"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text

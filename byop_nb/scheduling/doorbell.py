@@ -15,19 +15,21 @@ This module is internal to the Scheduler; see `Scheduler._future_done_threadsafe
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import socket
 import weakref
 from collections.abc import Callable
 
 __all__ = ["Doorbell"]
 
-_PIPE_CHUNK = 4096
+_CHUNK = 4096
 
 
 class Doorbell:
     """A wake-up file descriptor: `ring()` from any thread, `callback()` runs in the loop it is `attach`ed to.
 
-    An eventfd on Linux, a non-blocking pipe elsewhere. The descriptors are
+    An eventfd on Linux, a pair of non-blocking sockets elsewhere. The descriptors are
     closed only when the Doorbell is garbage collected, that is, when nothing
     can ring it any more: a late ring never writes to a reused descriptor number.
 
@@ -49,21 +51,21 @@ class Doorbell:
     """
 
     def __init__(self) -> None:
-        eventfd = getattr(os, "eventfd", None)
-        if eventfd is not None:
-            fd = eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-            self._read_fd, self._write_fd = fd, fd
-            self._fds: tuple[int, ...] = (fd,)
-        else:
-            read_fd, write_fd = os.pipe()
-            os.set_blocking(read_fd, False)
-            os.set_blocking(write_fd, False)
-            self._read_fd, self._write_fd = read_fd, write_fd
-            self._fds = (read_fd, write_fd)
-        self._eventfd = eventfd is not None
+        self._eventfd = hasattr(os, "eventfd")
+        if self._eventfd:
+            fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._read_fd = self._write_fd = fd
+            closers: tuple[Callable[[], None], ...] = (functools.partial(os.close, fd),)
+        else:  # a socket pair: what every selector can watch (select() on Windows takes sockets only)
+            reader, writer = socket.socketpair()
+            reader.setblocking(False)
+            writer.setblocking(False)
+            self._read_fd, self._write_fd = reader.fileno(), writer.fileno()
+            self._reader, self._writer = reader, writer
+            closers = (reader.close, writer.close)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._callback: Callable[[], None] | None = None
-        self._finalizer = weakref.finalize(self, _close_all, self._fds)
+        self._finalizer = weakref.finalize(self, _close_all, closers)
 
     def ring(self) -> None:
         """Wake the loop (from any thread; safe to call at any time)."""
@@ -71,8 +73,8 @@ class Doorbell:
             if self._eventfd:
                 os.eventfd_write(self._write_fd, 1)
             else:
-                os.write(self._write_fd, b"\0")
-        except BlockingIOError:  # the count or the pipe is full: a ring is pending anyway
+                self._writer.send(b"\0")
+        except BlockingIOError:  # the count or the buffer is full: a ring is pending anyway
             pass
 
     def attach(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> bool:
@@ -98,17 +100,23 @@ class Doorbell:
 
     def _answer(self) -> None:
         try:
-            os.read(self._read_fd, _PIPE_CHUNK)  # an eventfd's count, or the pipe's bytes: ours to clear
+            if self._eventfd:
+                os.eventfd_read(self._read_fd)  # the count: ours to clear
+            else:
+                self._reader.recv(_CHUNK)
         except BlockingIOError:
             pass
-        callback = self._callback
-        if callback is not None:
-            callback()
+        loop, callback = self._loop, self._callback
+        if loop is not None and callback is not None:
+            # A handle of its own for each answer: the reader's handle is one object with one
+            # context, which a run nested inside the callback (nest_asyncio2, in Jupyter) could not
+            # enter again while the callback is still on the stack; the ring would then go unanswered.
+            loop.call_soon(callback)
 
 
-def _close_all(fds: tuple[int, ...]) -> None:
-    for fd in fds:
+def _close_all(closers: tuple[Callable[[], None], ...]) -> None:
+    for close in closers:
         try:
-            os.close(fd)
+            close()
         except OSError:
             pass

@@ -414,14 +414,19 @@ class Scheduler:
         return future
 
     def _note_processes(self) -> None:
-        """Keep a list of the process pool's workers (to explain a death), until all have started."""
+        """Keep a list of the process pool's workers (to explain a death), until all have started.
+
+        Pools with `max_tasks_per_child` replace workers as they retire, so those are watched all along.
+        """
         executor = self.executor
         procs = getattr(executor, "_processes", None)  # a process pool's workers, by pid
         if procs is None:
             self._watch_processes = False
-        elif len(procs) != len(self._processes):
+            return
+        recycling = getattr(executor, "_max_tasks_per_child", None) is not None
+        if recycling or len(procs) != len(self._processes):
             self._processes = list(procs.values())
-            self._watch_processes = len(procs) < getattr(executor, "_max_workers", 0)
+        self._watch_processes = recycling or len(procs) < getattr(executor, "_max_workers", 0)
 
     def _executor_submit(
         self,
@@ -458,6 +463,8 @@ class Scheduler:
         self._drain_scheduled = False
         finished = self._finished
         for _ in range(len(finished)):
+            if not finished:  # a run nested in a callback (another scheduler's) drained the rest
+                return
             self._process_future(finished.popleft())
 
     def _process_future(self, future: Future[Any]) -> None:
@@ -632,9 +639,13 @@ class Scheduler:
             self._replace_executor("it was shut down at the end of the previous run")
         self._loop = loop
         self._loop_thread = threading.get_ident()
-        self._finished.clear()  # settled futures of an earlier run, and its wake-up, belong to that run
-        self._drain_scheduled = False
+        # Futures of an earlier run that ended without them are settled already. The ring is set
+        # before the flag, and a first drain is rung for: a call of that run that ends meanwhile
+        # cannot leave the flag set with no drain on its way.
         self._ring = self._wake_up_on(loop)
+        self._finished.clear()
+        self._drain_scheduled = True
+        self._ring()
         self._state = _State.RUNNING
         self._stop_requested = False
         self._error = None
@@ -647,8 +658,11 @@ class Scheduler:
     def _wake_up_on(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
         """How executor threads wake `loop` to drain finished futures: the doorbell, where the loop can watch it."""
         if self._doorbell is None:
-            self._doorbell = Doorbell()
-        if self._doorbell.attach(loop, self._drain):
+            try:
+                self._doorbell = Doorbell()
+            except OSError as e:  # out of file descriptors, ...
+                logger.debug("no doorbell (%s); waking the loop with call_soon_threadsafe", e)
+        if self._doorbell is not None and self._doorbell.attach(loop, self._drain):
             return self._doorbell.ring
 
         def call_soon() -> None:
@@ -734,6 +748,7 @@ class Scheduler:
         self._ring = _no_ring
         if self._doorbell is not None:
             self._doorbell.detach()
+        self._finished.clear()  # settled above: their results need not stay alive until the next run
         self._loop = None
         self._loop_thread = None
 
