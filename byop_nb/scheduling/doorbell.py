@@ -9,6 +9,10 @@ descriptor the loop watches (`loop.add_reader`); `ring()` from any thread is a
 single `write`, and the loop calls the one callback it was given when it sees
 the ring. Rings that arrive before the loop answers are answered together.
 
+The callback runs inside the loop's reader handle. A loop run again from inside
+the callback (nested, as `Scheduler.run()` does from a callback in Jupyter)
+needs `rearm(loop)` first: see there.
+
 This module is internal to the Scheduler; see `Scheduler._future_done_threadsafe`.
 """
 
@@ -21,7 +25,7 @@ import socket
 import weakref
 from collections.abc import Callable
 
-__all__ = ["Doorbell"]
+__all__ = ["Doorbell", "rearm"]
 
 _CHUNK = 4096
 
@@ -90,11 +94,13 @@ class Doorbell:
         except NotImplementedError:
             return False
         self._loop, self._callback = loop, callback
+        _ATTACHED.add(self)
         return True
 
     def detach(self) -> None:
         """Stop watching (rings made from now on wait for the next `attach`)."""
         loop, self._loop, self._callback = self._loop, None, None
+        _ATTACHED.discard(self)
         if loop is not None and not loop.is_closed():
             loop.remove_reader(self._read_fd)
 
@@ -106,12 +112,32 @@ class Doorbell:
                 self._reader.recv(_CHUNK)
         except BlockingIOError:
             pass
-        loop, callback = self._loop, self._callback
-        if loop is not None and callback is not None:
-            # A handle of its own for each answer: the reader's handle is one object with one
-            # context, which a run nested inside the callback (nest_asyncio2, in Jupyter) could not
-            # enter again while the callback is still on the stack; the ring would then go unanswered.
-            loop.call_soon(callback)
+        callback = self._callback
+        if callback is not None:
+            callback()
+
+    def _rearm(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.add_reader(self._read_fd, self._answer)  # a new handle, in a new context; the old one is cancelled
+
+
+def rearm(loop: asyncio.AbstractEventLoop) -> None:
+    """Give each Doorbell attached to `loop` a fresh reader handle; call it before running `loop` nested.
+
+    The loop answers a Doorbell through one handle, with one context, and runs
+    the callback from inside it. When that callback runs the loop again, nested
+    (nest_asyncio2, as `Scheduler.run()` does from a callback in Jupyter), the
+    nested loop will not run a handle whose context is still on the stack: the
+    ring would stay unanswered and the descriptor readable, and the nested loop
+    would spin on it. A fresh handle is free to run.
+    """
+    for bell in list(_ATTACHED):
+        if bell._loop is loop:
+            bell._rearm()
+
+
+_ATTACHED: weakref.WeakSet[Doorbell] = weakref.WeakSet()
 
 
 def _close_all(closers: tuple[Callable[[], None], ...]) -> None:

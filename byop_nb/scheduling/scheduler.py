@@ -32,6 +32,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 from byop_nb.events import Event, EventManager, Subscriber
+from byop_nb.scheduling import doorbell as _doorbell
 from byop_nb.scheduling import executors as _executors
 from byop_nb.scheduling import worker as _worker
 from byop_nb.scheduling.doorbell import Doorbell
@@ -851,6 +852,7 @@ def _run_nested(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, 
     import nest_asyncio2
 
     nest_asyncio2.apply(loop)
+    _doorbell.rearm(loop)  # a scheduler whose callback runs this one keeps being woken
     task = asyncio.ensure_future(coroutine, loop=loop)
     try:
         return loop.run_until_complete(task)
