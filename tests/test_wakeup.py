@@ -83,6 +83,34 @@ def test_each_ring_after_an_answer_is_answered_again() -> None:
     assert len(asyncio.run(main())) == 3
 
 
+@pytest.mark.parametrize("kind", ["eventfd", "socket pair"])
+def test_a_doorbell_rings_across_threads_with_an_eventfd_or_a_socket_pair(kind: str, monkeypatch: Any) -> None:
+    """Where there is no eventfd (macOS, Windows) a socket pair does the same."""
+    if kind == "socket pair":
+        monkeypatch.delattr(os, "eventfd")
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        answered = asyncio.Event()
+        answers = 0
+
+        def answer() -> None:
+            nonlocal answers
+            answers += 1
+            answered.set()
+
+        bell = Doorbell()
+        assert bell.attach(loop, answer)
+        for _ in range(3):
+            answered.clear()
+            threading.Thread(target=bell.ring).start()
+            await asyncio.wait_for(answered.wait(), 5)
+        bell.detach()
+        return answers
+
+    assert asyncio.run(main()) == 3
+
+
 def test_a_doorbell_closes_its_descriptors_when_collected() -> None:
     before = open_fds()
     bell = Doorbell()
