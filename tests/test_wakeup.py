@@ -342,3 +342,33 @@ def test_a_run_nested_in_a_callback_lets_the_outer_run_report_calls_meanwhile(ca
     assert slow_reported < inner_ended[0], "the outer run's call that ended meanwhile waited for the nested run"
     assert cpu[0] < 0.4, f"the loop spun during the nested run: {cpu[0]:.2f} s of CPU in 0.8 s"
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+@pytest.mark.timeout(60)
+def test_a_run_ends_only_after_its_callback_that_runs_another_scheduler_returns() -> None:
+    """The outer run's last call ends while a callback runs an inner scheduler: the outer run waits for the callback."""
+    outer = Scheduler.with_threads(2)
+    inner = Scheduler.with_threads(1)
+    outer_task = Task(sleep_then_return, outer)
+    inner_task = Task(sleep_then_return, inner)
+    happened: list[str] = []
+
+    @outer.on_start
+    def launch() -> None:
+        outer_task(0.0)
+        outer_task(0.2)  # the outer run's last call: it ends while the inner run goes on
+
+    @inner.on_start
+    def slow() -> None:
+        inner_task(0.5)
+
+    @outer_task.on_returned
+    def nested(result: float) -> None:
+        if result == 0.0:
+            happened.append(f"inner {inner.run().name}")
+        else:
+            happened.append("outer's last call")
+
+    outer.on_finished(lambda: happened.append("outer finished"))
+    assert outer.run(timeout=30).name == "EXHAUSTED"
+    assert happened == ["outer's last call", "inner EXHAUSTED", "outer finished"]

@@ -205,6 +205,8 @@ class Scheduler:
         # Futures that finished and wait for the loop, and whether a wake-up is on its way (see the module doc).
         self._finished: collections.deque[Future[Any]] = collections.deque()
         self._drain_scheduled = False
+        self._draining = 0  # drains on the stack: more than one when a callback nests another run
+        self._wake_deferred = False  # a wake-up that waits for the drains on the stack to end
         self._doorbell: Doorbell | None = None  # made at the first run
         self._ring: Callable[[], None] = _no_ring  # wakes the running loop to drain; set by _begin
         self._on_future_done = self._future_done_threadsafe  # one bound method, not one per call
@@ -463,10 +465,17 @@ class Scheduler:
         # callbacks and the kernel's messages.
         self._drain_scheduled = False
         finished = self._finished
-        for _ in range(len(finished)):
-            if not finished:  # a run nested in a callback (another scheduler's) drained the rest
-                return
-            self._process_future(finished.popleft())
+        self._draining += 1
+        try:
+            for _ in range(len(finished)):
+                if not finished:  # a run nested in a callback (another scheduler's) drained the rest
+                    break
+                self._process_future(finished.popleft())
+        finally:
+            self._draining -= 1
+        if self._wake_deferred and not self._draining:
+            self._wake_deferred = False
+            self._wake_up()
 
     def _process_future(self, future: Future[Any]) -> None:
         try:
@@ -532,6 +541,14 @@ class Scheduler:
         self._wake_up()
 
     def _wake_up(self) -> None:
+        """Let the run go on to its next step (end, stop, timeout); after the drain, if one is on the stack.
+
+        A callback may run another scheduler (its run nests into this loop): until that callback
+        returns, this run does not end under it.
+        """
+        if self._draining:
+            self._wake_deferred = True
+            return
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
@@ -645,6 +662,7 @@ class Scheduler:
         # cannot leave the flag set with no drain on its way.
         self._ring = self._wake_up_on(loop)
         self._finished.clear()
+        self._wake_deferred = False
         self._drain_scheduled = True
         self._ring()
         self._state = _State.RUNNING
