@@ -302,10 +302,7 @@ class History:
         Raises:
             OSError: the journal could not be written (the row is kept in memory).
         """
-        normal = _normalize(row)
-        self._rows.append(normal)
-        if self._journal is not None:
-            _write_all(self._journal, _json_line(normal))
+        self._store(_normalize(row))
 
     def record_call(
         self,
@@ -343,6 +340,10 @@ class History:
             normal["exception_message"] = _exception_message(exception)
         if isinstance(result, dict):
             normal = _spread(normal)
+        self._store(normal)
+
+    def _store(self, normal: dict[str, Any]) -> None:
+        """Append a normalised row, and write it to the journal if there is one."""
         self._rows.append(normal)
         if self._journal is not None:
             _write_all(self._journal, _json_line(normal))

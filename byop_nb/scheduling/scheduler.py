@@ -35,7 +35,6 @@ from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.scheduling import doorbell as _doorbell
 from byop_nb.scheduling import executors as _executors
 from byop_nb.scheduling import worker as _worker
-from byop_nb.scheduling.doorbell import Doorbell
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -207,7 +206,7 @@ class Scheduler:
         self._drain_scheduled = False
         self._draining = 0  # drains on the stack: more than one when a callback nests another run
         self._wake_deferred = False  # a wake-up that waits for the drains on the stack to end
-        self._doorbell: Doorbell | None = None  # made at the first run
+        self._doorbell: _doorbell.Doorbell | None = None  # made at the first run
         self._ring: Callable[[], None] = _no_ring  # wakes the running loop to drain; set by _begin
         self._on_future_done = self._future_done_threadsafe  # one bound method, not one per call
         self._state = _State.IDLE
@@ -368,14 +367,9 @@ class Scheduler:
     def _payload(self, function: Callable[..., Any]) -> Callable[..., Any] | bytes:
         """The function as shipped: by value for process pools when pickling by reference would fail.
 
-        Cached per function (and cleared when the executor changes): `_executor_submit` looks there first.
+        Computed once per function and cached in `_payloads` (cleared when the executor changes),
+        which `_executor_submit` reads.
         """
-        try:
-            return self._payloads[function]
-        except KeyError:
-            pass
-        except TypeError:  # an unhashable callable
-            return function
         payload: Callable[..., Any] | bytes = function
         if isinstance(self.executor, ProcessPoolExecutor) and _needs_by_value(function):
             import cloudpickle
@@ -416,6 +410,11 @@ class Scheduler:
         future.add_done_callback(self._on_future_done)
         return future
 
+    def _forget_processes(self) -> None:
+        """The executor's workers are gone (or the executor is): note the next pool's anew."""
+        self._processes = []
+        self._watch_processes = True
+
     def _note_processes(self) -> None:
         """Keep a list of the process pool's workers (to explain a death), until all have started.
 
@@ -440,8 +439,10 @@ class Scheduler:
     ) -> Future[Any]:
         try:
             payload = self._payloads[function]
-        except (KeyError, TypeError):  # not seen yet, or an unhashable callable
+        except KeyError:  # not seen yet
             payload = self._payload(function)
+        except TypeError:  # an unhashable callable: shipped as it is
+            payload = function
         if limits is None and payload is function:
             # The common case goes straight to the executor: the worker wrapper
             # costs a few percent of dispatch throughput, and the remote
@@ -473,7 +474,7 @@ class Scheduler:
                 self._process_future(finished.popleft())
         finally:
             self._draining -= 1
-        if self._wake_deferred and not self._draining:
+        if not self._draining and (self._wake_deferred or not self._queue or self._stop_requested):
             self._wake_deferred = False
             self._wake_up()
 
@@ -499,9 +500,6 @@ class Scheduler:
                     exception.remote_traceback = traceback_text(exception)  # type: ignore[attr-defined]
         except BaseException as e:  # a user callback raised: end the run with it
             self._fail(e)
-        finally:
-            if not self._queue or self._stop_requested:
-                self._wake_up()
 
     def _explain_broken(self, exception: BrokenProcessPool) -> None:
         self._broken = True
@@ -524,8 +522,7 @@ class Scheduler:
             )
         logger.info("replacing executor %r (%s)", old, why)
         processes = self._processes
-        self._processes = []
-        self._watch_processes = True
+        self._forget_processes()
         self._payloads.clear()
         if isinstance(old, ProcessPoolExecutor) and processes:
             _executors.kill_workers(old, processes)
@@ -678,7 +675,7 @@ class Scheduler:
         """How executor threads wake `loop` to drain finished futures: the doorbell, where the loop can watch it."""
         if self._doorbell is None:
             try:
-                self._doorbell = Doorbell()
+                self._doorbell = _doorbell.Doorbell()
             except OSError as e:  # out of file descriptors, ...
                 logger.debug("no doorbell (%s); waking the loop with call_soon_threadsafe", e)
         if self._doorbell is not None and self._doorbell.attach(loop, self._drain):
@@ -799,8 +796,7 @@ class Scheduler:
             _executors.shut_down(self.executor, wait=wait, cancel_futures=not wait)
         except Exception:  # a dask client that is already closed, ...
             logger.debug("executor shutdown failed", exc_info=True)
-        self._processes = []
-        self._watch_processes = True
+        self._forget_processes()
         _worker.release_forkserver()  # started by memory-limited calls run in this process
 
     # -- notebook ----------------------------------------------------------
