@@ -110,15 +110,13 @@ conversions). Nothing is ever pickled to disk.
 
 from __future__ import annotations
 
-import html
-import io
-import json
 import os
 import threading
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from byop_nb._journal import Journal, read_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -147,7 +145,6 @@ _TIME_COLUMNS = ("submitted", "finished")
 _NOT_EXTRA = frozenset(COLUMNS) | {"exception"}
 # Dict-valued fields spread over "<field>.<key>" columns.
 _SPREAD = ("result", "config", "info")
-_HTML_LAST_ROWS = 5
 
 
 # -- recording -----------------------------------------------------------------
@@ -205,42 +202,6 @@ def _spread(row: dict[str, Any]) -> dict[str, Any]:
     return spread
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (tuple, set, frozenset)):
-        return list(value)
-    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-        return value.tolist()
-    isoformat = getattr(value, "isoformat", None)
-    if callable(isoformat):
-        return isoformat()
-    return repr(value)
-
-
-_ENCODER = json.JSONEncoder(default=_json_default)
-
-
-def _json_line(row: dict[str, Any]) -> bytes:
-    """`row` as one line of JSON, newline included."""
-    try:
-        text = _ENCODER.encode(row)
-    except (TypeError, ValueError):  # non-text dict keys, a value that contains itself, ...
-        safe: dict[str, Any] = {}
-        for key, value in row.items():
-            try:
-                _ENCODER.encode(value)
-                safe[key] = value
-            except (TypeError, ValueError):
-                safe[key] = repr(value)
-        text = _ENCODER.encode(safe)
-    return (text + "\n").encode("utf-8", "surrogatepass")
-
-
-def _write_all(file: io.FileIO, data: bytes) -> None:
-    written = file.write(data) or 0
-    while written < len(data):  # a short write (a huge row, a signal): write the rest
-        written += file.write(data[written:]) or 0
-
-
 class History:
     """The ended calls of one task, one row each, in the order they ended.
 
@@ -282,8 +243,7 @@ class History:
         self._status_counts: dict[str, int] = {}
         self._frame: pd.DataFrame | None = None
         self._frame_rows = -1
-        self._journal: io.FileIO | None = None
-        self._journal_path: Path | None = None
+        self._journal: Journal | None = None
 
     # -- recording ---------------------------------------------------------
     def record(self, row: Mapping[str, Any]) -> None:
@@ -346,7 +306,7 @@ class History:
         """Append a normalised row, and write it to the journal if there is one."""
         self._rows.append(normal)
         if self._journal is not None:
-            _write_all(self._journal, _json_line(normal))
+            self._journal.write(normal)
 
     def _tally(self) -> int:
         """Bring the key shapes and status counts up to date; returns the number of rows they cover."""
@@ -438,91 +398,40 @@ class History:
             OSError: the file cannot be opened or written.
         """
         target = Path(path).expanduser().resolve()
-        if self._journal_path == target and self._journal is not None:
+        if self._journal is not None and self._journal.path == target:
             return
         self.close()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _repair_torn_tail(target)
-        # Unbuffered: each row goes to the operating system in one write() as it is recorded.
-        journal = io.FileIO(target, "a")
+        journal = Journal(target)
         try:
             for row in self._rows:
-                _write_all(journal, _json_line(row))
+                journal.write(row)
         except BaseException:
             journal.close()
             raise
         self._journal = journal
-        self._journal_path = target
 
     @property
     def journal(self) -> Path | None:
         """The file this history streams to, or None."""
-        return self._journal_path if self._journal is not None else None
+        return self._journal.path if self._journal is not None else None
 
     def close(self) -> None:
         """Stop streaming to the journal and close its file (rows stay recorded in memory)."""
-        journal, self._journal, self._journal_path = self._journal, None, None
+        journal, self._journal = self._journal, None
         if journal is not None:
             journal.close()
 
     # -- display -----------------------------------------------------------
     def __repr__(self) -> str:
         counts = ", ".join(f"{status}={n}" for status, n in self.status_counts.items())
-        journal = f", journal={str(self._journal_path)!r}" if self._journal is not None else ""
+        journal = f", journal={str(self.journal)!r}" if self._journal is not None else ""
         return f"History({self.name!r}, rows={len(self._rows)}{': ' + counts if counts else ''}{journal})"
 
     def _repr_html_(self) -> str:
         """Compact HTML for notebooks: rows per status and the last few rows."""
-        esc = html.escape
-        counts = " · ".join(f"{esc(str(status))} {n}" for status, n in self.status_counts.items())
-        head = f"<strong>History {esc(repr(self.name))}</strong>: {len(self._rows)} rows"
-        if counts:
-            head += f" ({counts})"
-        if self._journal_path is not None and self._journal is not None:
-            head += f" → <code>{esc(str(self._journal_path))}</code>"
-        if not len(self._rows):
-            return f"<div class='byop-nb-history'>{head}</div>"
-        cells = ("call", "args", "status", "result", "exception", "duration")
-        lines = [
-            f"<div class='byop-nb-history'>{head}",
-            "<table><thead><tr>" + "".join(f"<th>{c}</th>" for c in cells) + "</tr></thead><tbody>",
-        ]
-        for row in self._rows[-_HTML_LAST_ROWS:]:
-            values = (
-                row.get("call"),
-                row.get("args"),
-                row.get("status"),
-                _short_result(row),
-                _short_exception(row),
-                _short_duration(row),
-            )
-            lines.append("<tr>" + "".join(f"<td>{esc(_short(v))}</td>" for v in values) + "</tr>")
-        lines.append("</tbody></table></div>")
-        return "\n".join(lines)
+        from byop_nb import _html
 
-
-def _short(value: Any, width: int = 60) -> str:
-    text = "" if value is None else value if isinstance(value, str) else repr(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _short_result(row: dict[str, Any]) -> Any:
-    spread = [f"{key[7:]}={value!r}" for key, value in row.items() if key.startswith("result.")]
-    return ", ".join(spread) if spread else row.get("result")
-
-
-def _short_exception(row: dict[str, Any]) -> str | None:
-    kind, message = row.get("exception_type"), row.get("exception_message")
-    if kind is None and message is None:
-        return None
-    return f"{kind or 'Exception'}: {message or ''}"
-
-
-def _short_duration(row: dict[str, Any]) -> str | None:
-    submitted, finished = row.get("submitted"), row.get("finished")
-    if not isinstance(submitted, (int, float)) or not isinstance(finished, (int, float)):
-        return None
-    return f"{finished - submitted:.3g} s"
+        return _html.history_html(self)
 
 
 # -- building DataFrames ---------------------------------------------------------
@@ -612,72 +521,8 @@ def read_journal(path: str | os.PathLike[str]) -> pd.DataFrame:
             is not a journal, or was damaged); the message names the line.
     """
     history = History(Path(path).name)
-    for row in _journal_rows(Path(path)):
-        history._rows.append(row)
+    history._rows.extend(read_rows(path))
     return history.df()
-
-
-def _journal_rows(path: Path) -> Iterable[dict[str, Any]]:
-    with open(path, encoding="utf-8", newline="\n") as file:
-        lines = file.readlines()
-    last = len(lines)
-    while last and not lines[last - 1].strip():
-        last -= 1
-    for number, line in enumerate(lines[:last], start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            if number == last:  # torn by a kill mid-write: that row never ended
-                return
-            raise ValueError(
-                f"{path}:{number} is not a JSON line ({e}); only the last line of a journal may be torn"
-            ) from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number} holds {type(row).__name__}, not a JSON object: not a byop_nb journal")
-        yield row
-
-
-def _repair_torn_tail(path: Path) -> None:
-    """Make `path` end with a newline: drop a torn last line, or end a complete one."""
-    try:
-        file = open(path, "r+b")
-    except FileNotFoundError:
-        return
-    with file:
-        size = file.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        file.seek(size - 1)
-        if file.read(1) == b"\n":
-            return
-        start, end = 0, size
-        while end > 0:
-            begin = max(0, end - 65536)
-            file.seek(begin)
-            newline = file.read(end - begin).rfind(b"\n")
-            if newline >= 0:
-                start = begin + newline + 1
-                break
-            end = begin
-        file.seek(start)
-        tail = file.read()
-        try:
-            complete = isinstance(json.loads(tail), dict)
-        except ValueError:
-            complete = False
-        if complete:
-            file.seek(size)
-            file.write(b"\n")
-            return
-        file.truncate(start)
-    warnings.warn(
-        f"the journal {path} ended with a torn line ({size - start} bytes; a process was killed while "
-        "writing it); the torn line was removed before appending",
-        RuntimeWarning,
-        stacklevel=3,
-    )
 
 
 def restore_dtypes(df: pd.DataFrame) -> pd.DataFrame:

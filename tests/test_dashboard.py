@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from byop_nb._html import scheduler_html, task_counters, task_html
 from byop_nb.notebook import Dashboard
-from byop_nb.notebook.display import scheduler_html, task_counters, task_html
 from byop_nb.notebook.plots import LiveData, numeric_value
 from byop_nb.scheduling import ExitCode, Scheduler, Task
 
@@ -72,7 +72,7 @@ def status_text(board: Dashboard) -> str:
 def test_display_and_byop_nb_import_without_ipywidgets_or_matplotlib():
     code = (
         "import sys, byop_nb, byop_nb.notebook\n"
-        "from byop_nb.notebook import display\n"
+        "from byop_nb import _html as display\n"
         "from byop_nb.scheduling import Scheduler, Task\n"
         "s = Scheduler.with_threads(1); t = Task(abs, s)\n"
         "assert 'Scheduler' in s._repr_html_() and 'abs' in t._repr_html_()\n"
@@ -113,7 +113,7 @@ def test_scheduler_and_task_html_show_state_counters_and_last_results():
     assert task_counters(task) == {
         "submitted": 4,
         "running": 0,
-        "returned": 2,
+        "succeeded": 2,
         "failed": 2,
         "cancelled": 0,
         "limit hits": 1,
@@ -177,7 +177,7 @@ def test_start_and_stop_buttons_drive_a_background_run():
         board.start_button.click()
         assert board.handle is not None and scheduler.state == "running"
         assert board.start_button.disabled and not board.stop_button.disabled
-        await until(lambda: task_counters(task)["returned"] >= 20)
+        await until(lambda: task_counters(task)["succeeded"] >= 20)
         await asyncio.sleep(0.3)  # a few ticks of the refresh timer
         assert status_text(board).startswith("running")
         assert board.progress_bar.description == "time" and 0 < board.progress_bar.value < 1
@@ -190,7 +190,7 @@ def test_start_and_stop_buttons_drive_a_background_run():
     text = status_text(board)
     assert text.startswith("finished") and "exit code: stopped" in text
     assert not board.start_button.disabled and board.stop_button.disabled
-    returned = task_counters(task)["returned"]
+    returned = task_counters(task)["succeeded"]
     assert f"<td>{returned}</td>" in board.counters_html.value
     assert scheduler.counts[(Task.RETURNED, "pause")] == returned
     board.close()

@@ -1,12 +1,12 @@
-"""Notebook skin: HTML reprs (`display`), the `Dashboard` widget and its live `plots`.
+"""Notebook skin: the `Dashboard` widget and its live `plots`.
 
 ```python
 from byop_nb.notebook import Dashboard
 ```
 
-Importing this package is light: `byop_nb.notebook.display` (the HTML reprs
-of Scheduler and Task) needs neither ipywidgets nor matplotlib. `Dashboard`
-is imported on first use, and needs the `notebook` extra
+The HTML reprs of Scheduler, Task and History are not part of the skin: they
+live below it, in `byop_nb._html`, and need neither ipywidgets nor matplotlib.
+`Dashboard` is imported on first use, and needs the `notebook` extra
 (`pip install "byop_nb[notebook]"`).
 """
 

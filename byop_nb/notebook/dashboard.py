@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import ipywidgets as widgets
 
-from byop_nb.notebook import display
+from byop_nb import _html
 from byop_nb.notebook.plots import LiveData, PlotFunction, PlotRenderer
-from byop_nb.scheduling.scheduler import ExitCode, RunHandle, Scheduler, _check_run_options
+from byop_nb.scheduling._checks import check_run_options
+from byop_nb.scheduling.scheduler import ExitCode, RunHandle, Scheduler
 from byop_nb.scheduling.task import Task
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ class Dashboard(widgets.VBox):
             plot = None
         if plot is not None and plot is not False and not callable(plot):
             raise TypeError(f"plot= must be None, False or a function plot(df, ax), got {plot!r}")
-        _check_run_options(timeout, end_on_empty, wait)
+        check_run_options(timeout, end_on_empty, wait)
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval >= 0.05:
             raise ValueError(f"interval= must be a number of seconds, at least 0.05, got {interval!r}")
         if isinstance(draw_budget, bool) or not isinstance(draw_budget, (int, float)) or not 0 < draw_budget <= 1:
@@ -252,7 +253,7 @@ class Dashboard(widgets.VBox):
         self._update_buttons()
         self._update_status()
         self._update_progress(tasks)
-        self.counters_html.value = display.TABLE_CSS + display.counters_table_html(tasks)
+        self.counters_html.value = _html.TABLE_CSS + _html.counters_table_html(tasks)
         if redraw is not False:
             self._maybe_redraw(force=bool(redraw))
 
@@ -270,7 +271,7 @@ class Dashboard(widgets.VBox):
         frame = self._frame if self._user_plot is not None else None
         self.plot_image.value = renderer.render(self._data, self._user_plot, frame)
         if renderer.plot_error is not None:
-            self._own_error = (time.time(), f"plot: {display.short_error(renderer.plot_error)}")
+            self._own_error = (time.time(), f"plot: {_html.short_error(renderer.plot_error)}")
         if throttle:
             self._redraw_cost = time.perf_counter() - began
         self._last_redraw = time.perf_counter()
@@ -311,7 +312,7 @@ class Dashboard(widgets.VBox):
         error = self.scheduler.last_error
         if error is not None and error is not self._callback_error_seen:
             self._callback_error_seen = error
-            self._callback_error = (time.time(), f"callback: {display.short_error(error)}")
+            self._callback_error = (time.time(), f"callback: {_html.short_error(error)}")
 
     def _update_buttons(self) -> None:
         scheduler = self.scheduler
@@ -326,7 +327,7 @@ class Dashboard(widgets.VBox):
         error = self.last_error
         parts = [
             f'<b class="byop-state byop-state-{state}">{html.escape(shown)}</b>',
-            display.format_seconds(display.elapsed(scheduler)),
+            _html.format_seconds(_html.elapsed(scheduler)),
             f"exit code: {html.escape(exit_code)}",
         ]
         if error:
@@ -339,7 +340,7 @@ class Dashboard(widgets.VBox):
         scheduler = self.scheduler
         limited = [task for task in tasks if task.call_limit is not None]
         timeout = getattr(scheduler, "timeout", None)
-        seconds = display.elapsed(scheduler)
+        seconds = _html.elapsed(scheduler)
         if limited:
             ended = sum(task.counts.get(task.DONE, 0) + task.counts.get(task.CANCELLED, 0) for task in limited)
             bound = sum(task.call_limit or 0 for task in limited)
@@ -349,7 +350,7 @@ class Dashboard(widgets.VBox):
         elif timeout is not None and seconds is not None:
             fraction = seconds / timeout
             self.progress_bar.description = "time"
-            self.progress_html.value = f"{display.format_seconds(seconds)} / {display.format_seconds(timeout)}"
+            self.progress_html.value = f"{_html.format_seconds(seconds)} / {_html.format_seconds(timeout)}"
         else:
             self._progress_row.layout.display = "none"
             return
@@ -383,7 +384,7 @@ class Dashboard(widgets.VBox):
         try:
             self.start()
         except Exception as error:
-            self._own_error = (time.time(), f"Start: {display.short_error(error, 400)}")
+            self._own_error = (time.time(), f"Start: {_html.short_error(error, 400)}")
             self._safely(self.refresh)
 
     def _on_stop_click(self, _button: widgets.Button) -> None:
@@ -397,7 +398,7 @@ class Dashboard(widgets.VBox):
             update()
         except Exception as error:
             logger.exception("byop_nb Dashboard: refreshing failed")
-            self._own_error = (time.time(), f"dashboard: {display.short_error(error)}")
+            self._own_error = (time.time(), f"dashboard: {_html.short_error(error)}")
         finally:
             self.busy_seconds += time.perf_counter() - began
 

@@ -28,7 +28,7 @@ import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from byop_nb.notebook.display import history_rows, row_error, row_result, short_error
+from byop_nb._html import history_rows, row_error, row_result, short_error
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -164,12 +164,12 @@ class LiveData:
                     continue
                 series.ended.append(float(finished))
                 status = row.get("status")
-                if status not in ("returned", "cancelled"):
+                if status in task.FAILURES:
                     series.failed += 1
                     if self.last_error is None or finished >= self.last_error[0]:
                         error = row_error(row) or str(status)
                         self.last_error = (float(finished), f"{task.name}: {error}")
-                if status != "returned":
+                if status not in task.SUCCESSES:
                     continue
                 value, key_used = numeric_value(row_result(row), series.metric)
                 if series.metric is None and key_used is not None:

@@ -31,23 +31,22 @@ import threading
 import time
 import traceback as _traceback
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec
 
 from byop_nb.events import Event, Subscriber
-from byop_nb.scheduling.task import Task, traceback_text
+from byop_nb.scheduling._shipping import traceback_text
+from byop_nb.scheduling.call import Call, Status
+from byop_nb.scheduling.task import Task, TaskOptions
 
 if TYPE_CHECKING:
-    from byop_nb.scheduling.limits import MemoryLimit, TimeLimit
+    from typing import Unpack
+
     from byop_nb.scheduling.scheduler import Scheduler
 
 __all__ = ["Trial", "TrialTask"]
 
 P = ParamSpec("P")
-
-# Task._record's statuses for a limit hit -> the limit's name in a CrashReport.
-_LIMITS = {"memory_limit": "memory", "cpu_time_limit": "cpu_time", "wall_time_limit": "wall_time"}
 
 
 def _portable(exception: BaseException) -> BaseException:
@@ -156,19 +155,19 @@ class Trial:
         exception: BaseException | None = None
         traceback: str | None = field(default=None, repr=False)
 
-        status: ClassVar[str] = "report"
+        status: ClassVar[Status]
 
     @dataclass(frozen=True)
     class SuccessReport(Report):
         """The trial succeeded: `trial.success(**results)`."""
 
-        status: ClassVar[str] = "success"
+        status: ClassVar[Status] = Status.SUCCESS
 
     @dataclass(frozen=True)
     class FailReport(Report):
         """The trial ran but failed: `trial.fail(**results)` (a bad configuration, a diverged run, ...)."""
 
-        status: ClassVar[str] = "fail"
+        status: ClassVar[Status] = Status.FAIL
 
     @dataclass(frozen=True)
     class CrashReport(Report):
@@ -181,7 +180,7 @@ class Trial:
 
         limit: str | None = None
 
-        status: ClassVar[str] = "crashed"
+        status: ClassVar[Status] = Status.CRASHED
 
     # -- in the worker -------------------------------------------------------
     @contextlib.contextmanager
@@ -305,108 +304,83 @@ class TrialTask(Task[Concatenate[Trial, P], Trial.Report], Generic[P]):
     CRASHED: Event[[Trial.Report]] = Event("trial-crashed")
     """A trial crashed (exception, limit hit, bad return value): `on_crashed(report)`."""
 
+    SUCCESSES: ClassVar[frozenset[Status]] = frozenset({Status.SUCCESS})
+    """A trial succeeded when it returned a `SuccessReport`."""
+    FAILURES: ClassVar[frozenset[Status]] = frozenset({Status.FAIL, Status.CRASHED})
+    """A trial failed when it returned a `FailReport`, or crashed (limit hits included)."""
+
     def __init__(
         self,
         function: Callable[Concatenate[Trial, P], Trial.Report],
         scheduler: Scheduler,
-        *,
-        name: str | None = None,
-        call_limit: int | None = None,
-        concurrent_limit: int | None = None,
-        memory_limit: MemoryLimit | None = None,
-        cpu_time_limit: TimeLimit | None = None,
-        wall_time_limit: TimeLimit | None = None,
+        **options: Unpack[TaskOptions],
     ) -> None:
-        super().__init__(
-            function,
-            scheduler,
-            name=name,
-            call_limit=call_limit,
-            concurrent_limit=concurrent_limit,
-            memory_limit=memory_limit,
-            cpu_time_limit=cpu_time_limit,
-            wall_time_limit=wall_time_limit,
-        )
+        super().__init__(function, scheduler, **options)
         em = self.event_manager
         self.on_report: Subscriber[[Trial.Report]] = em.subscriber(self.REPORT)
         self.on_success: Subscriber[[Trial.Report]] = em.subscriber(self.SUCCESS)
         self.on_failed: Subscriber[[Trial.Report]] = em.subscriber(self.FAILURE)
         self.on_crashed: Subscriber[[Trial.Report]] = em.subscriber(self.CRASHED)
-        # future -> its report, between recording it and emitting it
-        self._reports: dict[Future[Any], Trial.Report] = {}
 
-    def _submit(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # -- the Task hooks ---------------------------------------------------------------
+    def _function_for(self, call: Call) -> Callable[..., Any]:
+        args = call.args
         if not args or not isinstance(args[0], Trial):
             first = repr(args[0]) if args else "nothing"
             raise TypeError(
                 f"Trial.Task {self.name!r} is called with a Trial first, e.g. "
                 f"task(Trial(name='t-1', config={{...}})); got {first}"
             )
-        return super()._submit(function, args, kwargs)
+        return self.function
 
-    # -- ending (in the scheduler's loop) --------------------------------------
-    def _record(
-        self,
-        future: Future[Any],
-        status: str,
-        result: Any = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        call, args, kwargs, submitted = self._running.pop(future)
-        trial: Trial = args[0]
-        report: Trial.Report | None
-        if status == "cancelled":
-            report = None
-        elif status == "returned":
+    def _report(
+        self, trial: Trial, status: Status, result: Any, exception: BaseException | None
+    ) -> Trial.Report | None:
+        """The report of a call that ended with `status`: where a trial's status is decided."""
+        if status is Status.CANCELLED:
+            return None
+        if status is Status.RETURNED:
             if isinstance(result, Trial.Report):
-                report = result
-            else:
-                error = TypeError(
-                    f"the function of Trial.Task {self.name!r} returned {result!r}; it must return a report: "
-                    "trial.success(...), trial.fail(...) or trial.crashed(...)"
-                )
-                report = Trial.CrashReport(trial=trial, exception=error, traceback=None)
-        else:
-            assert exception is not None
-            report = Trial.CrashReport(
-                trial=trial,
-                exception=exception,
-                traceback=traceback_text(exception),
-                limit=_LIMITS.get(status),
+                return result
+            error = TypeError(
+                f"the function of Trial.Task {self.name!r} returned {result!r}; it must return a report: "
+                "trial.success(...), trial.fail(...) or trial.crashed(...)"
             )
-        if report is not None:
-            self._reports[future] = report
+            return Trial.CrashReport(trial=trial, exception=error, traceback=None)
+        assert exception is not None
+        return Trial.CrashReport(
+            trial=trial, exception=exception, traceback=traceback_text(exception), limit=status.limit
+        )
+
+    def _record(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
+        trial: Trial = call.args[0]
+        report = call.state = self._report(trial, status, result, exception)
         timings = report.timings if report is not None else None
+        shown = report.trial if report is not None else trial
         self.history.record(
             {
                 "task": self.name,
-                "call": call,
-                "args": args[1:],  # the trial has columns of its own
-                "kwargs": kwargs,
+                "call": call.number,
+                "args": call.args[1:],  # the trial has columns of its own
+                "kwargs": call.kwargs,
                 "trial": trial.name,
-                "config": dict(report.trial.config if report is not None else trial.config),
-                "info": dict(report.trial.info if report is not None else trial.info),
-                "status": report.status if report is not None else "cancelled",
+                "config": dict(shown.config),
+                "info": dict(shown.info),
+                "status": (report.status if report is not None else Status.CANCELLED)._value_,
                 "result": dict(report.results) if report is not None else {},
                 "exception": report.exception if report is not None else None,
                 "traceback": report.traceback if report is not None else None,
-                "submitted": submitted,
+                "submitted": call.submitted,
                 "finished": time.time(),
                 "wall_time": timings.wall_time if timings is not None else None,
                 "cpu_time": timings.cpu_time if timings is not None else None,
             }
         )
 
-    def _on_result(self, future: Future[Any], result: Any) -> None:
-        super()._on_result(future, result)
-        self._emit_report(future)
-
-    def _process_future(self, future: Future[Any], *args: Any, **kwargs: Any) -> None:
-        super()._process_future(future, *args, **kwargs)
-        self._emit_report(future)  # the exception path: DONE, EXCEPTION, limit events, then the report
-
-    def _emit_report(self, future: Future[Any]) -> None:
-        report = self._reports.pop(future, None)
+    def _emit(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
+        """The Task's events (DONE, RETURNED or EXCEPTION and limit events), then the report's."""
+        super()._emit(call, status, result, exception)
+        report: Trial.Report | None = call.state
         if report is None:
             return
         em = self.event_manager

@@ -1,21 +1,32 @@
-"""Executors: the sequential one, fresh copies of known ones, and killing process workers.
+"""Executors: the sequential one, and the keeping of the scheduler's executor.
 
-The scheduler replaces its executor in two situations: a new run after the last
-one shut the executor down, and a process pool broken by a worker that died.
-Both use [`fresh_like`][byop_nb.scheduling.executors.fresh_like], which knows how to make a new executor with
-the same settings for the executor types shipped with Python and dask.
+An [`ExecutorKeeper`][byop_nb.scheduling.executors.ExecutorKeeper] owns the
+executor a Scheduler runs on: it submits to it (shipping functions by value
+where they need it), watches a process pool's workers so that a death can be
+explained, replaces a broken or shut-down executor with a fresh one of the same
+settings ([`fresh_like`][byop_nb.scheduling.executors.fresh_like]), kills the
+workers of a `wait=False` stop, and shuts it down when a run ends (CPython's
+`_ExecutorManagerThread` is the model: one object manages the pool's side).
+
+Vocabulary: workers are *killed* (their whole process family, at once);
+executors are *shut down* (politely) or *replaced* (a fresh one takes over).
 """
 
 from __future__ import annotations
 
 import inspect
-import signal
-import time
+import logging
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-__all__ = ["SequentialExecutor", "fresh_like", "kill_workers", "worker_processes", "describe_deaths", "shut_down"]
+from byop_nb.scheduling import _processes, _shipping
+from byop_nb.scheduling import worker as _worker
+
+__all__ = ["SequentialExecutor", "ExecutorKeeper", "fresh_like", "shut_down", "is_shut_down", "worker_processes"]
+
+logger = logging.getLogger(__name__)
 
 
 class SequentialExecutor(Executor):
@@ -105,55 +116,148 @@ def kill_workers(executor: Executor, processes: list[Any] | None = None) -> None
     Used by `stop(wait=False)`: the calls running there are abandoned, and no
     process (nor a pynisher child of one) is left behind.
     """
-    import psutil
-
     processes = worker_processes(executor) if processes is None else processes
-    family: list[psutil.Process] = []
-    for p in processes:
-        try:
-            proc = psutil.Process(p.pid)
-            family.extend(proc.children(recursive=True))
-            family.append(proc)
-        except (psutil.NoSuchProcess, TypeError, ValueError):
-            continue
-    for proc in family:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
+    _processes.kill_family(processes, reap_roots=False)
     executor.shutdown(wait=False, cancel_futures=True)
     for p in processes:
         p.join(timeout=5)
-    psutil.wait_procs(family, timeout=5)
 
 
-def describe_deaths(processes: list[Any], *, wait: float = 1.0) -> str:
-    """Say how the processes in `processes` that died on their own ended.
+class ExecutorKeeper:
+    """The executor a Scheduler runs on, and everything done to it (internal to the Scheduler).
 
-    The pool reports a death as soon as the worker's sentinel closes, which can be
-    a moment before the kernel has its exit status; so wait (at most `wait`
-    seconds, only on a broken pool) until a death is known or every exit status is.
+    Args:
+        executor: the executor to keep.
+        terminate: how a `wait=False` end kills running work (see `Scheduler`).
     """
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        codes = [p.exitcode for p in processes]
-        if None not in codes or any(c is not None and c != -signal.SIGTERM for c in codes):
-            break
-        time.sleep(0.005)
-    reasons = []
-    for p in processes:
-        code = p.exitcode
-        if code is None or code == -signal.SIGTERM:  # alive, or terminated by the pool itself
-            continue
-        if code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            extra = " (possibly the out-of-memory killer)" if -code == signal.SIGKILL else ""
-            reasons.append(f"worker process {p.pid} was killed by {name}{extra}")
+
+    def __init__(self, executor: Executor, terminate: bool | Callable[[Executor], Any]) -> None:
+        self.terminate = terminate
+        self.executor = executor
+        self.broken = False  # a worker died: replace the pool before the next submission
+
+    @property
+    def executor(self) -> Executor:
+        """The executor in use."""
+        return self._executor
+
+    @executor.setter
+    def executor(self, executor: Executor) -> None:
+        self._executor = executor
+        self._ships = isinstance(executor, ProcessPoolExecutor)  # functions may need to travel by value
+        self._forget_processes()
+
+    # -- submitting ----------------------------------------------------------------------
+    def submit(
+        self,
+        function: Callable[..., Any],
+        limits: _worker.Limits | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Future[Any]:
+        """Submit one call; a pool broken by a dead worker is replaced first (and once more if it breaks now)."""
+        if self.broken:
+            self.replace("its worker process died")
+        try:
+            future = self._submit(function, limits, args, kwargs)
+        except BrokenProcessPool:
+            self.replace("its worker process died")
+            future = self._submit(function, limits, args, kwargs)
+        if self._watching:
+            self._note_processes()
+        return future
+
+    def _submit(
+        self,
+        function: Callable[..., Any],
+        limits: _worker.Limits | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Future[Any]:
+        payload = _shipping.payload(function) if self._ships else function
+        if limits is None and payload is function:
+            # The common case goes straight to the executor: the worker wrapper costs a few
+            # percent of dispatch throughput, and the remote traceback is recovered on this
+            # side (see _shipping.traceback_text).
+            return self._executor.submit(function, *args, **kwargs)
+        return self._executor.submit(_worker.call, payload, limits, args, kwargs)
+
+    # -- watching a process pool's workers, to explain a death ------------------------
+    def _forget_processes(self) -> None:
+        self._processes: list[Any] = []
+        self._watching = True  # until the pool has started all its workers
+
+    def _note_processes(self) -> None:
+        """Keep a list of the process pool's workers, until all have started.
+
+        Pools with `max_tasks_per_child` replace workers as they retire, so those are watched all along.
+        """
+        executor = self._executor
+        procs = getattr(executor, "_processes", None)  # a process pool's workers, by pid
+        if procs is None:
+            self._watching = False
+            return
+        recycling = getattr(executor, "_max_tasks_per_child", None) is not None
+        if recycling or len(procs) != len(self._processes):
+            self._processes = list(procs.values())
+        self._watching = recycling or len(procs) < getattr(executor, "_max_workers", 0)
+
+    def explain_broken(self, exception: BrokenProcessPool) -> None:
+        """A call failed because its pool broke: name the cause in the exception, replace the pool later."""
+        self.broken = True
+        if getattr(exception, "_byop_nb_explained", False):
+            return
+        cause = _processes.describe_deaths(self._processes)
+        exception.args = (
+            f"{exception.args[0] if exception.args else 'The process pool broke.'} Cause: {cause}. "
+            "byop_nb replaces the process pool; later calls run on new workers.",
+        )
+        exception._byop_nb_explained = True  # type: ignore[attr-defined]
+
+    # -- replacing, killing, shutting down ----------------------------------------------
+    def renew(self) -> None:
+        """Make sure the executor takes work: replace it if the previous run shut it down."""
+        if is_shut_down(self._executor):
+            self.replace("it was shut down at the end of the previous run")
+
+    def replace(self, why: str) -> None:
+        """Put a fresh executor with the same settings in place of the current one, which is killed.
+
+        Raises:
+            RuntimeError: byop_nb does not know how to make a new executor of this kind.
+        """
+        old = self._executor
+        new = fresh_like(old)
+        if new is None:
+            raise RuntimeError(
+                f"the executor {old!r} cannot be used any more ({why}) and byop_nb does not know how to "
+                "make a new one of its kind; create a new Scheduler with a fresh executor"
+            )
+        logger.info("replacing executor %r (%s)", old, why)
+        processes = self._processes
+        if isinstance(old, ProcessPoolExecutor) and processes:
+            kill_workers(old, processes)
         else:
-            reasons.append(f"worker process {p.pid} exited with code {code} (os._exit or sys.exit in the worker)")
-    if not reasons:
-        return "a worker process died abruptly"
-    return "; ".join(reasons)
+            shut_down(old, wait=False, cancel_futures=True)
+        self.executor = new
+        self.broken = False
+
+    def kill_running(self) -> None:
+        """End the work running now at once (a `wait=False` end), as `terminate` says."""
+        executor = self._executor
+        terminate = self.terminate
+        if callable(terminate) and not isinstance(terminate, bool):
+            terminate(executor)
+        elif terminate and isinstance(executor, ProcessPoolExecutor):
+            kill_workers(executor, worker_processes(executor) or self._processes)
+        else:
+            shut_down(executor, wait=False, cancel_futures=True)
+
+    def shutdown(self, *, wait: bool) -> None:
+        """Shut the executor down at the end of a run (never raises)."""
+        try:
+            shut_down(self._executor, wait=wait, cancel_futures=not wait)
+        except Exception:  # a dask client that is already closed, ...
+            logger.debug("executor shutdown failed", exc_info=True)
+        self._forget_processes()
+        _worker.release_forkserver()  # started by memory-limited calls run in this process

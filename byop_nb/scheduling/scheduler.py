@@ -5,20 +5,23 @@ scheduler's event loop, where the events of the call are emitted. Everything
 a user callback does therefore happens in one thread, in a deterministic
 order per event.
 
-The hand-over is the hot path of dispatch. The executor's thread (a process
-pool's management thread) appends the finished future to a queue and rings a
-[`Doorbell`][byop_nb.scheduling.doorbell.Doorbell] the loop watches: one
-`write`, only when no ring is already on its way, and no Python objects made in
-that thread (`call_soon_threadsafe` makes a Handle and copies a context there,
-which held the GIL the pool's threads wait for). The loop then processes the
-futures queued before it woke, in the order they finished; those that finish
-meanwhile wait for its next turn, so timers and other callbacks get theirs.
+The Scheduler keeps the run (its state machine: `_begin`, `_until_end`,
+`_finish`), submission, the registry of tasks and the counts. Two
+collaborators do the rest, each in its own module:
+
+* [`Handoff`][byop_nb.scheduling._handoff.Handoff] hands finished futures from
+  executor threads to the loop (the doorbell, the bounded drain, nested drains);
+* [`ExecutorKeeper`][byop_nb.scheduling.executors.ExecutorKeeper] keeps the
+  executor (submitting, watching workers, replacing a broken pool, killing
+  workers, shutting down).
+
+Where a scheduler event is emitted: STARTED in `_run_begun`; STOP, TIMEOUT and
+EMPTY in `_until_end`; FINISHING and FINISHED in `_finish`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import enum
 import logging
@@ -32,15 +35,19 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 from byop_nb.events import Event, EventManager, Subscriber
+from byop_nb.scheduling import _shipping
 from byop_nb.scheduling import doorbell as _doorbell
 from byop_nb.scheduling import executors as _executors
-from byop_nb.scheduling import worker as _worker
+from byop_nb.scheduling._checks import check_run_options, positive_int
+from byop_nb.scheduling._handoff import Handoff
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from byop_nb.notebook import Dashboard
+    from byop_nb.scheduling.call import Call
     from byop_nb.scheduling.task import Task
+    from byop_nb.scheduling.worker import Limits
 
 __all__ = ["Scheduler", "ExitCode", "RunHandle"]
 
@@ -68,24 +75,6 @@ class _State(enum.Enum):
     RUNNING = "running"
     FINISHING = "finishing"
     FINISHED = "finished"
-
-
-def _check_run_options(timeout: float | None, end_on_empty: bool, wait: bool) -> None:
-    if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout= must be a number of seconds or None, got {timeout!r}")
-        if not timeout > 0:
-            raise ValueError(f"timeout= must be positive seconds or None, got {timeout!r}")
-    for option, value in (("end_on_empty", end_on_empty), ("wait", wait)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{option}= must be True or False, got {value!r}")
-
-
-def _needs_by_value(function: Callable[..., Any]) -> bool:
-    """Whether plain pickle (by reference) would fail to find `function` in a worker process."""
-    module = getattr(function, "__module__", None)
-    qualname = getattr(function, "__qualname__", "")
-    return module in (None, "__main__") or "<locals>" in qualname or "<lambda>" in qualname
 
 
 class RunHandle:
@@ -187,8 +176,7 @@ class Scheduler:
             )
         if not isinstance(terminate, bool) and not callable(terminate):
             raise TypeError(f"terminate= must be True, False or a callable taking the executor, got {terminate!r}")
-        self.executor: Executor = executor
-        self.terminate = terminate
+        self._keeper = _executors.ExecutorKeeper(executor, terminate)
         self.event_manager = event_manager if event_manager is not None else EventManager(name="Scheduler")
 
         self.on_start: Subscriber[[]] = self.event_manager.subscriber(self.STARTED)
@@ -199,16 +187,10 @@ class Scheduler:
         self.on_empty: Subscriber[[]] = self.event_manager.subscriber(self.EMPTY)
 
         self._tasks: dict[str, Task[Any, Any]] = {}
-        # future -> the Task it belongs to (None for plain submit()); insertion ordered.
-        self._queue: dict[Future[Any], Task[Any, Any] | None] = {}
-        # Futures that finished and wait for the loop, and whether a wake-up is on its way (see the module doc).
-        self._finished: collections.deque[Future[Any]] = collections.deque()
-        self._drain_scheduled = False
-        self._draining = 0  # drains on the stack: more than one when a callback nests another run
-        self._wake_deferred = False  # a wake-up that waits for the drains on the stack to end
-        self._doorbell: _doorbell.Doorbell | None = None  # made at the first run
-        self._ring: Callable[[], None] = _no_ring  # wakes the running loop to drain; set by _begin
-        self._on_future_done = self._future_done_threadsafe  # one bound method, not one per call
+        # The work in flight: future -> its Call (None for plain submit()); insertion ordered.
+        self._queue: dict[Future[Any], Call | None] = {}
+        self._handoff = Handoff(self._process_future, self._after_drain)
+        self._on_future_done = self._handoff.future_done  # one bound method, not one per call
         self._state = _State.IDLE
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -216,16 +198,22 @@ class Scheduler:
         self._wake: asyncio.Future[None] | None = None
         self._empty_announced = False
         self._error: BaseException | None = None
-        self._broken = False
-        self._processes: list[Any] = []  # snapshot of the process pool's workers, to explain a death
-        self._watch_processes = True  # until the pool has started all its workers
-        self._payloads: dict[Any, Callable[..., Any] | bytes] = {}
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.exit_code: ExitCode | None = None
         self.last_error: BaseException | None = None
         self.timeout: float | None = None  # the latest run's timeout (the Dashboard's time progress)
         self._handle: RunHandle | None = None
+
+    @property
+    def executor(self) -> Executor:
+        """The executor in use (a fresh one of the same settings after a run shut it down, or a worker died)."""
+        return self._keeper.executor
+
+    @property
+    def terminate(self) -> bool | Callable[[Executor], Any]:
+        """How a `wait=False` end kills running work (see the class's Args)."""
+        return self._keeper.terminate
 
     # -- constructors ------------------------------------------------------
     @classmethod
@@ -249,7 +237,7 @@ class Scheduler:
         """
         import multiprocessing
 
-        _check_workers(max_workers)
+        positive_int("max_workers", max_workers)
         if start_method is not None and start_method not in multiprocessing.get_all_start_methods():
             raise ValueError(
                 f"start_method={start_method!r} is not available here; "
@@ -261,7 +249,7 @@ class Scheduler:
     @classmethod
     def with_threads(cls, max_workers: int | None = None) -> Scheduler:
         """A Scheduler on a `ThreadPoolExecutor` (threads cannot be killed: `wait=False` abandons them)."""
-        _check_workers(max_workers)
+        positive_int("max_workers", max_workers)
         return cls(ThreadPoolExecutor(max_workers=max_workers))
 
     @classmethod
@@ -362,174 +350,63 @@ class Scheduler:
         """
         if not callable(function):
             raise TypeError(f"submit() needs a callable, got {function!r}")
+        if not self._accepts(function):
+            return None
         return self._submit(function, None, args, kwargs, None)
 
-    def _payload(self, function: Callable[..., Any]) -> Callable[..., Any] | bytes:
-        """The function as shipped: by value for process pools when pickling by reference would fail.
+    def _accepts(self, function: Callable[..., Any]) -> bool:
+        """Whether new work is taken now: False while the run is ending (stop(), a failed callback).
 
-        Computed once per function and cached in `_payloads` (cleared when the executor changes),
-        which `_executor_submit` reads.
+        Raises:
+            RuntimeError: the scheduler is not running at all.
         """
-        payload: Callable[..., Any] | bytes = function
-        if isinstance(self.executor, ProcessPoolExecutor) and _needs_by_value(function):
-            import cloudpickle
-
-            payload = cloudpickle.dumps(function)
-        self._payloads[function] = payload
-        return payload
+        state = self._state
+        if state is _State.RUNNING and not self._stop_requested and self._error is None:
+            return True
+        if state is _State.RUNNING or state is _State.FINISHING:
+            logger.debug("run is ending; refused a new call of %r", function)
+            return False
+        raise RuntimeError(
+            f"the scheduler is {state.value}, so nothing can be submitted now; submit from a callback "
+            "(e.g. @scheduler.on_start) or while scheduler.start() runs in the background"
+        )
 
     def _submit(
         self,
         function: Callable[..., Any],
-        limits: _worker.Limits | None,
+        limits: Limits | None,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        task: Task[Any, Any] | None,
-    ) -> Future[Any] | None:
-        state = self._state
-        if state is not _State.RUNNING or self._stop_requested or self._error is not None:
-            if state is _State.RUNNING or state is _State.FINISHING:
-                # stop() was called (or a callback failed): the run is ending.
-                logger.debug("run is ending; refused a new call of %r", function)
-                return None
-            raise RuntimeError(
-                f"the scheduler is {state.value}, so nothing can be submitted now; submit from a callback "
-                "(e.g. @scheduler.on_start) or while scheduler.start() runs in the background"
-            )
-        if self._broken:
-            self._replace_executor("its worker process died")
-        try:
-            future = self._executor_submit(function, limits, args, kwargs)
-        except BrokenProcessPool:
-            self._replace_executor("its worker process died")
-            future = self._executor_submit(function, limits, args, kwargs)
-        self._queue[future] = task
+        call: Call | None,
+    ) -> Future[Any]:
+        """Hand one accepted call to the executor and put it in the table of work in flight."""
+        future = self._keeper.submit(function, limits, args, kwargs)
+        self._queue[future] = call
         self._empty_announced = False
-        if self._watch_processes:
-            self._note_processes()
         future.add_done_callback(self._on_future_done)
         return future
 
-    def _forget_processes(self) -> None:
-        """The executor's workers are gone (or the executor is): note the next pool's anew."""
-        self._processes = []
-        self._watch_processes = True
-
-    def _note_processes(self) -> None:
-        """Keep a list of the process pool's workers (to explain a death), until all have started.
-
-        Pools with `max_tasks_per_child` replace workers as they retire, so those are watched all along.
-        """
-        executor = self.executor
-        procs = getattr(executor, "_processes", None)  # a process pool's workers, by pid
-        if procs is None:
-            self._watch_processes = False
-            return
-        recycling = getattr(executor, "_max_tasks_per_child", None) is not None
-        if recycling or len(procs) != len(self._processes):
-            self._processes = list(procs.values())
-        self._watch_processes = recycling or len(procs) < getattr(executor, "_max_workers", 0)
-
-    def _executor_submit(
-        self,
-        function: Callable[..., Any],
-        limits: _worker.Limits | None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Future[Any]:
-        try:
-            payload = self._payloads[function]
-        except KeyError:  # not seen yet
-            payload = self._payload(function)
-        except TypeError:  # an unhashable callable: shipped as it is
-            payload = function
-        if limits is None and payload is function:
-            # The common case goes straight to the executor: the worker wrapper
-            # costs a few percent of dispatch throughput, and the remote
-            # traceback is recovered on this side (see task.traceback_text).
-            return self.executor.submit(function, *args, **kwargs)
-        return self.executor.submit(_worker.call, payload, limits, args, kwargs)
-
-    def _future_done_threadsafe(self, future: Future[Any]) -> None:
-        """A future's done callback, in the thread that finished it: hand it to the loop."""
-        self._finished.append(future)
-        if self._drain_scheduled:  # the loop will see it: no system call, no GIL round
-            return
-        self._drain_scheduled = True
-        self._ring()
-
-    def _drain(self) -> None:
-        """Process the futures that finished before this wake-up, in the order they finished (in the loop)."""
-        # Cleared first: a future that finishes from here on rings again. It is left for that
-        # next wake-up, so that calls which end as fast as callbacks resubmit them (a sequential
-        # executor, instant calls on threads) cannot keep the loop from its timers, other
-        # callbacks and the kernel's messages.
-        self._drain_scheduled = False
-        finished = self._finished
-        self._draining += 1
-        try:
-            for _ in range(len(finished)):
-                if not finished:  # a run nested in a callback (another scheduler's) drained the rest
-                    break
-                self._process_future(finished.popleft())
-        finally:
-            self._draining -= 1
-        if not self._draining and (self._wake_deferred or not self._queue or self._stop_requested):
-            self._wake_deferred = False
-            self._wake_up()
-
+    # -- ending calls (in the loop, handed over by the Handoff) -------------------------
     def _process_future(self, future: Future[Any]) -> None:
         try:
-            task = self._queue.pop(future)
+            call = self._queue.pop(future)
         except KeyError:  # already settled, e.g. cancelled by a wait=False stop
             return
         try:
             cancelled, exception, result = _outcome(future)
-            if cancelled:
-                if task is not None:
-                    task._process_cancelled(future)
-                return
-            if exception is not None and isinstance(exception, BrokenProcessPool):
-                self._explain_broken(exception)
-            if task is not None:
-                task._process_future(future, exception, result)
-            elif exception is not None and getattr(exception, "remote_traceback", None) is None:
-                from byop_nb.scheduling.task import traceback_text
-
-                with contextlib.suppress(AttributeError):  # a plain submit() keeps the worker's traceback too
-                    exception.remote_traceback = traceback_text(exception)  # type: ignore[attr-defined]
+            if exception is not None:
+                if isinstance(exception, BrokenProcessPool):
+                    self._keeper.explain_broken(exception)
+                if call is None:  # a plain submit() keeps the worker's traceback too
+                    _shipping.attach_traceback(exception)
+            if call is not None:
+                call.task._end(call, cancelled, exception, result)
         except BaseException as e:  # a user callback raised: end the run with it
             self._fail(e)
 
-    def _explain_broken(self, exception: BrokenProcessPool) -> None:
-        self._broken = True
-        if getattr(exception, "_byop_nb_explained", False):
-            return
-        cause = _executors.describe_deaths(self._processes)
-        exception.args = (
-            f"{exception.args[0] if exception.args else 'The process pool broke.'} Cause: {cause}. "
-            "byop_nb replaces the process pool; later calls run on new workers.",
-        )
-        exception._byop_nb_explained = True  # type: ignore[attr-defined]
-
-    def _replace_executor(self, why: str) -> None:
-        old = self.executor
-        new = _executors.fresh_like(old)
-        if new is None:
-            raise RuntimeError(
-                f"the executor {old!r} cannot be used any more ({why}) and byop_nb does not know how to "
-                "make a new one of its kind; create a new Scheduler with a fresh executor"
-            )
-        logger.info("replacing executor %r (%s)", old, why)
-        processes = self._processes
-        self._forget_processes()
-        self._payloads.clear()
-        if isinstance(old, ProcessPoolExecutor) and processes:
-            _executors.kill_workers(old, processes)
-        else:
-            _executors.shut_down(old, wait=False, cancel_futures=True)
-        self.executor = new
-        self._broken = False
+    def _after_drain(self, deferred: bool) -> None:
+        if deferred or not self._queue or self._stop_requested:
+            self._wake_up()
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
@@ -543,8 +420,7 @@ class Scheduler:
         A callback may run another scheduler (its run nests into this loop): until that callback
         returns, this run does not end under it.
         """
-        if self._draining:
-            self._wake_deferred = True
+        if self._handoff.defer_wake():
             return
         wake = self._wake
         if wake is not None and not wake.done():
@@ -591,7 +467,7 @@ class Scheduler:
             RuntimeError: the scheduler is already running.
             BaseException: whatever a callback raised during the run, after cleanup.
         """
-        _check_run_options(timeout, end_on_empty, wait)
+        check_run_options(timeout, end_on_empty, wait)
         self._check_not_running("run()")
         coroutine = self.async_run(timeout=timeout, end_on_empty=end_on_empty, wait=wait)
         loop = _running_loop()
@@ -611,7 +487,7 @@ class Scheduler:
             RuntimeError: no event loop is running (use `run()`, or `await async_run()`),
                 or the scheduler is already running.
         """
-        _check_run_options(timeout, end_on_empty, wait)
+        check_run_options(timeout, end_on_empty, wait)
         self._check_not_running("start()")
         loop = _running_loop()
         if loop is None:
@@ -643,25 +519,17 @@ class Scheduler:
         exit_code = await scheduler.async_run(timeout=10)
         ```
         """
-        _check_run_options(timeout, end_on_empty, wait)
+        check_run_options(timeout, end_on_empty, wait)
         self._check_not_running("async_run()")
         self._begin(asyncio.get_running_loop())
         return await self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait)
 
     def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
         """Make the scheduler running on `loop`: work can be submitted from here on."""
-        if _executors.is_shut_down(self.executor):
-            self._replace_executor("it was shut down at the end of the previous run")
+        self._keeper.renew()
         self._loop = loop
         self._loop_thread = threading.get_ident()
-        # Futures of an earlier run that ended without them are settled already. The ring is set
-        # before the flag, and a first drain is rung for: a call of that run that ends meanwhile
-        # cannot leave the flag set with no drain on its way.
-        self._ring = self._wake_up_on(loop)
-        self._finished.clear()
-        self._wake_deferred = False
-        self._drain_scheduled = True
-        self._ring()
+        self._handoff.open(loop)
         self._state = _State.RUNNING
         self._stop_requested = False
         self._error = None
@@ -670,22 +538,6 @@ class Scheduler:
         self.started_at = time.time()
         self.finished_at = None
         self.exit_code = None
-
-    def _wake_up_on(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
-        """How executor threads wake `loop` to drain finished futures: the doorbell, where the loop can watch it."""
-        if self._doorbell is None:
-            try:
-                self._doorbell = _doorbell.Doorbell()
-            except OSError as e:  # out of file descriptors, ...
-                logger.debug("no doorbell (%s); waking the loop with call_soon_threadsafe", e)
-        if self._doorbell is not None and self._doorbell.attach(loop, self._drain):
-            return self._doorbell.ring
-
-        def call_soon() -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: the run is over, nothing to report
-                loop.call_soon_threadsafe(self._drain)
-
-        return call_soon
 
     async def _run_begun(self, *, timeout: float | None, end_on_empty: bool, wait: bool) -> ExitCode:
         self.timeout = timeout
@@ -753,7 +605,7 @@ class Scheduler:
                 finally:
                     self._wake = None
         self._cancel_pending()
-        self._shutdown_executor(wait=wait and self._error is None)
+        self._keeper.shutdown(wait=wait and self._error is None)
         self._state = _State.FINISHED
         self.exit_code = exit_code
         self.finished_at = time.time()
@@ -761,10 +613,7 @@ class Scheduler:
             self.event_manager.emit(self.FINISHED)
         except BaseException as e:
             self._fail(e)
-        self._ring = _no_ring
-        if self._doorbell is not None:
-            self._doorbell.detach()
-        self._finished.clear()  # settled above: their results need not stay alive until the next run
+        self._handoff.close()
         self._loop = None
         self._loop_thread = None
 
@@ -772,36 +621,20 @@ class Scheduler:
         """Settle everything still queued as cancelled (a `wait=False` end, or an error)."""
         pending = list(self._queue.items())
         self._queue.clear()
-        for future, task in pending:
+        for future, call in pending:
             future.cancel()
-            if task is not None:
+            if call is not None:
                 try:
-                    task._process_cancelled(future)
+                    call.task._end(call, True, None, None)
                 except BaseException as e:
                     self._fail(e)
         if pending:
-            self._terminate_workers()
-
-    def _terminate_workers(self) -> None:
-        executor = self.executor
-        if callable(self.terminate) and not isinstance(self.terminate, bool):
-            self.terminate(executor)
-        elif self.terminate and isinstance(executor, ProcessPoolExecutor):
-            _executors.kill_workers(executor, _executors.worker_processes(executor) or self._processes)
-        else:
-            _executors.shut_down(executor, wait=False, cancel_futures=True)
-
-    def _shutdown_executor(self, *, wait: bool) -> None:
-        try:
-            _executors.shut_down(self.executor, wait=wait, cancel_futures=not wait)
-        except Exception:  # a dask client that is already closed, ...
-            logger.debug("executor shutdown failed", exc_info=True)
-        self._forget_processes()
-        _worker.release_forkserver()  # started by memory-limited calls run in this process
+            self._keeper.kill_running()
 
     # -- notebook ----------------------------------------------------------
     def dashboard(self, *tasks: Task[Any, Any], **options: Any) -> Dashboard:
         """A [`Dashboard`][byop_nb.notebook.Dashboard] for this scheduler (needs the `notebook` extra)."""
+        # The one import of the notebook skin from below it, on purpose and lazily (tests/test_layering.py).
         from byop_nb.notebook import Dashboard
 
         return Dashboard(self, *tasks, **options)
@@ -814,13 +647,9 @@ class Scheduler:
         )
 
     def _repr_html_(self) -> str:
-        from byop_nb.notebook import display
+        from byop_nb import _html
 
-        return display.scheduler_html(self)
-
-
-def _no_ring() -> None:
-    """Between runs: a future that finishes is settled by the next run (or was already)."""
+        return _html.scheduler_html(self)
 
 
 def _outcome(future: Future[Any]) -> tuple[bool, BaseException | None, Any]:
@@ -837,15 +666,6 @@ def _outcome(future: Future[Any]) -> tuple[bool, BaseException | None, Any]:
         return True, None, None
     exception = future.exception()
     return False, exception, None if exception is not None else future.result()
-
-
-def _check_workers(max_workers: int | None) -> None:
-    if max_workers is None:
-        return
-    if isinstance(max_workers, bool) or not isinstance(max_workers, int):
-        raise TypeError(f"max_workers must be a positive int or None, got {max_workers!r}")
-    if max_workers < 1:
-        raise ValueError(f"max_workers must be a positive int or None, got {max_workers!r}")
 
 
 def _log_background_error(task: asyncio.Task[ExitCode]) -> None:

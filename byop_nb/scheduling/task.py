@@ -1,50 +1,60 @@
-"""Task: a function hooked into a Scheduler's events, with call and resource limits."""
+"""Task: a function hooked into a Scheduler's events, with call and resource limits.
+
+Where things happen, for a call of a Task:
+
+* submitted: `Task.__call__` (limits refuse it there) -> `Task._submit`, which
+  makes its [`Call`][byop_nb.scheduling.call.Call] and hands it to the scheduler;
+* ended: the scheduler hands the Call back to `Task._end`, which decides its
+  [`Status`][byop_nb.scheduling.call.Status] (the only place a plain Task's
+  status is decided), records its row (`_record`) and emits its events (`_emit`).
+
+Subclasses (`CommTask`, `Trial.Task`) extend a Task through three hooks, each
+called with the Call:
+
+* `_function_for(call)`: what the executor runs for this call;
+* `_record(call, status, result, exception)`: the row for this outcome;
+* `_emit(call, status, result, exception)`: the events for this outcome.
+
+What a subclass keeps about a call between its hooks goes in `call.state`.
+"""
 
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypedDict, TypeVar
 
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.history import History
+from byop_nb.scheduling._checks import positive_int
+from byop_nb.scheduling._shipping import attach_traceback, traceback_text
+from byop_nb.scheduling.call import Call, Status
 from byop_nb.scheduling.limits import MemoryLimit, TimeLimit, limit_hit, parse_limits
+from byop_nb.scheduling.scheduler import Scheduler
 from byop_nb.scheduling.worker import make_limit_exceptions_picklable
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from byop_nb.scheduling.scheduler import Scheduler
-
-__all__ = ["Task"]
+__all__ = ["Task", "TaskOptions"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_LIMIT_STATUS = {"memory": "memory_limit", "cpu_time": "cpu_time_limit", "wall_time": "wall_time_limit"}
+_RETURNED, _EXCEPTION, _CANCELLED = Status.RETURNED, Status.EXCEPTION, Status.CANCELLED
+_MEMORY_LIMIT, _CPU_TIME_LIMIT, _WALL_TIME_LIMIT = Status.MEMORY_LIMIT, Status.CPU_TIME_LIMIT, Status.WALL_TIME_LIMIT
 
 
-def _optional_positive_int(option: str, value: int | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{option}= must be a positive int or None, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{option}= must be a positive int or None, got {value!r}")
-    return value
+class TaskOptions(TypedDict, total=False):
+    """The keyword options every Task class takes (`Task`, `CommTask`, `Trial.Task`); see `Task`."""
 
-
-def traceback_text(exception: BaseException) -> str:
-    """The traceback of `exception` as text: the worker's own when it came from another process."""
-    remote = getattr(exception, "remote_traceback", None)
-    if isinstance(remote, str):  # set by byop_nb.scheduling.worker.call
-        return remote
-    cause = exception.__cause__
-    if type(cause).__name__ == "_RemoteTraceback":  # a ProcessPoolExecutor's worker traceback
-        return str(getattr(cause, "tb", cause))
-    return "".join(traceback.format_exception(exception))
+    name: str | None
+    call_limit: int | None
+    concurrent_limit: int | None
+    memory_limit: MemoryLimit | None
+    cpu_time_limit: TimeLimit | None
+    wall_time_limit: TimeLimit | None
 
 
 class Task(Generic[P, R]):
@@ -111,6 +121,13 @@ class Task(Generic[P, R]):
     CONCURRENT_LIMIT_REACHED: Event[...] = Event("task-concurrent-limit-reached")
     """A call was refused by `concurrent_limit`: `on_concurrent_limit_reached(*args, **kwargs)`."""
 
+    SUCCESSES: ClassVar[frozenset[Status]] = frozenset({Status.RETURNED})
+    """The statuses of this class's rows that count as successes (tables, counters and plots ask this)."""
+    FAILURES: ClassVar[frozenset[Status]] = frozenset(
+        {Status.EXCEPTION, Status.MEMORY_LIMIT, Status.CPU_TIME_LIMIT, Status.WALL_TIME_LIMIT}
+    )
+    """The statuses of this class's rows that count as failures. `CANCELLED` is neither."""
+
     def __init__(
         self,
         function: Callable[P, R],
@@ -123,8 +140,6 @@ class Task(Generic[P, R]):
         cpu_time_limit: TimeLimit | None = None,
         wall_time_limit: TimeLimit | None = None,
     ) -> None:
-        from byop_nb.scheduling.scheduler import Scheduler
-
         if not callable(function):
             raise TypeError(f"Task needs a callable function, got {function!r}")
         if not isinstance(scheduler, Scheduler):
@@ -136,8 +151,8 @@ class Task(Generic[P, R]):
         self.function = function
         self.scheduler = scheduler
         self.name: str = name
-        self.call_limit = _optional_positive_int("call_limit", call_limit)
-        self.concurrent_limit = _optional_positive_int("concurrent_limit", concurrent_limit)
+        self.call_limit = positive_int("call_limit", call_limit)
+        self.concurrent_limit = positive_int("concurrent_limit", concurrent_limit)
         self.limits = parse_limits(
             memory_limit=memory_limit, cpu_time_limit=cpu_time_limit, wall_time_limit=wall_time_limit
         )
@@ -161,14 +176,13 @@ class Task(Generic[P, R]):
         self.on_walltime_limit_reached = self.on_wall_time_limit_reached
 
         self.n_called = 0
-        # future -> (call number, args, kwargs, submitted timestamp)
-        self._running: dict[Future[Any], tuple[int, tuple[Any, ...], dict[str, Any], float]] = {}
+        self._n_running = 0
         self.history = History(name=name)
         scheduler._register_task(self)
 
     # -- calling -----------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Future[R] | None:
-        """Submit one call; returns its Future, or None when a limit refused it.
+        """Submit one call; returns its Future, or None when a limit refused it (or the run is ending).
 
         Raises:
             RuntimeError: the scheduler is not running (call tasks from callbacks,
@@ -177,24 +191,27 @@ class Task(Generic[P, R]):
         if self.call_limit is not None and self.n_called >= self.call_limit:
             self.event_manager.emit(self.CALL_LIMIT_REACHED, *args, **kwargs)
             return None
-        if self.concurrent_limit is not None and len(self._running) >= self.concurrent_limit:
+        if self.concurrent_limit is not None and self._n_running >= self.concurrent_limit:
             self.event_manager.emit(self.CONCURRENT_LIMIT_REACHED, *args, **kwargs)
             return None
-        return self._submit(self.function, args, kwargs)
-
-    def _submit(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        future = self.scheduler._submit(function, self.limits, args, kwargs, self)
-        if future is None:
+        if not self.scheduler._accepts(self.function):
             return None
+        call = Call(self, self.n_called + 1, args, kwargs, time.time())
+        future = self.scheduler._submit(self._function_for(call), self.limits, args, kwargs, call)
+        call.future = future
         self.n_called += 1
-        self._running[future] = (self.n_called, args, kwargs, time.time())
+        self._n_running += 1
         self.event_manager.emit(self.SUBMITTED, future)
         return future
+
+    def _function_for(self, call: Call) -> Callable[..., Any]:
+        """Hook: what the executor runs for `call` (with `call.args` and `call.kwargs`)."""
+        return self.function
 
     @property
     def n_running(self) -> int:
         """Calls submitted and not yet ended."""
-        return len(self._running)
+        return self._n_running
 
     @property
     def counts(self) -> dict[Event[Any], int]:
@@ -205,72 +222,84 @@ class Task(Generic[P, R]):
         """One row per ended call, as a pandas DataFrame (same as `task.history.df()`)."""
         return self.history.df()
 
+    @classmethod
+    def outcome(cls, status: str) -> str:
+        """What a row's `status` means for this Task class: "success", "failure" or "cancelled".
+
+        ```python
+        Task.outcome("returned")          # "success"
+        Task.outcome("wall_time_limit")   # "failure"
+        ```
+
+        Raises:
+            ValueError: `status` is not one of this class's statuses.
+        """
+        if status in cls.SUCCESSES:
+            return "success"
+        if status in cls.FAILURES:
+            return "failure"
+        if status == _CANCELLED:
+            return "cancelled"
+        accepted = sorted(str(s) for s in (*cls.SUCCESSES, *cls.FAILURES, _CANCELLED))
+        raise ValueError(f"{status!r} is not a status of {cls.__name__} rows; accepted: {accepted}")
+
     # -- ending (called by the scheduler in its event loop) ---------------
-    def _record(
-        self,
-        future: Future[Any],
-        status: str,
-        result: Any = None,
-        exception: BaseException | None = None,
-    ) -> None:
-        call, args, kwargs, submitted = self._running.pop(future)
+    def _end(self, call: Call, cancelled: bool, exception: BaseException | None, result: Any) -> None:
+        """The call ended (cancelled, raised `exception`, or returned `result`): decide its status,
+        record its row, then emit its events."""
+        self._n_running -= 1
+        if cancelled:
+            status = _CANCELLED
+        elif exception is None:
+            status = _RETURNED
+        else:
+            attach_traceback(exception)  # one place to find the worker's traceback text, whatever the executor
+            limit = limit_hit(exception) if self.limits is not None else None
+            status = Status.of_limit(limit) if limit else _EXCEPTION
+        self._record(call, status, result, exception)
+        self._emit(call, status, result, exception)
+
+    def _record(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
+        """Hook: record the row for this outcome of `call`."""
         self.history.record_call(
             self.name,
-            call,
-            args,
-            kwargs,
-            status,
+            call.number,
+            call.args,
+            call.kwargs,
+            status._value_,
             result,
             exception,
             None if exception is None else traceback_text(exception),
-            submitted,
+            call.submitted,
             time.time(),
         )
 
-    def _process_cancelled(self, future: Future[Any]) -> None:
-        if future not in self._running:
-            return
-        self._record(future, "cancelled")
-        self.event_manager.emit(self.CANCELLED, future)
-
-    def _process_future(self, future: Future[Any], exception: BaseException | None, result: Any) -> None:
-        """Record and emit the end of one call that finished: it raised `exception`, or returned `result`.
-
-        The scheduler sends cancelled futures to `_process_cancelled` instead.
-        """
+    def _emit(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
+        """Hook: emit the events for this outcome of `call`."""
         em = self.event_manager
-        if exception is None:
-            self._record(future, "returned", result=result)
-            self._on_result(future, result)
+        future = call.future
+        if status is _RETURNED:
+            em.emit(self.DONE, future)
+            em.emit(self.RETURNED, result)
             return
-        if getattr(exception, "remote_traceback", None) is None:
-            try:  # one place to find the worker's traceback text, whatever the executor
-                exception.remote_traceback = traceback_text(exception)  # type: ignore[attr-defined]
-            except AttributeError:
-                pass
-        limit = limit_hit(exception) if self.limits is not None else None
-        self._record(future, _LIMIT_STATUS[limit] if limit else "exception", exception=exception)
+        if status is _CANCELLED:
+            em.emit(self.CANCELLED, future)
+            return
         em.emit(self.DONE, future)
         em.emit(self.EXCEPTION, exception)
-        if limit == "memory":
+        if status is _MEMORY_LIMIT:
             em.emit(self.MEMORY_LIMIT_REACHED, future, exception)
-        elif limit == "cpu_time":
+        elif status is _CPU_TIME_LIMIT:
             em.emit(self.CPU_TIME_LIMIT_REACHED, future, exception)
             em.emit(self.TIMEOUT, future, exception)
-        elif limit == "wall_time":
+        elif status is _WALL_TIME_LIMIT:
             em.emit(self.WALL_TIME_LIMIT_REACHED, future, exception)
             em.emit(self.TIMEOUT, future, exception)
 
-    def _on_result(self, future: Future[Any], result: Any) -> None:
-        """Emit the events of a call that returned (subclasses add their own)."""
-        em = self.event_manager
-        em.emit(self.DONE, future)
-        em.emit(self.RETURNED, result)
-
     def __repr__(self) -> str:
-        return f"Task({self.name!r}, called={self.n_called}, running={len(self._running)}, ended={len(self.history)})"
+        return f"Task({self.name!r}, called={self.n_called}, running={self._n_running}, ended={len(self.history)})"
 
     def _repr_html_(self) -> str:
-        from byop_nb.notebook import display
+        from byop_nb import _html
 
-        return display.task_html(self)
+        return _html.task_html(self)

@@ -21,11 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Limits", "call"]
+from byop_nb.scheduling._processes import kill_family
+from byop_nb.scheduling._shipping import attach_traceback, load
 
-# Functions shipped by value, keyed by their pickled bytes: unpickled once per worker.
-_LOADED: dict[bytes, Callable[..., Any]] = {}
-_LOADED_MAX = 64
+__all__ = ["Limits", "call"]
 
 
 @dataclass(frozen=True)
@@ -43,20 +42,6 @@ class Limits:
     wall_time: float | None = None
 
 
-def _load(function: Callable[..., Any] | bytes) -> Callable[..., Any]:
-    if not isinstance(function, bytes):
-        return function
-    loaded = _LOADED.get(function)
-    if loaded is None:
-        import cloudpickle
-
-        loaded = cloudpickle.loads(function)
-        if len(_LOADED) >= _LOADED_MAX:
-            _LOADED.clear()
-        _LOADED[function] = loaded
-    return loaded
-
-
 def call(
     function: Callable[..., Any] | bytes,
     limits: Limits | None,
@@ -65,16 +50,12 @@ def call(
 ) -> Any:
     """Run `function(*args, **kwargs)` under `limits`; the entry point of every submission."""
     try:
-        fn = _load(function)
+        fn = load(function)
         if limits is None:
             return fn(*args, **kwargs)
         return _call_limited(fn, limits, args, kwargs)
     except BaseException as e:
-        if getattr(e, "remote_traceback", None) is None:
-            try:
-                e.remote_traceback = traceback.format_exc()  # type: ignore[attr-defined]
-            except AttributeError:  # exception types without a __dict__
-                pass
+        attach_traceback(e, traceback.format_exc())
         raise
 
 
@@ -156,7 +137,9 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
             process = getattr(limited, "_process", None)
             if process is not None:
                 killed.set()
-                _kill_tree(process)
+                # Only the grandchildren are reaped: pynisher's own child is left for multiprocessing
+                # to reap, or its `is_alive()` never turns False (waitpid says ECHILD) and the call hangs.
+                kill_family([process], reap_roots=False, timeout=2)
                 return
             time.sleep(0.005)
 
@@ -261,20 +244,3 @@ def _unship(data: bytes) -> _Shipped:
     import cloudpickle
 
     return _Shipped(*cloudpickle.loads(data))
-
-
-def _kill_tree(process: Any) -> None:
-    import psutil
-
-    try:
-        family = [*process.children(recursive=True), process]
-    except psutil.NoSuchProcess:
-        return
-    for p in family:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    # Reap only the grandchildren: pynisher's own child must be left for multiprocessing to
-    # reap, or its `is_alive()` never turns False (waitpid says ECHILD) and the call hangs.
-    psutil.wait_procs([p for p in family if p.pid != process.pid], timeout=2)

@@ -1,12 +1,15 @@
-"""Compact HTML for a Scheduler and a Task in a notebook (no ipywidgets, no matplotlib).
+"""Compact HTML for a Scheduler, a Task and a History in a notebook: a view, not the widget skin.
 
-`Scheduler._repr_html_` and `Task._repr_html_` call [`scheduler_html`][byop_nb.notebook.display.scheduler_html]
-and [`task_html`][byop_nb.notebook.display.task_html]; the Dashboard reuses the same counters and
-status text, so a table and a dashboard never disagree.
+Needs only `html` and `time` (nothing of ipywidgets or matplotlib), so the
+engine's `_repr_html_` methods use it from below the notebook package:
+`Scheduler._repr_html_`, `Task._repr_html_` and `History._repr_html_` call
+[`scheduler_html`][byop_nb._html.scheduler_html], [`task_html`][byop_nb._html.task_html]
+and [`history_html`][byop_nb._html.history_html]; the Dashboard reuses the same
+counters and status text, so a table and a dashboard never disagree.
 
 ```python
 from byop_nb.scheduling import Scheduler, Task
-from byop_nb.notebook.display import scheduler_html, task_counters
+from byop_nb._html import scheduler_html, task_counters
 
 scheduler = Scheduler.with_threads(1)
 task = Task(abs, scheduler)
@@ -22,7 +25,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from byop_nb._status import Status
+
 if TYPE_CHECKING:
+    from byop_nb.history import History
     from byop_nb.scheduling.scheduler import Scheduler
     from byop_nb.scheduling.task import Task
 
@@ -31,6 +37,7 @@ __all__ = [
     "TABLE_CSS",
     "scheduler_html",
     "task_html",
+    "history_html",
     "task_counters",
     "counters_table_html",
     "history_rows",
@@ -41,7 +48,7 @@ __all__ = [
     "short_error",
 ]
 
-COUNTER_NAMES = ("submitted", "running", "returned", "failed", "cancelled", "limit hits")
+COUNTER_NAMES = ("submitted", "running", "succeeded", "failed", "cancelled", "limit hits")
 """The per-task counters, in the order tables show them."""
 
 TABLE_CSS = (
@@ -95,12 +102,16 @@ def short_error(error: BaseException | str | None, limit: int = 160) -> str:
 
 
 def task_counters(task: Task[Any, Any]) -> dict[str, int]:
-    """The task's counters: submitted, running, returned, failed, cancelled, limit hits.
+    """The task's counters: submitted, running, succeeded, failed, cancelled, limit hits.
 
-    `failed` counts every call that raised (resource-limit breaches included);
-    `limit hits` counts memory, CPU-time and wall-time breaches plus calls
-    refused by `call_limit` or `concurrent_limit`.
+    `succeeded` and `failed` count the ended calls whose status the task's
+    class calls a success or a failure (`Task.SUCCESSES` / `Task.FAILURES`: for
+    a plain Task, returned / raised, resource-limit breaches included; for a
+    `Trial.Task`, success reports / fail and crash reports); `limit hits` counts
+    memory, CPU-time and wall-time breaches plus calls refused by `call_limit`
+    or `concurrent_limit`.
     """
+    statuses = task.history.status_counts
     counts = task.event_manager.counts
     get = counts.get
     limit_hits = (
@@ -113,8 +124,8 @@ def task_counters(task: Task[Any, Any]) -> dict[str, int]:
     return {
         "submitted": get(task.SUBMITTED, 0),
         "running": task.n_running,
-        "returned": get(task.RETURNED, 0),
-        "failed": get(task.EXCEPTION, 0),
+        "succeeded": sum(statuses.get(status, 0) for status in task.SUCCESSES),
+        "failed": sum(statuses.get(status, 0) for status in task.FAILURES),
         "cancelled": get(task.CANCELLED, 0),
         "limit hits": limit_hits,
     }
@@ -186,15 +197,15 @@ def _result_text(row: Mapping[str, Any]) -> str:
     if error is not None:
         return short_error(error, 120)
     result = row_result(row)
-    return "" if result is None and row.get("status") != "returned" else short_error(repr(result), 120)
+    return "" if result is None and row.get("status") != Status.RETURNED else short_error(repr(result), 120)
 
 
-def _last_results_html(task: Task[Any, Any], n: int) -> str:
-    total = len(task.history)
+def _rows_html(history: History, n: int) -> str:
+    total = len(history)
     if not total:
         return ""
     lines = []
-    for row in reversed(history_rows(task, total - n)):
+    for row in reversed([history.row(i) for i in range(max(0, total - n), total)]):
         finished = row.get("finished")
         when = time.strftime("%H:%M:%S", time.localtime(finished)) if isinstance(finished, (int, float)) else ""
         lines.append(
@@ -246,5 +257,40 @@ def task_html(task: Task[Any, Any], last: int = 5) -> str:
         head += " \u00b7 " + _e(", ".join(limits))
     return (
         f'<div class="byop-task">{TABLE_CSS}<div class="byop-head">{head}</div>'
-        f"{counters_table_html([task])}{_last_results_html(task, last)}</div>"
+        f"{counters_table_html([task])}{_rows_html(task.history, last)}</div>"
     )
+
+
+def history_html(history: History, last: int = 5) -> str:
+    """The history as compact HTML: rows per status, the journal, and its `last` rows (oldest first)."""
+    counts = " \u00b7 ".join(f"{_e(status)} {n}" for status, n in history.status_counts.items())
+    head = f"<b>History</b> {_e(repr(history.name))}: {len(history)} rows"
+    if counts:
+        head += f" ({counts})"
+    if history.journal is not None:
+        head += f" \u2192 <code>{_e(history.journal)}</code>"
+    total = len(history)
+    lines = []
+    for row in (history.row(i) for i in range(max(0, total - last), total)):
+        result = row_result(row)
+        if isinstance(result, dict):  # spread over result.<key> columns: shown as key=value
+            result = ", ".join(f"{key}={value!r}" for key, value in result.items())
+        cells = (row.get("call"), row.get("args"), row.get("status"), result, row_error(row), _duration(row))
+        lines.append("<tr>" + "".join(f'<td class="byop-text">{_e(_cell(v))}</td>' for v in cells) + "</tr>")
+    table = ""
+    if lines:
+        names = "".join(f"<th>{name}</th>" for name in ("call", "args", "status", "result", "exception", "duration"))
+        table = f'<table class="byop-table byop-history-rows"><tr>{names}</tr>{"".join(lines)}</table>'
+    return f'<div class="byop-history">{TABLE_CSS}<div class="byop-head">{head}</div>{table}</div>'
+
+
+def _cell(value: Any, width: int = 60) -> str:
+    text = "" if value is None else value if isinstance(value, str) else repr(value)
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
+def _duration(row: Mapping[str, Any]) -> str | None:
+    submitted, finished = row.get("submitted"), row.get("finished")
+    if not isinstance(submitted, (int, float)) or not isinstance(finished, (int, float)):
+        return None
+    return f"{finished - submitted:.3g} s"

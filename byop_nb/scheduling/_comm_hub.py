@@ -1,0 +1,277 @@
+"""The main process's side of a CommTask: its listening socket and connections, read by the loop.
+
+A `_Hub` listens on a Unix socket in a private temporary directory while its
+task has calls running; each accepted connection is a non-blocking `_Conn`
+read by the scheduler's event loop (`loop.add_reader`), whose whole frames go
+to the task's `_on_frame`; `_CallComms` is what the main side keeps of one call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import itertools
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+from typing import TYPE_CHECKING, Any
+
+from byop_nb.scheduling._wire import CHUNK, GOODBYE, HEADER, HELLO, SEND_FLAGS
+
+if TYPE_CHECKING:
+    import asyncio
+    from concurrent.futures import Future
+
+    from byop_nb.scheduling.call import Call
+    from byop_nb.scheduling.comms import CommTask, Msg
+
+__all__ = ["_Hub", "_Conn", "_CallComms"]
+
+DRAIN_ROUNDS = 256  # reads per connection when a call ends: bounded, in case a leaked comm keeps sending
+
+
+class _CallComms:
+    """The main side's state of one call of a CommTask."""
+
+    __slots__ = ("closed", "conns", "ended", "hub", "id", "owner", "requests")
+
+    def __init__(self, hub: _Hub, call_id: int, owner: Call) -> None:
+        self.hub = hub
+        self.id = call_id
+        self.owner = owner  # the engine's Call
+        self.conns: list[_Conn] = []
+        self.requests: dict[int, Msg] = {}  # open requests by id
+        self.closed = False  # CLOSE was emitted
+        self.ended = False
+
+    @property
+    def future(self) -> Future[Any] | None:
+        """The call's Future."""
+        return self.owner.future
+
+
+class _Conn:
+    """One accepted connection: a non-blocking socket read by the loop."""
+
+    __slots__ = ("buffer", "call", "closed", "hub", "out", "sock")
+
+    def __init__(self, hub: _Hub, sock: socket.socket) -> None:
+        self.hub = hub
+        self.sock = sock
+        self.buffer = bytearray()
+        self.out = bytearray()
+        self.call: _CallComms | None = None
+        self.closed = False
+
+    def read(self) -> bool:
+        """Read once and handle whole frames; False when the connection ended or has nothing now."""
+        try:
+            data = self.sock.recv(CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            self.hub.drop(self)
+            return False
+        buffer = self.buffer
+        if buffer:  # the start of a frame came with an earlier read
+            buffer += data
+            if self.call is not None and len(buffer) >= HEADER.size:
+                length, _ = HEADER.unpack_from(buffer)
+                if len(buffer) < HEADER.size + length:
+                    return True  # a large frame still coming: gather it without copying it again
+            data = bytes(buffer)
+            buffer.clear()
+        offset = 0
+        call = self.call
+        if call is None:
+            if len(data) < HELLO.size:
+                self.buffer += data
+                return True
+            token, call_id = HELLO.unpack_from(data)
+            offset = HELLO.size
+            call = self.hub.calls.get(call_id)
+            if not hmac.compare_digest(token, self.hub.token) or call is None or call.ended:
+                self.hub.drop(self)
+                return False
+            self.call = call
+            call.conns.append(self)
+        # The hot path: frames are handed on as slices of what was received, without copies.
+        on_frame = self.hub.task._on_frame
+        view = memoryview(data)
+        size, header, unpack = len(data), HEADER.size, HEADER.unpack_from
+        try:
+            while size - offset >= header and not self.closed:
+                length, kind = unpack(data, offset)
+                end = offset + header + length
+                if end > size:
+                    break
+                body = view[offset + header : end]
+                offset = end  # before handing it on: a callback that raises must not see it again
+                on_frame(self, call, kind, body)
+        finally:
+            if offset < size and not self.closed:
+                self.buffer += view[offset:]
+        return True
+
+    def send(self, kind: int, body: bytes) -> None:
+        """Send one frame to the worker, from any thread (the loop's thread writes it)."""
+        frame = HEADER.pack(len(body), kind) + body
+        hub = self.hub
+        if threading.get_ident() == hub.loop_thread:
+            self.write(frame)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the call is over
+                hub.loop.call_soon_threadsafe(self.write, frame)
+
+    def write(self, frame: bytes) -> None:
+        if self.closed:
+            return
+        if self.out:
+            self.out += frame
+            return
+        try:
+            sent = self.sock.send(frame, SEND_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.hub.drop(self)
+            return
+        if sent < len(frame):
+            self.out += frame[sent:]
+            self.hub.loop.add_writer(self.sock.fileno(), self.flush)
+
+    def flush(self) -> None:
+        try:
+            sent = self.sock.send(self.out, SEND_FLAGS)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.hub.drop(self)
+            return
+        del self.out[:sent]
+        if not self.out:
+            self.hub.loop.remove_writer(self.sock.fileno())
+
+
+class _Hub:
+    """A CommTask's listening socket and connections, served by one event loop."""
+
+    def __init__(self, task: CommTask[Any, Any], loop: asyncio.AbstractEventLoop, loop_thread: int | None) -> None:
+        self.task = task
+        self.loop = loop
+        self.loop_thread = loop_thread
+        self.token = secrets.token_bytes(16)
+        self.host = socket.gethostname()
+        base = None if len(tempfile.gettempdir()) < 80 else "/tmp"  # Unix socket paths are short
+        self.directory = tempfile.mkdtemp(prefix="byop_nb-comm-", dir=base)
+        self.address = os.path.join(self.directory, "s")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(self.address)
+            listener.listen(socket.SOMAXCONN)
+            listener.setblocking(False)
+            loop.add_reader(listener.fileno(), self._on_acceptable)
+        except BaseException:
+            listener.close()
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise
+        self.listener = listener
+        self.calls: dict[int, _CallComms] = {}
+        self.conns: set[_Conn] = set()
+        self.open = True
+        self._ids = itertools.count(1)
+
+    def new_call(self, owner: Call) -> _CallComms:
+        call = _CallComms(self, next(self._ids), owner)
+        self.calls[call.id] = call
+        return call
+
+    # -- loop callbacks: an error here is a user callback's, and ends the run ---
+    def _on_acceptable(self) -> None:
+        try:
+            self.accept()
+        except BaseException as e:
+            self.task.scheduler._fail(e)
+
+    def _on_readable(self, conn: _Conn) -> None:
+        try:
+            conn.read()
+        except BaseException as e:
+            self.task.scheduler._fail(e)
+
+    # -- work -----------------------------------------------------------------
+    def accept(self) -> None:
+        while self.open:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            sock.setblocking(False)
+            conn = _Conn(self, sock)
+            self.conns.add(conn)
+            self.loop.add_reader(sock.fileno(), self._on_readable, conn)
+
+    def drain(self, call: _CallComms) -> None:
+        """Handle everything that reached the socket for `call` (it ended, so nothing more will come)."""
+        self.accept()
+        for conn in [c for c in self.conns if c.call is None]:  # not yet said which call they belong to
+            for _ in range(DRAIN_ROUNDS):
+                if not conn.read() or conn.call is not None:
+                    break
+        for conn in list(call.conns):
+            for _ in range(DRAIN_ROUNDS):
+                if not conn.read():
+                    break
+
+    def end(self, call: _CallComms) -> None:
+        """Say goodbye to and close the connections of `call`."""
+        call.ended = True
+        self.calls.pop(call.id, None)
+        for msg in call.requests.values():
+            msg._abandon()
+        call.requests.clear()
+        for conn in list(call.conns):
+            # A goodbye, not only the close: a forked pynisher child of another call may hold a
+            # copy of this socket, and then the worker would never see the end of the stream.
+            with contextlib.suppress(OSError):
+                conn.sock.send(HEADER.pack(0, GOODBYE), SEND_FLAGS | socket.MSG_DONTWAIT)
+            self.drop(conn)
+
+    def drop(self, conn: _Conn) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        self.conns.discard(conn)
+        if conn.call is not None:
+            with contextlib.suppress(ValueError):
+                conn.call.conns.remove(conn)
+            for msg in conn.call.requests.values():
+                if msg._conn is conn:
+                    msg._abandon()
+        fd = conn.sock.fileno()
+        if fd >= 0:
+            with contextlib.suppress(Exception):  # the loop may be closed already
+                self.loop.remove_reader(fd)
+                if conn.out:
+                    self.loop.remove_writer(fd)
+        conn.sock.close()
+
+    def close(self) -> None:
+        if not self.open:
+            return
+        self.open = False
+        for call in list(self.calls.values()):
+            self.end(call)
+        for conn in list(self.conns):
+            self.drop(conn)
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(self.listener.fileno())
+        self.listener.close()
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,0 +1,334 @@
+"""The worker's side of a CommTask: the [`Comm`][byop_nb.scheduling.Comm] a call talks through.
+
+This module runs in worker processes (and pynisher's limited children); it
+imports the wire format and the function loader, nothing of the main side.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from byop_nb.scheduling._shipping import load, payload
+from byop_nb.scheduling._wire import (
+    ANSWER,
+    CHUNK,
+    CLOSE,
+    GOODBYE,
+    HEADER,
+    HELLO,
+    MESSAGE,
+    REQUEST,
+    SEND_FLAGS,
+    CommError,
+    frames,
+    readable,
+)
+
+if TYPE_CHECKING:
+    from byop_nb.scheduling.comms import Msg
+
+__all__ = ["Comm"]
+
+GOODBYE_CHECK = 0.02  # seconds between non-blocking looks for the scheduler's goodbye while only sending
+
+
+class Comm:
+    """The worker's end of a two-way channel to the scheduler.
+
+    A [`CommTask`][byop_nb.scheduling.CommTask] makes one per call and passes it
+    as the function's first argument; do not create one yourself.
+
+    Example:
+        ```python
+        from byop_nb.scheduling import Comm
+
+        def work(comm: Comm, n: int) -> int:
+            with comm:
+                for i in range(n):
+                    comm.send(i)                       # MESSAGE(msg) with msg.data == i
+                extra = comm.request("more?", block=5, default=0)
+            return n + extra
+        ```
+
+    A Comm is safe to use from several threads of one call. Messages of one
+    call arrive in the order they were sent (from one process; copies of a Comm
+    pickled into other processes open their own connection).
+    """
+
+    Error = CommError
+    Msg: ClassVar[type[Msg]]  # set by byop_nb.scheduling.comms, the main side's module
+
+    __slots__ = (
+        "_address",
+        "_buffer",
+        "_call_id",
+        "_checked_at",
+        "_closed",
+        "_gone",
+        "_host",
+        "_next_request",
+        "_pid",
+        "_recv_lock",
+        "_send_lock",
+        "_sock",
+        "_token",
+    )
+
+    def __init__(self, address: str, token: bytes, call_id: int, host: str) -> None:
+        self._address = address
+        self._token = token
+        self._call_id = call_id
+        self._host = host
+        self._sock: socket.socket | None = None
+        self._pid = 0
+        self._closed = False
+        self._gone: str | None = None  # why the scheduler's end went away, once we know
+        self._buffer = bytearray()
+        self._next_request = 0
+        self._checked_at = 0.0
+        self._send_lock = threading.Lock()
+        self._recv_lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Comm, (self._address, self._token, self._call_id, self._host))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "connected" if self._sock is not None else "open"
+        return f"Comm(call={self._call_id}, {state})"
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` was called (or the `with comm:` block, or the call, ended)."""
+        return self._closed
+
+    # -- public API ----------------------------------------------------------
+    def send(self, obj: Any) -> None:
+        """Send `obj` to the scheduler, where it is emitted as `MESSAGE(msg)` with `msg.data == obj`.
+
+        Returns once the message is handed to the operating system (it waits only
+        when the scheduler is far behind in reading).
+
+        Raises:
+            CommError: the comm is closed, or the scheduler's end went away (the
+                call was cancelled or the run ended).
+            pickle.PicklingError, TypeError: `obj` cannot be pickled.
+        """
+        self._write(MESSAGE, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def request(self, obj: Any = None, *, block: bool | float = True, default: Any = None) -> Any:
+        """Send `obj` as a request (`REQUEST(msg)` in the main process) and return the answer.
+
+        The answer is whatever a callback passes to `msg.respond(...)`.
+
+        Args:
+            obj: the request's data (`msg.data`).
+            block: True waits for the answer; a number of seconds waits at most
+                that long; False does not wait and returns the answer only when
+                it is already there (rarely: answering takes a round trip, so
+                give the scheduler a moment with e.g. `block=0.1`).
+            default: returned by the waiting-limited forms when no answer came
+                in time, or when the scheduler refused or went away. An answer
+                that comes after `request` gave up on it is dropped.
+
+        Raises:
+            CommError: with `block=True` only, when the request will never be
+                answered: the task has no `on_request` callback, the run is
+                finishing (`stop()`, timeout) and nobody answered, or the call
+                was cancelled. Also, with any `block`, when the comm is closed.
+            ValueError: `block` is not True, False or non-negative seconds.
+        """
+        wait = _wait_time(block)
+        with self._recv_lock:
+            self._next_request += 1
+            request_id = self._next_request
+            body = pickle.dumps((request_id, obj), protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                self._write(REQUEST, body)
+            except CommError:
+                if block is True or self._closed:
+                    raise
+                return default  # the scheduler's end is gone: no answer will come
+            deadline = None if wait is None else time.monotonic() + wait
+            while True:
+                try:
+                    frame = self._read(deadline)
+                except CommError:
+                    if block is True:
+                        raise
+                    return default
+                if frame is None:
+                    return default
+                answered_id, ok, value = frame
+                if answered_id != request_id:
+                    continue  # the answer to an earlier request that gave up waiting
+                if ok:
+                    return value
+                if block is True:
+                    raise CommError(value)
+                return default
+
+    def close(self) -> None:
+        """Close the comm; the scheduler emits `CLOSE` for this call (once) right away.
+
+        Idempotent, never raises. `with comm:` calls it when the block ends.
+        After it, `send` and `request` raise `CommError`. When the function
+        returns or raises, its comm is closed too.
+        """
+        if self._closed:
+            return
+        try:
+            with self._send_lock:
+                sock = self._connected()
+                sock.sendall(HEADER.pack(0, CLOSE), SEND_FLAGS)
+        except (CommError, OSError):
+            pass
+        finally:
+            self._detach()
+
+    def __enter__(self) -> Comm:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------
+    def _detach(self) -> None:
+        """Drop the connection without a word: the call is over (or the comm was closed)."""
+        self._closed = True
+        sock, self._sock = self._sock, None
+        if sock is not None and self._pid == os.getpid():
+            sock.close()
+
+    def _connected(self) -> socket.socket:
+        if self._closed:
+            raise CommError(
+                "this Comm is closed (its `with comm:` block ended, close() was called, or the call "
+                "ended); send and request only while it is open"
+            )
+        if self._gone is not None:
+            raise CommError(self._gone)
+        sock = self._sock
+        if sock is not None and self._pid == os.getpid():
+            return sock
+        # First use in this process (a fork or an unpickled copy connects anew).
+        if socket.gethostname() != self._host:
+            raise CommError(
+                f"this Comm cannot reach the scheduler: the scheduler runs on {self._host!r} and this "
+                f"worker on {socket.gethostname()!r}, and a Comm is a Unix socket on the scheduler's "
+                "machine. Run the workers on that machine (threads, a process pool, a dask LocalCluster), "
+                "or use a plain Task and return what you need."
+            )
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self._address)
+            sock.sendall(HELLO.pack(self._token, self._call_id), SEND_FLAGS)
+        except OSError as e:
+            sock.close()
+            self._gone = (
+                "the scheduler's end of this Comm is gone: the call was cancelled or the run ended "
+                f"({type(e).__name__}: {e})"
+            )
+            raise CommError(self._gone) from e
+        self._sock, self._pid = sock, os.getpid()
+        self._buffer.clear()
+        self._checked_at = time.monotonic()
+        return sock
+
+    def _write(self, kind: int, body: bytes) -> None:
+        frame = HEADER.pack(len(body), kind) + body
+        with self._send_lock:
+            sock = self._connected()
+            now = time.monotonic()
+            if now - self._checked_at > GOODBYE_CHECK:
+                # A worker that only sends never reads; look now and then whether the
+                # scheduler said goodbye, so a cancelled call stops instead of filling a buffer.
+                self._checked_at = now
+                if not self._recv_lock.locked() and readable(sock, 0.0):
+                    self._peek_goodbye(sock)
+            try:
+                sock.sendall(frame, SEND_FLAGS)
+            except OSError as e:
+                self._gone = (
+                    "the scheduler's end of this Comm is gone: the call was cancelled or the run ended "
+                    f"({type(e).__name__}: {e})"
+                )
+                raise CommError(self._gone) from e
+
+    def _closed_by_scheduler(self) -> CommError:
+        self._gone = "the scheduler closed this Comm: the call was cancelled or the run ended"
+        return CommError(self._gone)
+
+    def _receive(self, sock: socket.socket) -> None:
+        """Append what the scheduler sent to the buffer; raises when it closed the connection."""
+        try:
+            data = sock.recv(CHUNK)
+        except OSError:
+            data = b""
+        if not data:
+            raise self._closed_by_scheduler()
+        self._buffer += data
+
+    def _peek_goodbye(self, sock: socket.socket) -> None:
+        self._receive(sock)
+        for kind, _ in frames(self._buffer, keep_answers=True):
+            if kind == GOODBYE:
+                raise self._closed_by_scheduler()
+
+    def _read(self, deadline: float | None) -> tuple[int, bool, Any] | None:
+        """The next answer or refusal as (request id, ok, value); None when `deadline` passed."""
+        sock = self._connected()
+        while True:
+            for kind, body in frames(self._buffer):
+                if kind == GOODBYE:
+                    raise self._closed_by_scheduler()
+                request_id, value = pickle.loads(body)
+                return request_id, kind == ANSWER, value
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not readable(sock, remaining):
+                return None
+            self._receive(sock)
+
+
+def _wait_time(block: bool | float) -> float | None:
+    if block is True:
+        return None
+    if block is False:
+        return 0.0
+    if isinstance(block, (int, float)) and block >= 0:
+        return float(block)
+    raise ValueError(f"block= must be True, False or non-negative seconds, got {block!r}")
+
+
+class _CommCall:
+    """What a CommTask submits: calls the user's function with the call's Comm first, then closes it.
+
+    One object per call, so it is unhashable: it must stay out of the scheduler's
+    per-function payload cache. It pickles the user's function by value when it
+    lives in `__main__` (or a notebook), like the scheduler does for plain tasks.
+    """
+
+    __slots__ = ("comm", "function")
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, function: Callable[..., Any] | bytes, comm: Comm) -> None:
+        self.function = function
+        self.comm = comm
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_CommCall, (payload(self.function), self.comm))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        comm = self.comm
+        try:
+            return load(self.function)(comm, *args, **kwargs)
+        finally:
+            comm._detach()
+
+
+_SHIPPED: dict[int, tuple[Callable[..., Any], bytes]] = {}

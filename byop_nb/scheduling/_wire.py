@@ -1,0 +1,62 @@
+"""The wire between a Comm (in the worker) and its CommTask's hub (in the main process).
+
+Both sides import this module and nothing of each other. A connection starts
+with a hello from the worker (the task's secret token and the call id, checked
+before anything it sends is unpickled); then frames both ways, each a header
+(payload length, kind) and a pickled payload.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+from collections.abc import Iterator
+
+__all__ = ["CommError", "HEADER", "HELLO", "MESSAGE", "REQUEST", "CLOSE", "ANSWER", "REFUSAL", "GOODBYE", "frames"]
+
+HEADER = struct.Struct("!IB")
+HELLO = struct.Struct("!16sQ")
+# worker -> main
+MESSAGE, REQUEST, CLOSE = 1, 2, 3
+# main -> worker
+ANSWER, REFUSAL, GOODBYE = 4, 5, 6
+
+CHUNK = 1 << 18
+SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)
+
+
+class CommError(RuntimeError):
+    """A Comm could not do what was asked: it is closed, or the scheduler will not answer.
+
+    Raised in the worker by `send`, by `request(block=True)` when the request is
+    refused (the run is finishing, or the task has no `on_request` callback) or
+    the scheduler's end went away (the call was cancelled, the run ended), and
+    at the call of a CommTask that cannot reach its workers.
+    """
+
+
+def readable(sock: socket.socket, timeout: float | None) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else timeout * 1000.0))
+
+
+def frames(buffer: bytearray, *, keep_answers: bool = False) -> Iterator[tuple[int, bytes]]:
+    """Take whole frames off the front of `buffer`, yielding (kind, payload).
+
+    With `keep_answers`, answers are left in the buffer (only a goodbye is looked for).
+    """
+    offset = 0
+    size = HEADER.size
+    while len(buffer) - offset >= size:
+        length, kind = HEADER.unpack_from(buffer, offset)
+        end = offset + size + length
+        if len(buffer) < end:
+            break
+        if keep_answers and kind != GOODBYE:
+            offset = end
+            continue
+        body = bytes(buffer[offset + size : end])
+        del buffer[offset:end]
+        yield kind, body
