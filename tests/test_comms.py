@@ -13,6 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
+from helpers import identity
 
 from byop_nb.scheduling import Comm, CommError, CommTask, ExitCode, Scheduler, Task
 from byop_nb.scheduling import comms as comms_module
@@ -87,10 +88,6 @@ def ask_and_record(comm: Comm) -> Any:
     except CommError as e:
         THREAD_ENDINGS.append(f"ask: {e}")
         raise
-
-
-def identity(x: int) -> int:
-    return x
 
 
 # -- helpers ---------------------------------------------------------------------------

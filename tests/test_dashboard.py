@@ -23,6 +23,7 @@ import pytest
 from byop_nb._html import scheduler_html, task_counters, task_html
 from byop_nb.notebook import Dashboard
 from byop_nb.notebook.plots import LiveData, numeric_value
+from byop_nb.optimization import Trial
 from byop_nb.scheduling import ExitCode, Scheduler, Task
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -238,6 +239,49 @@ def test_counters_last_error_and_call_limit_progress_after_a_blocking_run():
     assert board.progress_bar.description == "calls" and board.progress_bar.bar_style == "success"
     assert board.last_error == "fails_on_odd: ValueError: odd <19>"
     assert "exit code: exhausted" in status_text(board)
+    board.close()
+
+
+def evaluate_by_kind(trial: Trial) -> Trial.Report:
+    kind = trial.config["kind"]
+    with trial.begin():
+        if kind == "crash":
+            raise RuntimeError(f"crashed on {trial.name}")
+    if trial.exception is not None:
+        return trial.crashed()
+    if kind == "fail":
+        return trial.fail(loss=99.0)
+    return trial.success(loss=trial.config["loss"])
+
+
+def test_a_dashboard_over_a_trial_task_counts_successes_failures_and_crashes():
+    # Before there was one owner for a status, every success of a Trial.Task counted as a failure
+    # here: "failed 3", no values plotted, and last error "evaluate: success".
+    scheduler = Scheduler.with_threads(1)  # one worker: trials end in the order they were submitted
+    task = Trial.Task(evaluate_by_kind, scheduler, name="evaluate")
+    plan = [("success", 0.5), ("success", 0.25), ("fail", None), ("success", 0.75), ("crash", None)]
+
+    @scheduler.on_start
+    def launch() -> None:
+        for n, (kind, loss) in enumerate(plan):
+            task(Trial(name=f"t-{n}", config={"kind": kind, "loss": loss}))
+
+    board = Dashboard(scheduler, task)
+    assert scheduler.run() is ExitCode.EXHAUSTED
+    board.refresh()
+    assert task_counters(task) == {
+        "submitted": 5,
+        "running": 0,
+        "succeeded": 3,
+        "failed": 2,
+        "cancelled": 0,
+        "limit hits": 0,
+    }
+    assert "<td>evaluate</td><td>5</td><td>0</td><td>3</td><td>2</td><td>0</td><td>0</td>" in board.counters_html.value
+    (series,) = board._data.series
+    assert series.values == [0.5, 0.25, 0.75] and series.best == [0.5, 0.25, 0.25]
+    assert series.failed == 2
+    assert board.last_error == "evaluate: RuntimeError: crashed on t-4"
     board.close()
 
 

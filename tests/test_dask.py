@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import nap, raise_in_worker, square
 
 from byop_nb.scheduling import ExitCode, Scheduler, Task
 
@@ -40,19 +41,6 @@ def resource_tracker() -> None:
     from multiprocessing import resource_tracker
 
     resource_tracker.ensure_running()
-
-
-def square(x: int) -> int:
-    return x * x
-
-
-def raise_in_worker(x: int) -> int:
-    raise ValueError(f"x cannot be {x}")
-
-
-def nap(seconds: float) -> float:
-    time.sleep(seconds)
-    return seconds
 
 
 def exercise(scheduler: Scheduler, n: int = 8) -> None:

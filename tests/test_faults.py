@@ -15,27 +15,15 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
+from helpers import nap, raise_in_worker, square
 
 from byop_nb.scheduling import ExitCode, Scheduler, Task
-
-
-def nap(seconds: float) -> float:
-    time.sleep(seconds)
-    return seconds
-
-
-def square(x: int) -> int:
-    return x * x
 
 
 def die(how: str) -> None:
     if how == "exit":
         os._exit(3)
     os.kill(os.getpid(), signal.SIGKILL if how == "kill" else signal.SIGSEGV)
-
-
-def raise_in_worker(x: int) -> int:
-    raise ValueError(f"x cannot be {x}")
 
 
 # -- wall-time precision -----------------------------------------------------------

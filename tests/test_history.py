@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import square
 
 import byop_nb.history as history_module
 from byop_nb.history import COLUMNS, History, read_journal, restore_dtypes
@@ -96,10 +97,6 @@ def test_record_call_stores_what_record_of_the_same_row_stores(tmp_path: Path) -
     assert fast.rows == general.rows
     pd.testing.assert_frame_equal(fast.df(), general.df())
     assert (tmp_path / "fast.jsonl").read_text() == (tmp_path / "general.jsonl").read_text()
-
-
-def square(x: int) -> int:
-    return x * x
 
 
 def fail_on_three(x: int) -> int:

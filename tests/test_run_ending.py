@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import time
 
+from helpers import nap
+
 from byop_nb.scheduling import ExitCode, Scheduler, Task
-
-
-def nap(seconds: float) -> float:
-    time.sleep(seconds)
-    return seconds
 
 
 def test_a_call_made_right_after_stop_is_refused(no_orphans: None) -> None:

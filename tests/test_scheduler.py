@@ -8,23 +8,11 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
+from helpers import sleep_then_return, square
 
 from byop_nb.scheduling import ExitCode, Scheduler, Task
 
 S = Scheduler
-
-
-def identity(x: int) -> int:
-    return x
-
-
-def square(x: int) -> int:
-    return x * x
-
-
-def sleep_then_return(seconds: float, value: int = 0) -> int:
-    time.sleep(seconds)
-    return value
 
 
 def fail(x: int) -> int:

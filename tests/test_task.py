@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import Future
 
 import pytest
+from helpers import sleep_then_return, square
 
 from byop_nb.events import Subscriber
 from byop_nb.scheduling import ExitCode, Scheduler, Task
 
 
-def square(x: int) -> int:
-    return x * x
-
-
 def fail(x: int) -> int:
     raise ValueError(f"x cannot be {x}")
-
-
-def sleep_then_return(seconds: float, value: int = 0) -> int:
-    time.sleep(seconds)
-    return value
 
 
 def test_calling_a_task_returns_the_future_that_every_event_carries() -> None:

@@ -22,13 +22,12 @@ EMPTY in `_until_end`; FINISHING and FINISHED in `_finish`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures._base import FINISHED as _FINISHED
 from concurrent.futures.process import BrokenProcessPool
@@ -36,10 +35,10 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.scheduling import _shipping
-from byop_nb.scheduling import doorbell as _doorbell
 from byop_nb.scheduling import executors as _executors
 from byop_nb.scheduling._checks import check_run_options, positive_int
 from byop_nb.scheduling._handoff import Handoff
+from byop_nb.scheduling._runtime import RunHandle, log_background_error, run_nested, running_loop
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,43 +74,6 @@ class _State(enum.Enum):
     RUNNING = "running"
     FINISHING = "finishing"
     FINISHED = "finished"
-
-
-class RunHandle:
-    """The background run started by [`Scheduler.start`][byop_nb.scheduling.Scheduler.start].
-
-    Awaitable (`await handle` gives the ExitCode); `done()` tells whether the
-    run ended; `result()` gives its ExitCode or raises the error that ended it.
-    """
-
-    def __init__(self, task: asyncio.Task[ExitCode], scheduler: Scheduler) -> None:
-        self._task = task
-        self.scheduler = scheduler
-
-    def done(self) -> bool:
-        """Whether the run has ended."""
-        return self._task.done()
-
-    def result(self) -> ExitCode:
-        """The run's ExitCode; raises the callback error that ended it.
-
-        Raises:
-            RuntimeError: the run has not ended yet (use `await handle`, or `scheduler.stop()`).
-        """
-        if not self._task.done():
-            raise RuntimeError("the run is still going; `await` the handle in a cell, or call scheduler.stop() first")
-        return self._task.result()
-
-    def __await__(self) -> Generator[Any, None, ExitCode]:
-        return self._task.__await__()
-
-    def __repr__(self) -> str:
-        if not self._task.done():
-            return "RunHandle(running)"
-        if self._task.cancelled():
-            return "RunHandle(cancelled)"
-        error = self._task.exception()
-        return f"RunHandle(error={error!r})" if error else f"RunHandle({self._task.result()})"
 
 
 class Scheduler:
@@ -470,10 +432,10 @@ class Scheduler:
         check_run_options(timeout, end_on_empty, wait)
         self._check_not_running("run()")
         coroutine = self.async_run(timeout=timeout, end_on_empty=end_on_empty, wait=wait)
-        loop = _running_loop()
+        loop = running_loop()
         if loop is None:  # outside the except block, so no worker inherits its exception context
             return asyncio.run(coroutine)
-        return _run_nested(loop, coroutine)
+        return run_nested(loop, coroutine)
 
     def start(self, *, timeout: float | None = None, end_on_empty: bool = True, wait: bool = True) -> RunHandle:
         """Start the run in the background on the running event loop and return at once.
@@ -489,7 +451,7 @@ class Scheduler:
         """
         check_run_options(timeout, end_on_empty, wait)
         self._check_not_running("start()")
-        loop = _running_loop()
+        loop = running_loop()
         if loop is None:
             raise RuntimeError(
                 "start() runs the scheduler in the background of an already running event loop, as in "
@@ -498,7 +460,7 @@ class Scheduler:
             )
         self._begin(loop)
         task = loop.create_task(self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait))
-        task.add_done_callback(_log_background_error)
+        task.add_done_callback(log_background_error)
         handle = RunHandle(task, self)
         self._handle = handle
         return handle
@@ -666,35 +628,3 @@ def _outcome(future: Future[Any]) -> tuple[bool, BaseException | None, Any]:
         return True, None, None
     exception = future.exception()
     return False, exception, None if exception is not None else future.result()
-
-
-def _log_background_error(task: asyncio.Task[ExitCode]) -> None:
-    """Nobody may be awaiting a background run: make its error visible anyway."""
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("the background run ended with an error", exc_info=task.exception())
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _run_nested(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, ExitCode]) -> ExitCode:
-    """Run `coroutine` to completion inside the already running `loop` (a Jupyter cell)."""
-    import nest_asyncio2
-
-    nest_asyncio2.apply(loop)
-    _doorbell.rearm(loop)  # a scheduler whose callback runs this one keeps being woken
-    task = asyncio.ensure_future(coroutine, loop=loop)
-    try:
-        return loop.run_until_complete(task)
-    except BaseException:
-        # An interrupt (the notebook's stop button) left the run suspended: cancel it,
-        # so it settles its calls as cancelled and kills its workers, then re-raise.
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                loop.run_until_complete(task)
-        raise

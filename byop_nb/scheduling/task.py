@@ -241,7 +241,7 @@ class Task(Generic[P, R]):
         if status == _CANCELLED:
             return "cancelled"
         accepted = sorted(str(s) for s in (*cls.SUCCESSES, *cls.FAILURES, _CANCELLED))
-        raise ValueError(f"{status!r} is not a status of {cls.__name__} rows; accepted: {accepted}")
+        raise ValueError(f"{str(status)!r} is not a status of {cls.__name__} rows; accepted: {accepted}")
 
     # -- ending (called by the scheduler in its event loop) ---------------
     def _end(self, call: Call, cancelled: bool, exception: BaseException | None, result: Any) -> None:

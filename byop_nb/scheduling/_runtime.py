@@ -1,0 +1,93 @@
+"""Running inside an event loop that is already running, as in a Jupyter kernel.
+
+`Scheduler.run()` nests its run into a running loop with nest-asyncio2 (applied
+to that loop only, at that moment, never at import); `Scheduler.start()` runs
+it in the background of that loop and returns a
+[`RunHandle`][byop_nb.scheduling.RunHandle].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine, Generator
+from typing import TYPE_CHECKING, Any
+
+from byop_nb.scheduling import doorbell as _doorbell
+
+if TYPE_CHECKING:
+    from byop_nb.scheduling.scheduler import ExitCode, Scheduler
+
+__all__ = ["RunHandle", "running_loop", "run_nested", "log_background_error"]
+
+logger = logging.getLogger("byop_nb.scheduling.scheduler")
+
+
+class RunHandle:
+    """The background run started by [`Scheduler.start`][byop_nb.scheduling.Scheduler.start].
+
+    Awaitable (`await handle` gives the ExitCode); `done()` tells whether the
+    run ended; `result()` gives its ExitCode or raises the error that ended it.
+    """
+
+    def __init__(self, task: asyncio.Task[ExitCode], scheduler: Scheduler) -> None:
+        self._task = task
+        self.scheduler = scheduler
+
+    def done(self) -> bool:
+        """Whether the run has ended."""
+        return self._task.done()
+
+    def result(self) -> ExitCode:
+        """The run's ExitCode; raises the callback error that ended it.
+
+        Raises:
+            RuntimeError: the run has not ended yet (use `await handle`, or `scheduler.stop()`).
+        """
+        if not self._task.done():
+            raise RuntimeError("the run is still going; `await` the handle in a cell, or call scheduler.stop() first")
+        return self._task.result()
+
+    def __await__(self) -> Generator[Any, None, ExitCode]:
+        return self._task.__await__()
+
+    def __repr__(self) -> str:
+        if not self._task.done():
+            return "RunHandle(running)"
+        if self._task.cancelled():
+            return "RunHandle(cancelled)"
+        error = self._task.exception()
+        return f"RunHandle(error={error!r})" if error else f"RunHandle({self._task.result()})"
+
+
+def log_background_error(task: asyncio.Task[ExitCode]) -> None:
+    """Nobody may be awaiting a background run: make its error visible anyway."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the background run ended with an error", exc_info=task.exception())
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def run_nested(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, ExitCode]) -> ExitCode:
+    """Run `coroutine` to completion inside the already running `loop` (a Jupyter cell)."""
+    import nest_asyncio2
+
+    nest_asyncio2.apply(loop)
+    _doorbell.rearm(loop)  # a scheduler whose callback runs this one keeps being woken
+    task = asyncio.ensure_future(coroutine, loop=loop)
+    try:
+        return loop.run_until_complete(task)
+    except BaseException:
+        # An interrupt (the notebook's stop button) left the run suspended: cancel it,
+        # so it settles its calls as cancelled and kills its workers, then re-raise.
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(task)
+        raise
