@@ -6,12 +6,14 @@ child's family with it): psutil is imported only when something is killed.
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["kill_family", "describe_deaths"]
+__all__ = ["kill_family", "describe_deaths", "DeathWatch"]
 
 
 def kill_family(roots: Iterable[Any], *, reap_roots: bool = True, timeout: float = 5.0) -> None:
@@ -73,3 +75,85 @@ def describe_deaths(processes: list[Any], *, wait: float = 1.0) -> str:
     if not reasons:
         return "a worker process died abruptly"
     return "; ".join(reasons)
+
+
+class DeathWatch:
+    """Kills what a process pool's worker leaves behind the moment it dies (Linux; elsewhere it does nothing).
+
+    A worker killed from outside (the out-of-memory killer, a SIGKILL) leaves its
+    children running under init, and a child forked from it holds the worker's
+    pipes: the pool then never notices the death, and the run hangs until that
+    child ends. Workers started by byop_nb lead their own process group
+    (`worker.start_worker`); this watch waits on each worker's pidfd in one thread
+    and, when one ends other than by exiting with 0, kills its group, so the pipes
+    close and the pool reports the death at once.
+
+    The group is killed only while the dead worker is still an unreaped zombie,
+    whose pid (and so its group's id) cannot have been reused.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._selector: Any = None  # with the thread: made by the first watch(), gone after close()
+        self._wakeup_fd: int | None = None
+
+    def watch(self, pid: int) -> None:
+        """Watch the worker `pid` (a child of this process) until it ends or `close()`."""
+        if not hasattr(os, "pidfd_open"):
+            return
+        import selectors
+
+        with self._lock:
+            if self._selector is None:
+                read_fd, self._wakeup_fd = os.pipe()
+                self._selector = selectors.DefaultSelector()
+                self._selector.register(read_fd, selectors.EVENT_READ, None)
+                thread = threading.Thread(target=self._run, args=(self._selector,), name="byop_nb-death-watch")
+                thread.daemon = True
+                thread.start()
+            if any(key.data == pid for key in self._selector.get_map().values()):
+                return
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:  # gone already, or a kernel without pidfds
+                return
+            self._selector.register(fd, selectors.EVENT_READ, pid)
+
+    def close(self) -> None:
+        """Stop watching (the pool is shut down); idempotent. The thread ends at once, on its own."""
+        with self._lock:
+            wakeup_fd, self._wakeup_fd, self._selector = self._wakeup_fd, None, None
+        if wakeup_fd is not None:
+            # A byte, not end of file: workers forked meanwhile hold copies of this end.
+            os.write(wakeup_fd, b"x")
+            os.close(wakeup_fd)
+
+    def _run(self, selector: Any) -> None:
+        try:
+            while True:
+                for key, _ in selector.select():
+                    if key.data is None:  # close()
+                        return
+                    with self._lock:
+                        selector.unregister(key.fd)
+                    os.close(key.fd)
+                    _kill_group_of_dead(key.data)
+        finally:
+            for key in list(selector.get_map().values()):
+                os.close(key.fd)
+            selector.close()
+
+
+def _kill_group_of_dead(pid: int) -> None:
+    """`pid`, a child of this process, ended: kill its group unless it exited with 0 or was reaped already."""
+    try:
+        # WNOWAIT: the zombie stays for multiprocessing to reap; ECHILD: it was reaped already.
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return
+    if info is None or (info.si_code == os.CLD_EXITED and info.si_status == 0):
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # nothing left in its group, or it had none
+        pass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -59,11 +60,14 @@ def fresh_like(executor: Executor) -> Executor | None:
     """A new executor with the same settings as `executor`, or None for unknown types."""
     ex: Any = executor  # reads the private settings of the stdlib and dask executors
     if isinstance(executor, ProcessPoolExecutor):
+        initializer, initargs = ex._initializer, ex._initargs
+        if initializer is _worker.start_worker:  # the pool's own initializer, which byop_nb wrapped
+            _parent, initializer, initargs = initargs
         return ProcessPoolExecutor(
             max_workers=ex._max_workers,
             mp_context=ex._mp_context,
-            initializer=ex._initializer,
-            initargs=ex._initargs,
+            initializer=initializer,
+            initargs=initargs,
             max_tasks_per_child=ex._max_tasks_per_child,
         )
     if isinstance(executor, ThreadPoolExecutor):
@@ -123,6 +127,20 @@ def kill_workers(executor: Executor, processes: list[Any] | None = None) -> None
         p.join(timeout=5)
 
 
+def _start_workers_with_byop_nb(executor: ProcessPoolExecutor) -> None:
+    """Have the pool's workers run `worker.start_worker` first, if none has started yet.
+
+    Each worker then leads its own process group (so that what it leaves behind
+    when killed can be killed too) and ends when this process ends, even by SIGKILL.
+    The pool's own initializer runs after it.
+    """
+    ex: Any = executor  # the stdlib pool's private settings, read when it starts a worker
+    if ex._processes or ex._initializer is _worker.start_worker:
+        return
+    ex._initargs = (os.getpid(), ex._initializer, ex._initargs)
+    ex._initializer = _worker.start_worker
+
+
 class ExecutorKeeper:
     """The executor a Scheduler runs on, and everything done to it (internal to the Scheduler).
 
@@ -133,6 +151,7 @@ class ExecutorKeeper:
 
     def __init__(self, executor: Executor, terminate: bool | Callable[[Executor], Any]) -> None:
         self.terminate = terminate
+        self._deaths = _processes.DeathWatch()  # of the process pool's workers
         self.executor = executor
         self.broken = False  # a worker died: replace the pool before the next submission
 
@@ -145,6 +164,8 @@ class ExecutorKeeper:
     def executor(self, executor: Executor) -> None:
         self._executor = executor
         self._ships = isinstance(executor, ProcessPoolExecutor)  # functions may need to travel by value
+        if isinstance(executor, ProcessPoolExecutor):
+            _start_workers_with_byop_nb(executor)
         self._forget_processes()
 
     # -- submitting ----------------------------------------------------------------------
@@ -186,6 +207,7 @@ class ExecutorKeeper:
     def _forget_processes(self) -> None:
         self._processes: list[Any] = []
         self._watching = True  # until the pool has started all its workers
+        self._deaths.close()
 
     def _note_processes(self) -> None:
         """Keep a list of the process pool's workers, until all have started.
@@ -200,6 +222,8 @@ class ExecutorKeeper:
         recycling = getattr(executor, "_max_tasks_per_child", None) is not None
         if recycling or len(procs) != len(self._processes):
             self._processes = list(procs.values())
+            for process in self._processes:
+                self._deaths.watch(process.pid)
         self._watching = recycling or len(procs) < getattr(executor, "_max_workers", 0)
 
     def explain_broken(self, exception: BrokenProcessPool) -> None:

@@ -14,6 +14,8 @@ whatever the executor,
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import threading
 import time
 import traceback
@@ -57,6 +59,62 @@ def call(
     except BaseException as e:
         attach_traceback(e, traceback.format_exc())
         raise
+
+
+def start_worker(parent: int, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
+    """The initializer of a process pool's worker started by byop_nb; then the pool's own `initializer`.
+
+    The worker becomes the leader of its own process group, so that everything it
+    starts (a limited call's child, a forkserver, the children of those) can be
+    killed with it, even after it died (`_processes.DeathWatch`); and it watches
+    `parent`, the process that started it: when that one ends, even by SIGKILL,
+    the worker ends with its whole group instead of living on under init.
+    """
+    if sys.platform != "win32":
+        try:
+            os.setpgid(0, 0)
+        except OSError:  # a session leader, or not allowed: the group stays the parent's
+            pass
+    threading.Thread(target=_end_with, args=(parent,), name="byop_nb-parent-watch", daemon=True).start()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _end_with(owner: int) -> None:
+    """Wait until the process `owner` ends (blocked on its pidfd where there are pidfds); then end this worker's group.
+
+    `owner` is the process that made the pool: this worker's parent, or (forkserver) its grandparent.
+    """
+    import select
+
+    try:
+        fd = os.pidfd_open(owner)  # readable when the process ends
+    except ProcessLookupError:  # it ended before the watch began
+        pass
+    except (AttributeError, OSError):  # no pidfds here: look every half second
+        while _exists(owner):
+            time.sleep(0.5)
+    else:
+        select.select([fd], [], [])
+    if os.getpgrp() == os.getpid():
+        os.killpg(0, signal.SIGKILL)  # this worker's whole group, itself included
+    kill_family([_this_process()])
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _this_process() -> Any:
+    import psutil
+
+    return psutil.Process()
 
 
 def make_limit_exceptions_picklable() -> None:
@@ -105,14 +163,26 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
         context: Any = multiprocessing.get_context("forkserver")
         _own_forkserver()
         context.set_forkserver_preload(["byop_nb.scheduling.worker", "pynisher", "cloudpickle"])
-        function: Callable[..., Any] = _Shipped(fn, args, kwargs)
-        args, kwargs = (), {}
+        # The child's parent is the forkserver, which ends when this process does (its alive pipe).
+        function: _Call = _Shipped(fn, args, kwargs, parent=_forkserver_pid())
     else:
         # Fork where it exists: the limited child then needs no pickling of `fn`. A worker
         # started by spawn/forkserver would otherwise use its own start method, and a
         # function from __main__ or a notebook cell cannot be pickled by reference.
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        function = fn
+        function = _Call(fn, args, kwargs, parent=os.getpid() if context.get_start_method() == "fork" else None)
+    try:
+        return _run_limited(function, limits, context)
+    except pynisher.PynisherException as e:
+        # pynisher ends its messages with the call it ran, which is our wrapper: name the user's call.
+        if e.args and isinstance(e.args[0], str):
+            e.args = (e.args[0].replace(function.callstring, _callstring(fn, args, kwargs)), *e.args[1:])
+        raise
+
+
+def _run_limited(function: _Call, limits: Limits, context: Any) -> Any:
+    import pynisher
+
     limited = pynisher.limit(
         function,
         memory=limits.memory,
@@ -123,7 +193,7 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
         context=context,
     )
     if limits.wall_time is None:
-        return limited(*args, **kwargs)
+        return limited()
 
     finished = threading.Event()
     killed = threading.Event()
@@ -147,7 +217,7 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
     start = time.monotonic()
     thread.start()
     try:
-        result = limited(*args, **kwargs)
+        result = limited()
     except BaseException:
         if not killed.is_set():
             raise
@@ -220,27 +290,109 @@ def release_forkserver() -> None:
         pass
 
 
-class _Shipped:
-    """One call, the function and its arguments, that pickles by value with cloudpickle.
+def _forkserver_pid() -> int | None:
+    """The pid of this process's forkserver, started now if need be."""
+    from multiprocessing import forkserver
 
-    Unpickling loads the function (and imports what it needs) in the child before
-    pynisher sets its limits, so only what the call itself allocates counts.
+    forkserver.ensure_running()
+    pid: int | None = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    return pid
+
+
+def _callstring(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """The user's call as text for a message, e.g. `square(3)` (each argument's text bounded)."""
+    from byop_nb._text import bounded_repr
+
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    parts = [bounded_repr(a, 80) for a in args] + [f"{k}={bounded_repr(v, 80)}" for k, v in kwargs.items()]
+    return f"{name}({', '.join(parts)})"
+
+
+class _Call:
+    """One call, the function and its arguments, run in pynisher's limited child.
+
+    The child must never outlive the process it was started from (`parent`): killed
+    from outside, as the out-of-memory killer does, a worker would leave it running
+    under init, holding the worker's pipes (so the pool never notices the death)
+    and, with a wall-time limit, without the watchdog that would have ended it. On
+    Linux the child asks the kernel for SIGKILL when its parent ends
+    (PR_SET_PDEATHSIG), then checks that the parent did not end before it asked.
     """
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.fn, self.args, self.kwargs = fn, args, kwargs
+    callstring = "byop_nb_limited_call()"  # what pynisher calls this in its messages: replaced by the user's call
+    __qualname__ = "byop_nb_limited_call"
+
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, parent: int | None
+    ) -> None:
+        self.fn, self.args, self.kwargs, self.parent = fn, args, kwargs, parent
         self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+
+    def __call__(self) -> Any:
+        if self.parent is not None:
+            die_with_parent(self.parent)
+        return self.fn(*self.args, **self.kwargs)
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when its parent (`parent`, by pid) ends; exit now if it did.
+
+    Linux only (elsewhere it does nothing). The signal is tied to the parent's thread
+    that started this process, which in a worker is the thread that waits for it.
+    """
+    if sys.platform != "linux":
+        return
+    global _PRCTL
+    if _PRCTL is None:
+        import ctypes
+
+        _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent ended before the request: nobody waits for this call
+        os._exit(1)
+
+
+def _let_the_forkserver_go() -> None:
+    """In a forkserver's child: close the forkserver's alive pipe, which the child was handed.
+
+    The forkserver ends when no process holds that pipe's writing end. Its children
+    are handed one, so a child would keep the forkserver, its parent, alive (and its
+    parent-death signal unsent) after the worker that asked for the child died.
+    """
+    from multiprocessing import forkserver
+
+    server: Any = forkserver._forkserver
+    fd, server._forkserver_alive_fd = server._forkserver_alive_fd, None
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+_PR_SET_PDEATHSIG = 1
+_PRCTL: Any = None
+
+
+class _Shipped(_Call):
+    """A `_Call` that pickles by value with cloudpickle (for a forkserver's child).
+
+    Unpickling loads the function (and imports what it needs) in the child before
+    pynisher sets its limits, so only what the call itself allocates counts; it also
+    asks for the parent-death signal at once.
+    """
 
     def __reduce__(self) -> tuple[Any, ...]:
         import cloudpickle
 
-        return (_unship, (cloudpickle.dumps((self.fn, self.args, self.kwargs)),))
-
-    def __call__(self) -> Any:
-        return self.fn(*self.args, **self.kwargs)
+        return (_unship, (cloudpickle.dumps((self.fn, self.args, self.kwargs)), self.parent))
 
 
-def _unship(data: bytes) -> _Shipped:
+def _unship(data: bytes, parent: int | None) -> _Shipped:
     import cloudpickle
 
-    return _Shipped(*cloudpickle.loads(data))
+    if parent is not None:
+        _let_the_forkserver_go()
+        die_with_parent(parent)
+    fn, args, kwargs = cloudpickle.loads(data)
+    return _Shipped(fn, args, kwargs, parent=None)  # asked already
