@@ -11,10 +11,11 @@ import pickle
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from byop_nb.scheduling._shipping import load, payload
+from byop_nb.scheduling._shipping import attach_traceback, dumps, load, payload, sendable, sendable_exception
 from byop_nb.scheduling._wire import (
     ANSWER,
     CHUNK,
@@ -119,7 +120,7 @@ class Comm:
                 call was cancelled or the run ended).
             pickle.PicklingError, TypeError: `obj` cannot be pickled.
         """
-        self._write(MESSAGE, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        self._write(MESSAGE, dumps(obj))  # by value when its class is the notebook's
 
     def request(self, obj: Any = None, *, block: bool | float = True, default: Any = None) -> Any:
         """Send `obj` as a request (`REQUEST(msg)` in the main process) and return the answer.
@@ -147,7 +148,7 @@ class Comm:
         with self._recv_lock:
             self._next_request += 1
             request_id = self._next_request
-            body = pickle.dumps((request_id, obj), protocol=pickle.HIGHEST_PROTOCOL)
+            body = dumps((request_id, obj))
             try:
                 self._write(REQUEST, body)
             except CommError:
@@ -313,22 +314,32 @@ class _CommCall:
     lives in `__main__` (or a notebook), like the scheduler does for plain tasks.
     """
 
-    __slots__ = ("comm", "function")
+    __slots__ = ("comm", "function", "unpickled")
     __hash__ = None  # type: ignore[assignment]
 
-    def __init__(self, function: Callable[..., Any] | bytes, comm: Comm) -> None:
+    def __init__(self, function: Callable[..., Any] | bytes, comm: Comm, unpickled: bool = False) -> None:
         self.function = function
         self.comm = comm
+        self.unpickled = unpickled  # it came through pickle: what it returns goes back through pickle
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_CommCall, (payload(self.function), self.comm))
+        return (_CommCall, (payload(self.function), self.comm, True))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         comm = self.comm
         try:
-            return load(self.function)(comm, *args, **kwargs)
+            result = load(self.function)(comm, *args, **kwargs)
+        except BaseException as e:
+            if not self.unpickled:
+                raise
+            attach_traceback(e, traceback.format_exc())
+            sent = sendable_exception(e)  # by value, like the function, where it must
+            if sent is e:
+                raise
+            raise sent from None
         finally:
             comm._detach()
+        return sendable(result) if self.unpickled else result
 
 
 _SHIPPED: dict[int, tuple[Callable[..., Any], bytes]] = {}

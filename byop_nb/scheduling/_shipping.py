@@ -12,16 +12,43 @@ An exception raised in a worker carries the worker's traceback as text in its
 which survives pickling back; [`traceback_text`][byop_nb.scheduling._shipping.traceback_text]
 reads it on the main side, whatever executor the exception came through.
 
+Values travel the same way when they need to, and only then
+([`arguments`][byop_nb.scheduling._shipping.arguments] going out,
+[`sendable`][byop_nb.scheduling._shipping.sendable] and
+[`sendable_exception`][byop_nb.scheduling._shipping.sendable_exception] coming
+back, [`dumps`][byop_nb.scheduling._shipping.dumps] for Comm messages): an
+instance of a class defined in `__main__` or a notebook cell cannot be found by
+reference in a worker (spawn, forkserver, `python -c`, a notebook), and a class
+that itself travelled by value cannot be found by reference on the way back
+("it's not the same object as __main__.Result"). Such values are pickled with
+cloudpickle; everything else with plain pickle, as before. On the receiving
+side both are read with `pickle.loads`.
+
 This module is imported in worker processes: it imports nothing heavy at import time.
 """
 
 from __future__ import annotations
 
+import pickle
 import traceback
 from collections.abc import Callable
+from itertools import islice
+from types import FunctionType, MethodType
 from typing import Any
 
-__all__ = ["needs_by_value", "payload", "load", "attach_traceback", "traceback_text"]
+__all__ = [
+    "needs_by_value",
+    "payload",
+    "load",
+    "attach_traceback",
+    "traceback_text",
+    "ByValue",
+    "arguments",
+    "sendable",
+    "sendable_exception",
+    "dumps",
+    "UnpicklableError",
+]
 
 _CACHE_MAX = 256
 # Main side: function -> its cloudpickle bytes. Worker side: bytes -> the function.
@@ -102,3 +129,161 @@ def traceback_text(exception: BaseException) -> str:
     if type(cause).__name__ == "_RemoteTraceback":  # a ProcessPoolExecutor's worker traceback
         return str(getattr(cause, "tb", cause))
     return "".join(traceback.format_exception(exception))
+
+
+# -- values ----------------------------------------------------------------------------------
+
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
+_CONTAINERS = frozenset({list, tuple, set, frozenset})
+_LOOK_INTO = 32  # items of a container looked at for a value that needs by-value
+
+
+def _type_by_value(kind: type) -> bool:
+    return kind.__module__ == "__main__" or "<locals>" in kind.__qualname__
+
+
+def value_needs_by_value(value: Any) -> bool:
+    """Whether `value` refers to something a worker cannot import: a class or function of `__main__`,
+    a local one, a lambda. Looks at the value, and one level into the first items of a plain container."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return False
+    if _type_by_value(kind):
+        return True
+    if kind in _CONTAINERS:
+        return any(type(item) not in _PLAIN and _one_needs(item) for item in islice(value, _LOOK_INTO))
+    if kind is dict:
+        return any(type(item) not in _PLAIN and _one_needs(item) for item in islice(value.values(), _LOOK_INTO))
+    return _one_needs(value)
+
+
+def _one_needs(value: Any) -> bool:
+    if _type_by_value(type(value)):
+        return True
+    if isinstance(value, (FunctionType, MethodType, type)):
+        return needs_by_value(value)
+    return False
+
+
+class ByValue:
+    """A value that travels by value: pickled with cloudpickle, unpickled as the value itself."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import cloudpickle
+
+        return (pickle.loads, (cloudpickle.dumps(self.value, protocol=pickle.HIGHEST_PROTOCOL),))
+
+
+def arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A call's arguments as they travel to a worker process: those that need it wrapped in `ByValue`.
+
+    The same objects come back when none needs it (the common case: one pass over the arguments).
+    """
+    for value in args:
+        if type(value) not in _PLAIN and value_needs_by_value(value):
+            break
+    else:
+        for value in kwargs.values():
+            if type(value) not in _PLAIN and value_needs_by_value(value):
+                break
+        else:
+            return args, kwargs
+    return (
+        tuple(ByValue(v) if value_needs_by_value(v) else v for v in args),
+        {k: ByValue(v) if value_needs_by_value(v) else v for k, v in kwargs.items()},
+    )
+
+
+class _Sendable:
+    """A result on its way back: pickled by reference when it can be, else by value."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (pickle.loads, (dumps(self.value),))
+
+
+def sendable(value: Any) -> Any:
+    """`value` as it travels back to the process that asked for it (see `dumps`)."""
+    return value if type(value) in _PLAIN else _Sendable(value)
+
+
+def dumps(value: Any) -> bytes:
+    """`value` pickled for another process: with pickle, or with cloudpickle when pickle by reference
+    would fail there (see `value_needs_by_value`) or fails here. Read it with `pickle.loads`.
+
+    Raises:
+        pickle.PicklingError, TypeError, ...: neither can pickle `value` (pickle's error).
+    """
+    if not value_needs_by_value(value):
+        try:
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:
+            error = e
+    else:
+        error = None
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        if error is not None:
+            raise error from None
+        raise
+
+
+class UnpicklableError(Exception):
+    """Stands for an exception of the user's that could not have been unpickled by the scheduler.
+
+    Its message names the original exception, its message and why; `remote_traceback`
+    is the original's traceback.
+    """
+
+
+class _SentException(Exception):
+    """An exception on its way back that needs by-value: unpickled as the original exception."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (pickle.loads, (self.data,))
+
+
+def sendable_exception(exception: BaseException) -> BaseException:
+    """What to raise in a worker so that `exception` reaches the scheduler's process intact.
+
+    `exception` itself when plain pickle takes it there and back; an exception that
+    unpickles as it when it needs by-value; an `UnpicklableError` naming it when it
+    cannot be pickled, or could not be unpickled (an `__init__` that wants more
+    arguments than `args` holds), which would otherwise break the process pool.
+    """
+    what = "pickled"
+    try:
+        data = dumps(exception)
+        what = "unpickled in the scheduler's process"
+        pickle.loads(data)  # as the scheduler's process will (it has the same classes, as a rule)
+    except Exception as e:
+        try:
+            message = str(exception)
+        except Exception:
+            message = ""
+        stand_in = UnpicklableError(
+            f"{type(exception).__qualname__}: {message} (this exception could not be {what}: "
+            f"{type(e).__name__}: {e}; it is reported as an UnpicklableError. Make the exception class "
+            "picklable: e.g. pass all of __init__'s arguments on to super().__init__)"
+        )
+        attach_traceback(stand_in, traceback_text(exception))
+        return stand_in
+    if value_needs_by_value(exception):
+        return _SentException(data)
+    return exception

@@ -54,9 +54,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeAlias, TypeVar
 
+from byop_nb._text import bounded_repr
 from byop_nb.events import Event, Subscriber
 from byop_nb.scheduling._comm_hub import _CallComms, _Conn, _Hub
 from byop_nb.scheduling._comm_worker import Comm, _CommCall
+from byop_nb.scheduling._shipping import dumps
 from byop_nb.scheduling._wire import ANSWER, CLOSE, MESSAGE, REFUSAL, REQUEST, CommError
 from byop_nb.scheduling.call import Call, Status
 from byop_nb.scheduling.executors import SequentialExecutor
@@ -124,7 +126,7 @@ class Msg:
         self._state = _OPEN if kind == "request" else _NOT_A_REQUEST
 
     def __repr__(self) -> str:
-        return f"Msg({self.kind}, data={self.data!r}, task={self.task.name!r})"
+        return f"Msg({self.kind}, data={bounded_repr(self.data)}, task={self.task.name!r})"
 
     @property
     def answered(self) -> bool:
@@ -158,9 +160,9 @@ class Msg:
         if self._state != _OPEN:
             return
         try:
-            body = pickle.dumps((self._request_id, response), protocol=pickle.HIGHEST_PROTOCOL)
+            body = dumps((self._request_id, response))  # by value when its class is the notebook's
         except Exception as e:
-            raise TypeError(f"msg.respond() needs a picklable answer, got {response!r}: {e}") from e
+            raise TypeError(f"msg.respond() needs a picklable answer, got {bounded_repr(response)}: {e}") from e
         self._close_request(_ANSWERED, ANSWER, body)
 
     def _refuse(self, reason: str) -> None:

@@ -141,6 +141,19 @@ def _start_workers_with_byop_nb(executor: ProcessPoolExecutor) -> None:
     ex._initializer = _worker.start_worker
 
 
+def _unreadable_result(exception: BrokenProcessPool) -> str | None:
+    """The error that kept the pool's manager from unpickling a worker's message, if that broke the pool.
+
+    The manager then breaks the pool with the error's traceback text as the cause
+    (CPython's `_ExecutorManagerThread.wait_result_broken_or_wakeup`).
+    """
+    text = getattr(exception.__cause__, "tb", None)
+    if not isinstance(text, str) or ("result_reader.recv()" not in text and "_recv_bytes" not in text):
+        return None
+    last = [line for line in text.strip().strip("'").splitlines() if line.strip()]
+    return last[-1].strip() if last else None
+
+
 class ExecutorKeeper:
     """The executor a Scheduler runs on, and everything done to it (internal to the Scheduler).
 
@@ -195,13 +208,18 @@ class ExecutorKeeper:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Future[Any]:
-        payload = _shipping.payload(function) if self._ships else function
+        if not self._ships:  # threads, the sequential executor, dask (which pickles with cloudpickle itself)
+            if limits is None:
+                return self._executor.submit(function, *args, **kwargs)
+            return self._executor.submit(_worker.call, function, limits, args, kwargs)
+        payload = _shipping.payload(function)
+        args, kwargs = _shipping.arguments(args, kwargs)  # by value where a worker could not import them
         if limits is None and payload is function:
             # The common case goes straight to the executor: the worker wrapper costs a few
             # percent of dispatch throughput, and the remote traceback is recovered on this
             # side (see _shipping.traceback_text).
             return self._executor.submit(function, *args, **kwargs)
-        return self._executor.submit(_worker.call, payload, limits, args, kwargs)
+        return self._executor.submit(_worker.call_and_ship, payload, limits, args, kwargs)
 
     # -- watching a process pool's workers, to explain a death ------------------------
     def _forget_processes(self) -> None:
@@ -231,11 +249,20 @@ class ExecutorKeeper:
         self.broken = True
         if getattr(exception, "_byop_nb_explained", False):
             return
-        cause = _processes.describe_deaths(self._processes)
-        exception.args = (
-            f"{exception.args[0] if exception.args else 'The process pool broke.'} Cause: {cause}. "
-            "byop_nb replaces the process pool; later calls run on new workers.",
-        )
+        unreadable = _unreadable_result(exception)
+        if unreadable is not None:
+            # No worker died: the pool's manager could not unpickle what a worker sent back, and gave up.
+            exception.args = (
+                f"The process pool broke because what a worker sent back (a result or an exception) could not "
+                f"be unpickled in this process: {unreadable}. byop_nb replaces the process pool; later calls "
+                "run on new workers.",
+            )
+        else:
+            cause = _processes.describe_deaths(self._processes)
+            exception.args = (
+                f"{exception.args[0] if exception.args else 'The process pool broke.'} Cause: {cause}. "
+                "byop_nb replaces the process pool; later calls run on new workers.",
+            )
         exception._byop_nb_explained = True  # type: ignore[attr-defined]
 
     # -- replacing, killing, shutting down ----------------------------------------------

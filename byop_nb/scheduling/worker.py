@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from byop_nb.scheduling._processes import kill_family
-from byop_nb.scheduling._shipping import attach_traceback, load
+from byop_nb.scheduling._shipping import attach_traceback, load, sendable, sendable_exception
 
-__all__ = ["Limits", "call"]
+__all__ = ["Limits", "call", "call_and_ship"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,29 @@ def call(
     except BaseException as e:
         attach_traceback(e, traceback.format_exc())
         raise
+
+
+def call_and_ship(
+    function: Callable[..., Any] | bytes,
+    limits: Limits | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """`call`, in a worker process: what it returns or raises travels back by value where it needs to.
+
+    A result or exception of a class defined in `__main__` or a notebook cell (the
+    function travelled by value, and its classes with it) cannot be pickled by
+    reference on its way back; an exception that could not be unpickled there
+    would break the process pool. See `_shipping.sendable` / `sendable_exception`.
+    """
+    try:
+        result = call(function, limits, args, kwargs)
+    except BaseException as e:
+        sent = sendable_exception(e)
+        if sent is e:
+            raise
+        raise sent from None
+    return sendable(result)
 
 
 def start_worker(parent: int, initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
@@ -331,7 +354,16 @@ class _Call:
     def __call__(self) -> Any:
         if self.parent is not None:
             die_with_parent(self.parent)
-        return self.fn(*self.args, **self.kwargs)
+        # What the call returns or raises goes back to the worker through a pipe: by value where it must.
+        try:
+            result = self.fn(*self.args, **self.kwargs)
+        except BaseException as e:
+            attach_traceback(e, traceback.format_exc())
+            sent = sendable_exception(e)
+            if sent is e:
+                raise
+            raise sent from None
+        return sendable(result)
 
 
 def die_with_parent(parent: int) -> None:
