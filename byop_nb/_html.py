@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from byop_nb._status import Status
+from byop_nb._text import bounded_repr
 
 if TYPE_CHECKING:
     from byop_nb.history import History
@@ -96,7 +97,14 @@ def short_error(error: BaseException | str | None, limit: int = 160) -> str:
     """`TypeName: message` on one line, cut to `limit` characters."""
     if error is None:
         return ""
-    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}".rstrip(": ")
+    if isinstance(error, str):
+        text = error
+    else:
+        try:
+            message = str(error)
+        except Exception:  # a broken __str__ must not break the view
+            message = "<str() raised>"
+        text = f"{type(error).__name__}: {message}".rstrip(": ")
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
@@ -197,7 +205,9 @@ def _result_text(row: Mapping[str, Any]) -> str:
     if error is not None:
         return short_error(error, 120)
     result = row_result(row)
-    return "" if result is None and row.get("status") != Status.RETURNED else short_error(repr(result), 120)
+    return (
+        "" if result is None and row.get("status") != Status.RETURNED else short_error(bounded_repr(result, 200), 120)
+    )
 
 
 def _rows_html(history: History, n: int) -> str:
@@ -285,7 +295,7 @@ def history_html(history: History, last: int = 5) -> str:
 
 
 def _cell(value: Any, width: int = 60) -> str:
-    text = "" if value is None else value if isinstance(value, str) else repr(value)
+    text = "" if value is None else value if isinstance(value, str) else bounded_repr(value, 200)
     return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 

@@ -2,9 +2,12 @@
 
 One row per line, written with one `write()` to the operating system as the
 row is recorded, so a killed process loses no call that had ended. Values JSON
-cannot hold are written as described in [`byop_nb.history`][byop_nb.history].
-A torn last line (a process killed mid-write) is removed before appending, and
-skipped when reading. Nothing is ever pickled to disk.
+cannot hold are written as described in [`byop_nb.history`][byop_nb.history];
+every line is bounded (a huge value is written as bounded text). A torn last
+line (a process killed mid-write) is removed before appending, and skipped when
+reading. A write that fails (a full disk) cuts the file back to its last
+complete line before the error is raised, so the journal stays readable.
+Nothing is ever pickled to disk.
 
 [`byop_nb.history.read_journal`][byop_nb.history.read_journal] reads a journal
 back into a DataFrame; this module knows only lines and files.
@@ -20,7 +23,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from byop_nb._text import TEXT_LIMIT, bounded_repr, bounded_text
+
 __all__ = ["Journal", "read_rows"]
+
+_JSON_ITEMS = 10_000  # items of a list, dict or array written as JSON; a longer one as bounded text
+_JSON_TEXT = 100_000  # characters of a string, or of one value's JSON, written as they are
+_LINE = 1_000_000  # characters of a line before its values are looked at one by one
 
 
 class Journal:
@@ -43,13 +52,21 @@ class Journal:
         """Append `row` as one JSON line.
 
         Raises:
-            OSError: the write failed.
+            OSError: the write failed (a full disk, ...); the message names the file. What was
+                written of the line is cut off again, so the journal ends with a complete line.
         """
         data = _json_line(row)
         file = self._file
-        written = file.write(data) or 0
-        while written < len(data):  # a short write (a huge row, a signal): write the rest
-            written += file.write(data[written:]) or 0
+        try:
+            written = file.write(data) or 0
+            while written < len(data):  # a short write (a huge row, a signal): write the rest
+                written += file.write(data[written:]) or 0
+        except OSError as e:
+            try:
+                _cut_to_last_line(self.path, file)
+            except OSError:
+                pass
+            raise OSError(e.errno, f"{e.strerror}; the row was not written to the journal", str(self.path)) from e
 
     def close(self) -> None:
         """Close the file (idempotent)."""
@@ -58,47 +75,65 @@ class Journal:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, (tuple, set, frozenset)):
-        return list(value)
+        return list(value) if len(value) <= _JSON_ITEMS else bounded_repr(value)
     if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-        return value.tolist()
+        return value.tolist() if getattr(value, "size", 1) <= _JSON_ITEMS else bounded_repr(value)
     isoformat = getattr(value, "isoformat", None)
     if callable(isoformat):
-        return isoformat()
-    return repr(value)
+        try:
+            return isoformat()
+        except Exception:
+            pass
+    return bounded_repr(value)
 
 
 _ENCODER = json.JSONEncoder(default=_json_default)
 
 
+def _bounded(value: Any) -> Any:
+    """`value`, or bounded text in its place when it is a long string or a long container."""
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= _JSON_TEXT else bounded_text(value, TEXT_LIMIT)
+    if kind in (list, dict, tuple, set, frozenset) and len(value) > _JSON_ITEMS:
+        return bounded_repr(value)
+    return value
+
+
 def _json_line(row: dict[str, Any]) -> bytes:
-    """`row` as one line of JSON, newline included."""
+    """`row` as one line of JSON, newline included; never raises, and never megabytes long."""
+    row = {key: _bounded(value) for key, value in row.items()}
     try:
         text = _ENCODER.encode(row)
-    except (TypeError, ValueError):  # non-text dict keys, a value that contains itself, ...
+    except Exception:  # non-text dict keys, a value that contains itself or nests too deep, ...
+        text = None
+    if text is None or len(text) > _LINE:
         safe: dict[str, Any] = {}
         for key, value in row.items():
             try:
-                _ENCODER.encode(value)
-                safe[key] = value
-            except (TypeError, ValueError):
-                safe[key] = repr(value)
+                encoded = _ENCODER.encode(value)
+                safe[key] = value if len(encoded) <= _JSON_TEXT else bounded_repr(value)
+            except Exception:
+                safe[key] = bounded_repr(value)
         text = _ENCODER.encode(safe)
     return (text + "\n").encode("utf-8", "surrogatepass")
 
 
 def read_rows(path: str | os.PathLike[str]) -> Iterable[dict[str, Any]]:
-    """The rows a journal holds, oldest first (a torn last line is skipped).
+    """The rows a journal holds, oldest first (a torn last line, of any kind, is skipped).
 
     Raises:
         FileNotFoundError: there is no file at `path`.
-        ValueError: a line other than the last is not a JSON object; the message names the line.
+        ValueError: a line other than the last is not a JSON object (not UTF-8, not JSON,
+            nested too deep, not an object); the message names the line. Also a file whose
+            only line is not even the start of a JSON object: it is not a journal.
     """
     return _journal_rows(Path(path))
 
 
 def _journal_rows(path: Path) -> Iterable[dict[str, Any]]:
-    with open(path, encoding="utf-8", newline="\n") as file:
-        lines = file.readlines()
+    with open(path, "rb") as file:
+        lines = file.read().split(b"\n")
     last = len(lines)
     while last and not lines[last - 1].strip():
         last -= 1
@@ -106,16 +141,49 @@ def _journal_rows(path: Path) -> Iterable[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except ValueError as e:
-            if number == last:  # torn by a kill mid-write: that row never ended
+            row = json.loads(line)  # bytes: decoded as UTF-8, a UnicodeDecodeError is a ValueError
+        except (ValueError, RecursionError) as e:
+            # torn by a kill or a full disk mid-write: that row never ended (a lone line must look like a row)
+            if number == last and (number > 1 or line.lstrip().startswith(b"{")):
                 return
             raise ValueError(
-                f"{path}:{number} is not a JSON line ({e}); only the last line of a journal may be torn"
+                f"{path}:{number} is not a JSON line ({_why(e)}): the file is not a byop_nb journal, or was "
+                "damaged; only the last line of a journal may be torn"
             ) from None
         if not isinstance(row, dict):
             raise ValueError(f"{path}:{number} holds {type(row).__name__}, not a JSON object: not a byop_nb journal")
         yield row
+
+
+def _why(error: BaseException) -> str:
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 text at byte {error.start}"
+    if isinstance(error, RecursionError):
+        return "nested too deep to read"
+    return str(error)
+
+
+def _last_line_end(file: Any, size: int) -> int:
+    """Where the file's last complete line ends (after its newline), 0 if it has none; reads backwards."""
+    end = size
+    while end > 0:
+        begin = max(0, end - 65536)
+        file.seek(begin)
+        newline = file.read(end - begin).rfind(b"\n")
+        if newline >= 0:
+            return begin + newline + 1
+        end = begin
+    return 0
+
+
+def _cut_to_last_line(path: Path, file: io.FileIO) -> None:
+    """Cut what a failed write left after the last complete line of the journal `file` (open to append)."""
+    fd = file.fileno()
+    size = os.fstat(fd).st_size
+    with open(path, "rb") as reader:
+        keep = _last_line_end(reader, size)
+    if keep < size:
+        os.ftruncate(fd, keep)
 
 
 def _repair_torn_tail(path: Path) -> None:
@@ -131,20 +199,12 @@ def _repair_torn_tail(path: Path) -> None:
         file.seek(size - 1)
         if file.read(1) == b"\n":
             return
-        start, end = 0, size
-        while end > 0:
-            begin = max(0, end - 65536)
-            file.seek(begin)
-            newline = file.read(end - begin).rfind(b"\n")
-            if newline >= 0:
-                start = begin + newline + 1
-                break
-            end = begin
+        start = _last_line_end(file, size)
         file.seek(start)
         tail = file.read()
         try:
             complete = isinstance(json.loads(tail), dict)
-        except ValueError:
+        except (ValueError, RecursionError):
             complete = False
         if complete:
             file.seek(size)

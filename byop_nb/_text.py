@@ -132,7 +132,22 @@ class _BoundedRepr(reprlib.Repr):
         self.maxlevel = 4
         self.maxtuple = self.maxlist = self.maxset = self.maxfrozenset = self.maxdeque = _ITEMS
         self.maxarray = self.maxdict = _ITEMS
-        self.maxstring = self.maxlong = self.maxother = limit
+        # An item's text is cut at a quarter of the cap, so that one long item inside a container
+        # (an argument in the arguments' tuple) keeps the note of its own type and size.
+        self.maxstring = self.maxlong = self.maxother = max(40, limit // 4)
+        self._inside: set[int] = set()  # the containers being shown: one met again is a cycle
+
+    def repr1(self, x: Any, level: int) -> str:
+        kind = type(x)
+        if kind is not list and kind is not dict:
+            return super().repr1(x, level)
+        if id(x) in self._inside:  # a container that holds itself, shown as repr() shows it
+            return "[...]" if kind is list else "{...}"
+        self._inside.add(id(x))
+        try:
+            return super().repr1(x, level)
+        finally:
+            self._inside.discard(id(x))
 
     def _repr_iterable(self, x: Any, level: int, left: str, right: str, maxiter: int, trail: str = "") -> str:
         text: str = super()._repr_iterable(x, level, left, right, maxiter, trail)  # type: ignore[misc]
@@ -152,9 +167,10 @@ class _BoundedRepr(reprlib.Repr):
         return f"{x[: self.maxstring]!r}{ELLIPSIS} ({size_of(x)})"
 
     def repr_bytes(self, x: Any, level: int) -> str:
-        if len(x) <= self.maxstring // 4:
+        shown = self.maxstring // 4  # a byte may take four characters: \x00
+        if len(x) <= shown:
             return repr(x)
-        return f"{bytes(x[: self.maxstring // 4])!r}{ELLIPSIS} ({size_of(x)})"
+        return f"{bytes(x[:shown])!r}{ELLIPSIS} ({size_of(x)})"
 
     repr_bytearray = repr_memoryview = repr_bytes
 

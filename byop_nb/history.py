@@ -25,13 +25,13 @@ Always present, in this order and with these dtypes:
 |---------------------|-----------------------|-------------------------------------------------------|
 | `task`              | `string`              | the task's name                                       |
 | `call`              | `int64`               | call number, 1 for the task's first call (`Int64` if a row lacks it) |
-| `args`              | `string`              | `repr` of the positional arguments, e.g. `"(3,)"`     |
-| `kwargs`            | `string`              | `repr` of the keyword arguments, e.g. `"{'seed': 1}"` |
+| `args`              | `string`              | `repr` of the positional arguments, e.g. `"(3,)"` (bounded: below) |
+| `kwargs`            | `string`              | `repr` of the keyword arguments, e.g. `"{'seed': 1}"` (bounded) |
 | `status`            | `string`              | how the call ended (below)                            |
 | `result`            | `object`              | the returned value (None if none, or a dict: below)   |
 | `exception_type`    | `string`              | the exception's class name (`__qualname__`), e.g. `"ValueError"` |
-| `exception_message` | `string`              | `str(exception)`                                      |
-| `traceback`         | `string`              | the traceback text (the worker's, for remote calls)   |
+| `exception_message` | `string`              | `str(exception)` (bounded)                            |
+| `traceback`         | `string`              | the traceback text (the worker's, for remote calls; bounded: its end) |
 | `submitted`         | `datetime64[ns, UTC]` | when the call was submitted                           |
 | `finished`          | `datetime64[ns, UTC]` | when the call's end was recorded                      |
 | `duration`          | `float64`             | `finished - submitted` in seconds                     |
@@ -42,6 +42,15 @@ and `crashed`. It is a plain `string` column rather than a `category`: the set o
 statuses is open (Trial tasks add their own), and a string column compares,
 filters and exports the same everywhere (`df[df.status == "exception"]`,
 `df.status.value_counts()`).
+
+Text in rows is bounded: `args`, `kwargs` and `exception_message` keep at most
+about 2,000 characters. A longer text is cut, and ends with an ellipsis and the
+value's type and size (`[0.0, 1.0, ...] … (list of 1000000 items)`); long
+containers, strings and bytes are never turned into text whole, so a call with
+a million-float argument costs no more to record than any other. A value whose
+`repr` raises (a detached ORM object) is shown as
+`<Type object: repr() raised Error: message>`; recording never fails because
+of a value, and never ends a run.
 
 Missing values are pandas' own: `<NA>` in `string` columns, `NaT` in the
 timestamps, `NaN` in floats, None in `object` columns (`df.isna()` sees all of
@@ -102,7 +111,16 @@ loses no call that had ended. The keys are the column names above, except that
 Values JSON cannot hold are written as follows: tuples and sets as lists,
 numpy values as numbers or lists, dates and times as ISO text, dicts with
 keys other than text as their `repr()`, anything else as its `repr()`; NaN
-and infinities as JSON's common extensions `NaN` / `Infinity`.
+and infinities as JSON's common extensions `NaN` / `Infinity`. Every line is
+bounded: a string of more than 100,000 characters, a list, dict or array of
+more than 10,000 items, or any value whose JSON would be longer, is written as
+its bounded text (as above); every `repr()` is bounded too.
+
+A write that fails (a full disk: `OSError(28)`) cuts the journal back to its
+last complete line, so it stays readable and keeps every row written before;
+the history then stops streaming, with a `RuntimeWarning` naming the file, and
+keeps recording in memory (the run goes on). `stream_to` itself raises the
+`OSError`, naming the file.
 [`read_journal(path)`][byop_nb.history.read_journal] gives back the same
 DataFrame as `history.df()` for the rows the journal holds (up to those
 conversions). Nothing is ever pickled to disk.
@@ -112,11 +130,13 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from byop_nb._journal import Journal, read_rows
+from byop_nb._text import TRACEBACK_LIMIT, bounded_repr, bounded_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -152,9 +172,14 @@ _SPREAD = ("result", "config", "info")
 
 def _exception_message(exception: BaseException) -> str:
     try:
-        return str(exception)
-    except Exception:  # a broken __str__ must not lose the row
-        return repr(exception)
+        message = str(exception)
+    except Exception as e:  # a broken __str__ must not lose the row
+        return f"<str() of the {type(exception).__qualname__} raised {type(e).__qualname__}>"
+    return bounded_text(message)
+
+
+def _traceback(text: str | None) -> str | None:
+    return text if text is None else bounded_text(text, TRACEBACK_LIMIT, keep_end=True)
 
 
 def _normalize(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,17 +191,19 @@ def _normalize(row: Mapping[str, Any]) -> dict[str, Any]:
     normal = dict(row)
     args = normal.get("args")
     if args is not None and type(args) is not str:
-        normal["args"] = repr(args)
+        normal["args"] = bounded_repr(args)
     kwargs = normal.get("kwargs")
     if kwargs is not None and type(kwargs) is not str:
-        normal["kwargs"] = repr(kwargs)
+        normal["kwargs"] = bounded_repr(kwargs)
     exception = normal.pop("exception", None)
     if exception is not None:
         if isinstance(exception, BaseException):
             normal["exception_type"] = type(exception).__qualname__
             normal["exception_message"] = _exception_message(exception)
         else:
-            normal["exception_message"] = str(exception)
+            normal["exception_message"] = bounded_text(str(exception))
+    if normal.get("traceback") is not None:
+        normal["traceback"] = _traceback(normal["traceback"])
     if isinstance(normal.get("result"), dict) or "config" in normal or "info" in normal:
         normal = _spread(normal)
     task = normal.get("task")
@@ -259,8 +286,9 @@ class History:
         # -> a "result.loss" column
         ```
 
-        Raises:
-            OSError: the journal could not be written (the row is kept in memory).
+        A journal write that fails (a full disk) does not raise: the history stops
+        streaming with a `RuntimeWarning` naming the file, keeps the row in memory,
+        and leaves the journal readable (cut back to its last complete line).
         """
         self._store(_normalize(row))
 
@@ -287,11 +315,11 @@ class History:
         normal = {
             "task": task,
             "call": call,
-            "args": repr(args),
-            "kwargs": repr(kwargs),
+            "args": bounded_repr(args),
+            "kwargs": bounded_repr(kwargs),
             "status": status,
             "result": result,
-            "traceback": traceback,
+            "traceback": _traceback(traceback),
             "submitted": submitted,
             "finished": finished,
         }
@@ -305,8 +333,29 @@ class History:
     def _store(self, normal: dict[str, Any]) -> None:
         """Append a normalised row, and write it to the journal if there is one."""
         self._rows.append(normal)
-        if self._journal is not None:
-            self._journal.write(normal)
+        journal = self._journal
+        if journal is not None:
+            try:
+                journal.write(normal)
+            except OSError as e:
+                self._stop_streaming(journal, e)
+
+    def _stop_streaming(self, journal: Journal, error: OSError) -> None:
+        """A journal write failed (a full disk): stop streaming, loudly; the run and the rows go on.
+
+        Recording happens inside runs, and must never end one: the row is kept in
+        memory, the journal keeps what it held (cut back to its last complete line),
+        and a warning says so, once.
+        """
+        self._journal = None
+        journal.close()
+        warnings.warn(
+            f"History {self.name!r} stopped streaming to its journal {str(journal.path)!r}: {error}. The journal "
+            f"holds the rows written before this one and stays readable; all {len(self._rows)} rows are kept in "
+            "memory (history.df()). Free space and call history.stream_to(<new path>) to write them all again.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def _tally(self) -> int:
         """Bring the key shapes and status counts up to date; returns the number of rows they cover."""
@@ -395,7 +444,8 @@ class History:
         ```
 
         Raises:
-            OSError: the file cannot be opened or written.
+            OSError: the file cannot be opened or written (the message names it); the
+                history then does not stream, and the file ends with a complete line.
         """
         target = Path(path).expanduser().resolve()
         if self._journal is not None and self._journal.path == target:
@@ -507,7 +557,7 @@ def read_journal(path: str | os.PathLike[str]) -> pd.DataFrame:
     Gives the same frame `history.df()` gave for those rows (values JSON cannot
     hold come back as described in [`byop_nb.history`][byop_nb.history]). A
     torn last line, left when the writing process was killed mid-row, is
-    skipped.
+    skipped, whatever it holds (cut JSON, cut UTF-8, garbage).
 
     ```python
     from byop_nb.history import read_journal
@@ -517,8 +567,9 @@ def read_journal(path: str | os.PathLike[str]) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: there is no file at `path`.
-        ValueError: a line other than the last is not a JSON object (the file
-            is not a journal, or was damaged); the message names the line.
+        ValueError: a line other than the last is not a JSON object (not UTF-8,
+            not JSON, nested too deep: the file is not a journal, or was damaged);
+            the message names the line.
     """
     history = History(Path(path).name)
     history._rows.extend(read_rows(path))

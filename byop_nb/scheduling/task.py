@@ -20,11 +20,14 @@ What a subclass keeps about a call between its hooks goes in `call.state`.
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypedDict, TypeVar
 
+from byop_nb._text import bounded_repr
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.history import History
 from byop_nb.scheduling._checks import positive_int
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["Task", "TaskOptions"]
+
+logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -256,8 +261,33 @@ class Task(Generic[P, R]):
             attach_traceback(exception)  # one place to find the worker's traceback text, whatever the executor
             limit = limit_hit(exception) if self.limits is not None else None
             status = Status.of_limit(limit) if limit else _EXCEPTION
-        self._record(call, status, result, exception)
+        try:
+            self._record(call, status, result, exception)
+        except Exception as e:  # recording never ends a run, nor loses the call's row
+            self._record_failed(call, status, e)
         self._emit(call, status, result, exception)
+
+    def _record_failed(self, call: Call, status: Status, error: Exception) -> None:
+        """`_record` raised: record a row that names the failure instead, and warn once."""
+        message = (
+            f"the row of call {call.number} of task {self.name!r} could not be recorded "
+            f"({type(error).__qualname__}: {bounded_repr(error)})"
+        )
+        warnings.warn(f"{message}; a row naming the failure was recorded instead", RuntimeWarning, stacklevel=2)
+        try:
+            self.history.record(
+                {
+                    "task": self.name,
+                    "call": call.number,
+                    "status": status._value_,
+                    "exception_type": "RecordingError",
+                    "exception_message": message,
+                    "submitted": call.submitted,
+                    "finished": time.time(),
+                }
+            )
+        except Exception:
+            logger.exception("byop_nb: %s", message)
 
     def _record(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
         """Hook: record the row for this outcome of `call`."""
