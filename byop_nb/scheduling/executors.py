@@ -14,12 +14,15 @@ executors are *shut down* (politely) or *replaced* (a fresh one takes over).
 
 from __future__ import annotations
 
+import ast
 import inspect
 import logging
 import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 from byop_nb.scheduling import _processes, _shipping
@@ -141,6 +144,61 @@ def _start_workers_with_byop_nb(executor: ProcessPoolExecutor) -> None:
     ex._initializer = _worker.start_worker
 
 
+def _start_method(executor: Executor) -> str | None:
+    context = getattr(executor, "_mp_context", None) if isinstance(executor, ProcessPoolExecutor) else None
+    return context.get_start_method() if context is not None else None
+
+
+def check_main_guard(start_method: str | None) -> None:
+    """Refuse to start spawn/forkserver workers from a script's unguarded top level.
+
+    Python starts such workers by importing the main script again (as
+    `__mp_main__`), so the script's top-level code, the whole experiment, would
+    run again in each of them, and fail there in multiprocessing's bootstrap
+    with the pool reported broken. Caught here instead, in the process that can
+    say why: a script (not a notebook, `python -c` or a REPL, which have no file
+    to import) whose top-level line that led here is not under
+    `if __name__ == "__main__":`.
+
+    Raises:
+        RuntimeError: the script lacks the guard; the message says what to do.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or not isinstance(path, str):
+        return
+    frame: Any = sys._getframe(1)
+    while frame is not None and not (frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"):
+        frame = frame.f_back
+    if frame is None:
+        return
+    line = frame.f_lineno
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):  # not a Python source file we can read: nothing to tell
+        return
+    for node in tree.body:
+        if isinstance(node, ast.If) and _tests_for_main(node.test) and node.lineno <= line <= (node.end_lineno or 0):
+            return
+    raise RuntimeError(
+        f"this script starts worker processes with start_method={start_method!r} from its top level "
+        f'({path}, line {line}), outside `if __name__ == "__main__":`. Python starts {start_method!r} workers by '
+        "importing the main script again, so its top-level code (this experiment) would run again in every "
+        "worker. Put the script's top-level code under `if __name__ == \"__main__\":` (see 'Safe importing of "
+        'main module\' in the multiprocessing docs), or use start_method="fork".'
+    )
+
+
+def _tests_for_main(test: ast.expr) -> bool:
+    """Whether `test` is `__name__ == "__main__"` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [side.id for side in sides if isinstance(side, ast.Name)]
+    values = [side.value for side in sides if isinstance(side, ast.Constant)]
+    return names == ["__name__"] and values == ["__main__"]
+
+
 def _unreadable_result(exception: BrokenProcessPool) -> str | None:
     """The error that kept the pool's manager from unpickling a worker's message, if that broke the pool.
 
@@ -179,6 +237,8 @@ class ExecutorKeeper:
         self._ships = isinstance(executor, ProcessPoolExecutor)  # functions may need to travel by value
         if isinstance(executor, ProcessPoolExecutor):
             _start_workers_with_byop_nb(executor)
+        # A pool whose workers import the main script is checked once, at its first submission.
+        self._check_main = _start_method(executor) in ("spawn", "forkserver")
         self._forget_processes()
 
     # -- submitting ----------------------------------------------------------------------
@@ -192,6 +252,9 @@ class ExecutorKeeper:
         """Submit one call; a pool broken by a dead worker is replaced first (and once more if it breaks now)."""
         if self.broken:
             self.replace("its worker process died")
+        if self._check_main:
+            check_main_guard(_start_method(self._executor))
+            self._check_main = False
         try:
             future = self._submit(function, limits, args, kwargs)
         except BrokenProcessPool:

@@ -177,13 +177,16 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
             "processes=False / a ProcessPoolExecutor."
         )
     methods = multiprocessing.get_all_start_methods()
+    context: Any
     if limits.memory is not None and "forkserver" in methods:
         # A memory limit caps the child's whole address space, and a forked child starts
         # with all of its parent's (a Jupyter kernel or a test process: gigabytes), so
         # the limit would be spent before the function runs. A child of the forkserver
         # starts small. The call travels by value (see _Shipped), so functions from
-        # __main__ or a notebook cell work too.
-        context: Any = multiprocessing.get_context("forkserver")
+        # __main__ or a notebook cell work too; nor does the child import the main script again.
+        from byop_nb.scheduling._forkserver import CONTEXT
+
+        context = CONTEXT
         _own_forkserver()
         context.set_forkserver_preload(["byop_nb.scheduling.worker", "pynisher", "cloudpickle"])
         # The child's parent is the forkserver, which ends when this process does (its alive pipe).
