@@ -206,6 +206,8 @@ class EventManager:
         # event -> callbacks to call directly, present only while every handler of
         # the event is plain (no options, takes the event's arguments).
         self._fast: dict[Hashable, tuple[Callable[..., Any], ...]] = {}
+        # The Events this manager made subscribers for, by name: a str of one of these names is a mistake.
+        self._named: dict[str, Event[Any]] = {}
 
     def __repr__(self) -> str:
         return f"EventManager(name={self.name!r}, events={len(self._handlers)})"
@@ -270,11 +272,19 @@ class EventManager:
         bound methods of different objects are distinct.
 
         Raises:
-            TypeError: `callback` or `when` is not callable, an option is not an int.
+            TypeError: `callback` or `when` is not callable, an option is not an int, or
+                `event` is a str naming one of this manager's Events (which a str never matches).
             ValueError: `limit`, `repeat` or `every` is less than 1.
         """
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
+        if type(event) is str and event in self._named:
+            raise TypeError(
+                f"{event!r} is the name of the event {self._named[event]!r} of {self.name}, and events are "
+                "compared by identity: a callback subscribed to the str would never be called. Subscribe to the "
+                "Event itself, e.g. event_manager.on(Scheduler.STARTED, callback), or use its subscriber "
+                "(scheduler.on_start(callback), task.on_returned(callback), ...)"
+            )
         if when is not None and not callable(when):
             raise TypeError(f"when= must be a callable taking no arguments and returning a bool, got {when!r}")
         if name is not None and not isinstance(name, str):
@@ -312,6 +322,8 @@ class EventManager:
             print(f"hello {username}, welcome!")
         ```
         """
+        if isinstance(event, Event):
+            self._named.setdefault(event.name, event)
         return Subscriber(self, event)
 
     def remove(self, name: str, event: Hashable | None = None) -> bool:

@@ -30,7 +30,8 @@ print("rows", sorted(task.df().status.tolist() + plain.df().status.tolist()), fl
 
 
 @pytest.mark.parametrize(
-    "make", ["Scheduler.with_processes(1)", "Scheduler.with_processes(1, start_method='fork')", "Scheduler.with_threads(1)"]
+    "make",
+    ["Scheduler.with_processes(1)", "Scheduler.with_processes(1, start_method='fork')", "Scheduler.with_threads(1)"],
 )
 def test_a_script_without_a_main_guard_runs_once_with_a_memory_limit(
     make: str, tmp_path: Path, no_orphans: None

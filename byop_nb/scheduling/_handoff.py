@@ -72,10 +72,15 @@ class Handoff:
         self._ring()
 
     def close(self) -> None:
-        """Stop draining (the run ended); what finishes from now on is dropped."""
+        """Stop draining (the run ended); what finishes from now on is dropped.
+
+        The doorbell's descriptor is released now (a scheduler kept after its run
+        holds none; the next run makes a new bell), not when it is garbage collected.
+        """
         self._ring = _no_ring
-        if self._doorbell is not None:
-            self._doorbell.detach()
+        doorbell, self._doorbell = self._doorbell, None
+        if doorbell is not None:
+            doorbell.close()
         self._finished.clear()  # settled by the scheduler: their results need not stay alive
 
     def _ring_for(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:

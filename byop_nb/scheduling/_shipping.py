@@ -48,6 +48,7 @@ __all__ = [
     "sendable_exception",
     "dumps",
     "UnpicklableError",
+    "FunctionNotShippable",
 ]
 
 _CACHE_MAX = 256
@@ -84,10 +85,23 @@ def payload(function: Callable[..., Any] | bytes) -> Callable[..., Any] | bytes:
     return shipped
 
 
+class FunctionNotShippable(pickle.PicklingError):
+    """A function that must travel by value cannot be pickled (a closure over a lock, a socket, ...)."""
+
+
 def _by_value(function: Callable[..., Any]) -> bytes:
     import cloudpickle
 
-    return cloudpickle.dumps(function)
+    try:
+        return cloudpickle.dumps(function)
+    except Exception as e:
+        name = getattr(function, "__qualname__", None) or type(function).__name__
+        raise FunctionNotShippable(
+            f"the function {name} cannot be sent to a worker process: it is defined in __main__ or a notebook "
+            f"cell (or is local), so it travels by value with everything it refers to, and pickling failed "
+            f"({type(e).__name__}: {e}). Make what it refers to picklable, create it inside the function, or "
+            "run on threads"
+        ) from e
 
 
 def load(shipped: Callable[..., Any] | bytes) -> Callable[..., Any]:

@@ -22,6 +22,7 @@ import asyncio
 import functools
 import os
 import socket
+import threading
 import weakref
 from collections.abc import Callable
 
@@ -34,8 +35,9 @@ class Doorbell:
     """A wake-up file descriptor: `ring()` from any thread, `callback()` runs in the loop it is `attach`ed to.
 
     An eventfd on Linux, a pair of non-blocking sockets elsewhere. The descriptors are
-    closed only when the Doorbell is garbage collected, that is, when nothing
-    can ring it any more: a late ring never writes to a reused descriptor number.
+    closed by `close()` (the Scheduler closes its bell when a run ends), or when the
+    Doorbell is garbage collected. A ring after `close()`, from a thread that
+    was about to ring, does nothing: it never writes to a reused descriptor number.
 
     Example:
         ```python
@@ -69,17 +71,29 @@ class Doorbell:
             closers = (reader.close, writer.close)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._callback: Callable[[], None] | None = None
+        self._closed = False
+        self._lock = threading.Lock()  # a ring and close() never overlap
         self._finalizer = weakref.finalize(self, _close_all, closers)
 
     def ring(self) -> None:
-        """Wake the loop (from any thread; safe to call at any time)."""
-        try:
-            if self._eventfd:
-                os.eventfd_write(self._write_fd, 1)
-            else:
-                self._writer.send(b"\0")
-        except BlockingIOError:  # the count or the buffer is full: a ring is pending anyway
-            pass
+        """Wake the loop (from any thread; safe to call at any time, also after `close()`)."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if self._eventfd:
+                    os.eventfd_write(self._write_fd, 1)
+                else:
+                    self._writer.send(b"\0")
+            except BlockingIOError:  # the count or the buffer is full: a ring is pending anyway
+                pass
+
+    def close(self) -> None:
+        """Detach and release the descriptors now (idempotent); later rings do nothing."""
+        self.detach()
+        with self._lock:
+            self._closed = True
+        self._finalizer()
 
     def attach(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> bool:
         """Have `loop` call `callback()` after each ring (rings before it answers count once).
@@ -88,6 +102,8 @@ class Doorbell:
         Proactor loop on Windows); the caller then wakes it another way.
         Rings made before `attach` are answered as soon as the loop runs.
         """
+        if self._closed:
+            raise ValueError("this Doorbell is closed")
         self.detach()
         try:
             loop.add_reader(self._read_fd, self._answer)
@@ -101,7 +117,7 @@ class Doorbell:
         """Stop watching (rings made from now on wait for the next `attach`)."""
         loop, self._loop, self._callback = self._loop, None, None
         _ATTACHED.discard(self)
-        if loop is not None and not loop.is_closed():
+        if loop is not None and not loop.is_closed() and not self._closed:
             loop.remove_reader(self._read_fd)
 
     def _answer(self) -> None:

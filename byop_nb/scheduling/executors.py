@@ -144,6 +144,13 @@ def _start_workers_with_byop_nb(executor: ProcessPoolExecutor) -> None:
     ex._initializer = _worker.start_worker
 
 
+def _is_future(value: Any) -> bool:
+    return isinstance(value, Future) or all(
+        callable(getattr(value, method, None))
+        for method in ("add_done_callback", "cancel", "done", "result", "exception")
+    )
+
+
 def _start_method(executor: Executor) -> str | None:
     context = getattr(executor, "_mp_context", None) if isinstance(executor, ProcessPoolExecutor) else None
     return context.get_start_method() if context is not None else None
@@ -260,6 +267,12 @@ class ExecutorKeeper:
         except BrokenProcessPool:
             self.replace("its worker process died")
             future = self._submit(function, limits, args, kwargs)
+        if type(future) is not Future and not _is_future(future):
+            raise TypeError(
+                f"the executor {self._executor!r} returned {future!r} from submit(), not a Future; byop_nb runs "
+                "on executors whose submit() returns a concurrent.futures.Future (or an object with "
+                "add_done_callback, cancel, done, result and exception)"
+            )
         if self._watching:
             self._note_processes()
         return future
@@ -357,11 +370,23 @@ class ExecutorKeeper:
         self.broken = False
 
     def kill_running(self) -> None:
-        """End the work running now at once (a `wait=False` end), as `terminate` says."""
+        """End the work running now at once (a `wait=False` end), as `terminate` says.
+
+        Raises:
+            BaseException: the `terminate=` hook raised; its process pool's workers were killed
+                anyway, so that nothing is left behind.
+        """
         executor = self._executor
         terminate = self.terminate
         if callable(terminate) and not isinstance(terminate, bool):
-            terminate(executor)
+            try:
+                terminate(executor)
+            except BaseException:
+                if isinstance(executor, ProcessPoolExecutor):
+                    kill_workers(executor, worker_processes(executor) or self._processes)
+                else:
+                    shut_down(executor, wait=False, cancel_futures=True)
+                raise
         elif terminate and isinstance(executor, ProcessPoolExecutor):
             kill_workers(executor, worker_processes(executor) or self._processes)
         else:

@@ -129,6 +129,12 @@ class Scheduler:
         terminate: bool | Callable[[Executor], Any] = True,
         event_manager: EventManager | None = None,
     ) -> None:
+        if isinstance(executor, type):
+            raise TypeError(
+                f"Scheduler needs an executor, got the class {executor.__qualname__} itself; create one, e.g. "
+                f"Scheduler({executor.__name__}(max_workers=2)), or use Scheduler.with_processes(2) / "
+                "Scheduler.with_threads(2)"
+            )
         if not isinstance(executor, Executor) and not (
             callable(getattr(executor, "submit", None)) and callable(getattr(executor, "shutdown", None))
         ):
@@ -138,6 +144,10 @@ class Scheduler:
             )
         if not isinstance(terminate, bool) and not callable(terminate):
             raise TypeError(f"terminate= must be True, False or a callable taking the executor, got {terminate!r}")
+        if event_manager is not None and not isinstance(event_manager, EventManager):
+            raise TypeError(
+                f"event_manager= must be a byop_nb.events.EventManager (or None for a new one), got {event_manager!r}"
+            )
         self._keeper = _executors.ExecutorKeeper(executor, terminate)
         self.event_manager = event_manager if event_manager is not None else EventManager(name="Scheduler")
 
@@ -342,7 +352,14 @@ class Scheduler:
         call: Call | None,
     ) -> Future[Any]:
         """Hand one accepted call to the executor and put it in the table of work in flight."""
-        future = self._keeper.submit(function, limits, args, kwargs)
+        try:
+            future = self._keeper.submit(function, limits, args, kwargs)
+        except _shipping.FunctionNotShippable as e:
+            # Like arguments that cannot be pickled: the call fails with a row, and the run goes on.
+            e.args = (f"{f'task {call.task.name!r}' if call is not None else 'submit()'}: {e.args[0]}",)
+            future = Future()
+            future.set_running_or_notify_cancel()
+            future.set_exception(e)
         self._queue[future] = call
         self._empty_announced = False
         future.add_done_callback(self._on_future_done)
@@ -566,7 +583,12 @@ class Scheduler:
                     break
                 finally:
                     self._wake = None
-        self._cancel_pending()
+        # From here on, every step runs whatever the one before raised (a terminate= hook, a
+        # callback on CANCELLED or FINISHED): the run reaches its end, and the first error is raised.
+        try:
+            self._cancel_pending()
+        except BaseException as e:
+            self._fail(e)
         self._keeper.shutdown(wait=wait and self._error is None)
         self._state = _State.FINISHED
         self.exit_code = exit_code
@@ -575,12 +597,17 @@ class Scheduler:
             self.event_manager.emit(self.FINISHED)
         except BaseException as e:
             self._fail(e)
-        self._handoff.close()
-        self._loop = None
-        self._loop_thread = None
+        finally:
+            self._handoff.close()
+            self._loop = None
+            self._loop_thread = None
 
     def _cancel_pending(self) -> None:
-        """Settle everything still queued as cancelled (a `wait=False` end, or an error)."""
+        """Settle everything still queued as cancelled (a `wait=False` end, or an error).
+
+        Raises:
+            BaseException: the `terminate=` hook raised (the workers were killed anyway).
+        """
         pending = list(self._queue.items())
         self._queue.clear()
         for future, call in pending:

@@ -346,13 +346,13 @@ class _Call:
     """
 
     callstring = "byop_nb_limited_call()"  # what pynisher calls this in its messages: replaced by the user's call
-    __qualname__ = "byop_nb_limited_call"
 
     def __init__(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, parent: int | None
     ) -> None:
         self.fn, self.args, self.kwargs, self.parent = fn, args, kwargs, parent
         self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+        self.__qualname__ = "byop_nb_limited_call"  # pynisher's name for it (on the instance: the class stays findable)
 
     def __call__(self) -> Any:
         if self.parent is not None:
