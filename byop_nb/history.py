@@ -98,9 +98,17 @@ back = restore_dtypes(pd.read_csv("calls.csv"))           # equals df, for the l
 
 Limits of CSV: an empty string reads back as missing, text that looks like a
 number reads back as a number (a `result` of `"3"` becomes `3`), and only
-numbers and text survive in `result`. Limits of Parquet: a `result` (or other
-`object`) column must hold values of one type; cast it first otherwise
-(`df["result"] = df["result"].astype("string")`).
+numbers and text survive in `result`. Limits of Parquet: an `object` column
+(`result`, and extra columns of mixed values) must hold values Arrow can store
+as one type. [`exportable`][byop_nb.history.exportable] makes any frame
+writable: such columns become text (each value's bounded `repr`, strings kept
+as they are), the rest is untouched:
+
+```python
+from byop_nb.history import exportable
+
+exportable(task.df()).to_parquet("calls.parquet")   # works for every history
+```
 
 ## Journals
 
@@ -141,7 +149,7 @@ from byop_nb._text import TRACEBACK_LIMIT, bounded_repr, bounded_text
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["History", "read_journal", "restore_dtypes", "COLUMNS"]
+__all__ = ["History", "read_journal", "restore_dtypes", "exportable", "COLUMNS"]
 
 COLUMNS: tuple[str, ...] = (
     "task",
@@ -614,3 +622,46 @@ def restore_dtypes(df: pd.DataFrame) -> pd.DataFrame:
         elif column.dtype == object:
             out[name] = column.where(column.notna(), None)
     return out
+
+
+def exportable(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `df` that Parquet (and CSV) can write, whatever the calls returned.
+
+    An `object` column whose values Arrow cannot store as one type (a `result`
+    column of ints and strings, of objects of your own classes, ...) becomes a
+    `string` column: strings stay as they are, other values become their
+    bounded `repr`, missing values stay missing. Other columns are untouched, so
+    a history whose columns already export gives an equal frame. Read the file
+    back with `restore_dtypes(pd.read_parquet(...))`.
+
+    ```python
+    from byop_nb.history import exportable
+
+    exportable(task.df()).to_parquet("calls.parquet")
+    ```
+    """
+    import pandas as pd
+
+    out = df.copy()
+    for name in out.columns:
+        column = out[name]
+        if column.dtype != object or _arrow_takes(column):
+            continue
+        out[name] = pd.array(
+            [None if v is None else v if isinstance(v, str) else bounded_repr(v) for v in column], dtype="string"
+        )
+    return out
+
+
+def _arrow_takes(column: Any) -> bool:
+    """Whether Arrow stores the values of `column` as one type (without pyarrow: plain values of one type)."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        kinds = {type(v) for v in column if v is not None}
+        return len(kinds) <= 1 and kinds <= {int, float, bool, str, bytes}
+    try:
+        pa.array(column.tolist(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError):
+        return False
+    return True

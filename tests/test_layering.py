@@ -1,6 +1,6 @@
 """The package's layering, read from its source (AST): imports point down, and no module imports itself back.
 
-Layers, bottom to top: the vocabularies (`events`, `_status`, `_journal`); the
+Layers, bottom to top: the vocabularies (`events`, `_status`, `_journal`, `_text`); the
 history and its HTML view (`history`, `_html`); the engine (`scheduling`);
 optimization; the notebook skin (`notebook`); the package's `__init__`.
 Imports under `if TYPE_CHECKING:` are for type checkers only and are not counted;

@@ -225,3 +225,30 @@ def test_warnings_from_recording_do_not_repeat_per_row(tmp_path: Path) -> None:
         for call in range(1, 4):
             history.record(row(call) | {"args": (Detached(),)})
     assert len(history) == 3
+
+
+# -- exports -------------------------------------------------------------------------------------------
+def test_every_history_exports_to_parquet_through_exportable(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    from byop_nb.history import exportable, restore_dtypes
+
+    history = History("f")
+    for call, result in enumerate([1, "two", None, Detached(), [1.0, 2.0]], start=1):
+        history.record(row(call) | {"result": result})
+    df = history.df()
+    with pytest.raises(Exception):  # what the issue saw: ArrowInvalid / ArrowTypeError on mixed results
+        df.to_parquet(tmp_path / "raw.parquet")
+    exportable(df).to_parquet(tmp_path / "calls.parquet")
+    back = restore_dtypes(pd.read_parquet(tmp_path / "calls.parquet"))
+    assert back.result.tolist() == [
+        "1",
+        "two",
+        None,
+        "<Detached object: repr() raised RuntimeError: instance is not bound to a session>",
+        "[1.0, 2.0]",
+    ]
+    plain = History("g")
+    for call in range(1, 4):
+        plain.record(row(call))
+    pd.testing.assert_frame_equal(exportable(plain.df()), plain.df())

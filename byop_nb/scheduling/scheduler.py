@@ -240,7 +240,7 @@ class Scheduler:
         from dask.distributed import LocalCluster
         from byop_nb.scheduling import Scheduler
 
-        cluster = LocalCluster(n_workers=2, processes=False)
+        cluster = LocalCluster(n_workers=2, processes=False, host="127.0.0.1", dashboard_address="127.0.0.1:0")
         scheduler = Scheduler.with_dask(cluster)
         ```
         """
