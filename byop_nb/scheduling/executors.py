@@ -184,7 +184,7 @@ def check_main_guard(start_method: str | None) -> None:
         tree = ast.parse(Path(path).read_text(encoding="utf-8"))
     except (OSError, SyntaxError, ValueError):  # not a Python source file we can read: nothing to tell
         return
-    for node in tree.body:
+    for node in ast.walk(tree):
         if isinstance(node, ast.If) and _tests_for_main(node.test) and node.lineno <= line <= (node.end_lineno or 0):
             return
     raise RuntimeError(
@@ -197,13 +197,8 @@ def check_main_guard(start_method: str | None) -> None:
 
 
 def _tests_for_main(test: ast.expr) -> bool:
-    """Whether `test` is `__name__ == "__main__"` (either way round)."""
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
-        return False
-    sides = [test.left, test.comparators[0]]
-    names = [side.id for side in sides if isinstance(side, ast.Name)]
-    values = [side.value for side in sides if isinstance(side, ast.Constant)]
-    return names == ["__name__"] and values == ["__main__"]
+    """Whether `test` looks at `__name__` (`__name__ == "__main__"`, or any spelling of it: never refuse a guard)."""
+    return any(isinstance(node, ast.Name) and node.id == "__name__" for node in ast.walk(test))
 
 
 def _unreadable_result(exception: BrokenProcessPool) -> str | None:
