@@ -103,6 +103,33 @@ def test_begin_times_the_block_in_wall_and_cpu_time() -> None:
     assert (report.status, report.results, report.timings, report.trial) == ("success", {"loss": 0.5}, timings, trial)
 
 
+def report_inside_the_block(trial: Trial) -> Trial.Report:
+    with trial.begin():
+        time.sleep(0.1)
+        sum(i * i for i in range(300_000))  # some CPU
+        return trial.success(loss=trial.config["x"])  # the byop-era pattern: the report inside the block
+
+
+def test_a_report_made_inside_begin_records_the_timings_up_to_the_report(no_orphans: None) -> None:
+    trial = Trial(name="inside", config={"x": 1.0})
+    report = report_inside_the_block(trial)
+    assert report.timings is not None and trial.timings is not None
+    assert 0.1 <= report.timings.wall_time < 2 and 0 < report.timings.cpu_time < report.timings.wall_time
+    assert report.timings.wall_time <= trial.timings.wall_time  # up to the report; the block ends after it
+
+    scheduler = Scheduler.with_processes(1)
+    task = Trial.Task(report_inside_the_block, scheduler)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(Trial(name="t-0", config={"x": 2.0}))
+
+    assert scheduler.run() is ExitCode.EXHAUSTED
+    row = task.df().iloc[0]
+    assert row["status"] == "success" and row["result.loss"] == 2.0
+    assert 0.1 <= row["wall_time"] < 2 and 0 < row["cpu_time"] < row["wall_time"]
+
+
 def test_begin_captures_an_exception_with_its_traceback() -> None:
     trial = Trial(name="t", config={})
 
