@@ -715,3 +715,43 @@ def test_a_blocking_run_streams_widget_updates_before_the_cell_ends(widget_kerne
     assert len(running) >= 6 and began < running[0] and running[-1] < ended and running[-1] - running[0] > 1.5
     images = [when for when, mid, _, buffers in kernel.updates if mid == ids["plot_image"] and buffers]
     assert any(when < ended - 0.5 for when in images)
+
+
+def test_a_redraw_draws_only_what_changed_until_the_data_outgrows_the_axes():
+    from byop_nb.notebook.plots import PlotRenderer
+
+    scheduler = Scheduler.with_sequential()
+    task = Task(identity, scheduler)
+    values = iter([0.45, 0.4, 0.35, 0.42, 5.0])
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(0.5)
+        task(0.3)  # the range of values the axes start with
+
+    scheduler.run()
+    data = LiveData()
+    renderer = PlotRenderer()
+    data.update([task], scheduler.started_at)
+    first = renderer.render(data)
+    assert renderer.n_full_draws == 1
+    assert renderer.render(data) == first  # nothing changed: the same picture, from the kept background
+
+    for _ in range(4):  # values inside the axes' limits: only the lines and titles are drawn again
+        task_history_grows(task, next(values))
+        data.update([task], scheduler.started_at)
+        picture = renderer.render(data)
+        assert picture != first
+    assert renderer.n_full_draws == 1
+
+    task_history_grows(task, next(values))  # 5.0: outside the limits, which grow
+    data.update([task], scheduler.started_at)
+    renderer.render(data)
+    assert renderer.n_full_draws == 2
+    renderer.close()
+
+
+def task_history_grows(task: Task, value: float) -> None:
+    """One more ended call in the task's history, as if it had run now (keeps the test free of timing)."""
+    now = time.time()
+    task.history.record_call(task.name, len(task.history) + 1, (value,), {}, "returned", value, None, None, now, now)

@@ -11,6 +11,7 @@ redraws the plot when new calls have ended and the redraw is due.
 from __future__ import annotations
 
 import asyncio
+import collections
 import html
 import logging
 import math
@@ -168,7 +169,7 @@ class Dashboard(widgets.VBox):
         self._stop_clicked = False
         self._dirty = True
         self._last_redraw = -math.inf
-        self._redraw_cost = 0.0
+        self._redraw_costs: collections.deque[float] = collections.deque(maxlen=8)  # the latest redraws' seconds
         self._own_error: tuple[float, str] | None = None
         self._callback_error: tuple[float, str] | None = None
         # A callback error ends its run as STOPPED: one already there while a run goes on, or after a
@@ -273,7 +274,7 @@ class Dashboard(widgets.VBox):
         if renderer.plot_error is not None:
             self._own_error = (time.time(), f"plot: {_html.short_error(renderer.plot_error)}")
         if throttle:
-            self._redraw_cost = time.perf_counter() - began
+            self._redraw_costs.append(time.perf_counter() - began)
         self._last_redraw = time.perf_counter()
         self._dirty = False
         self.n_redraws += 1
@@ -285,7 +286,7 @@ class Dashboard(widgets.VBox):
             return
         began = time.perf_counter()
         self._renderer.render(self._data, self._user_plot, self._frame if self._user_plot is not None else None)
-        self._redraw_cost = time.perf_counter() - began
+        self._redraw_costs.append(time.perf_counter() - began)
 
     def _maybe_redraw(self, *, force: bool = False) -> None:
         if self._renderer is None:
@@ -295,7 +296,11 @@ class Dashboard(widgets.VBox):
         if force:
             self.redraw(throttle=False)
             return
-        pause = min(max(self.interval, self._redraw_cost / self.draw_budget), MAX_REDRAW_PAUSE)
+        # Most redraws draw only what changed; one in a while draws the whole figure (the data outgrew
+        # the axes). The budget holds for their average, so one full drawing does not stall the plot.
+        costs = self._redraw_costs
+        cost = sum(costs) / len(costs) if costs else 0.0
+        pause = min(max(self.interval, cost / self.draw_budget), MAX_REDRAW_PAUSE)
         if time.perf_counter() >= self._last_redraw + pause:
             self.redraw()
 
