@@ -161,6 +161,17 @@ class _Handler:
                 self.callback()
 
 
+def _name_the_callback(error: BaseException, callback: str, event: Hashable, manager: str) -> None:
+    """Mark `error` with the callback and event that raised it (the innermost emission's), as
+    `error.byop_nb_raised_by = (callback, event, manager name)`, for the scheduler's note."""
+    if isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit)) or hasattr(error, "byop_nb_raised_by"):
+        return
+    try:
+        error.byop_nb_raised_by = (callback, str(event), manager)  # type: ignore[attr-defined]
+    except AttributeError:  # exception types without a __dict__
+        pass
+
+
 def _explain_mismatch(
     error: TypeError, callback: Callable[..., Any], event: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
@@ -381,8 +392,10 @@ class EventManager:
             for callback in fast:
                 try:
                     callback(*args, **kwargs)
-                except TypeError as e:
-                    _explain_mismatch(e, callback, event, args, kwargs)
+                except BaseException as e:
+                    if isinstance(e, TypeError):
+                        _explain_mismatch(e, callback, event, args, kwargs)
+                    _name_the_callback(e, _callback_name(callback), event, self.name)
                     raise
             return
         handlers = self._handlers.get(event)
@@ -391,9 +404,10 @@ class EventManager:
         for handler in tuple(handlers):
             try:
                 handler.fire(args, kwargs)
-            except TypeError as e:
-                if handler.takes_args:
+            except BaseException as e:
+                if isinstance(e, TypeError) and handler.takes_args:
                     _explain_mismatch(e, handler.callback, event, args, kwargs)
+                _name_the_callback(e, handler.name, event, self.name)
                 raise
 
 

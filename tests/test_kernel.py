@@ -8,6 +8,7 @@ looking at the notebook.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -139,6 +140,38 @@ print(f"results={sorted(task.df()['result'])}")
     # The kernel's loop survives the nested run: the next cell works, and so does a second run.
     again = kernel.run("print(f'exit={scheduler.run()}'); print(f'rows={len(task.df())}')")
     assert again.value("exit") == "ExitCode.EXHAUSTED" and again.value("rows") == "10"
+
+
+@pytest.mark.kernel
+def test_a_callback_error_in_a_cell_shows_the_cell_run_and_the_callback_not_the_machinery(kernel):
+    kernel.run(SETUP)
+    out = kernel.run(
+        """
+def square(x):
+    return x * x
+
+scheduler = Scheduler.with_threads(1)
+task = Task(square, scheduler)
+
+@scheduler.on_start
+def launch():
+    task(3)
+
+@task.on_returned
+def check(result):
+    raise ValueError(f"too big: {result}")
+
+scheduler.run()
+""",
+        check=False,
+    )
+    assert out.error == "ValueError: too big: 9"
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", out.traceback)  # IPython colours its tracebacks
+    assert "scheduler.run()" in shown and 'raise ValueError(f"too big: {result}")' in shown
+    assert "raised by the callback 'check' of the event 'task-returned' (Task(square))" in shown
+    for machinery in ("asyncio", "nest_asyncio2", "events.py", "task.py", "_handoff.py"):
+        assert machinery not in shown, machinery
+    assert len(shown.splitlines()) < 30, shown
 
 
 @pytest.mark.kernel

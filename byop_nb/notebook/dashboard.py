@@ -156,6 +156,8 @@ class Dashboard(widgets.VBox):
         self.handle: RunHandle | None = None
         """The handle of the latest run this dashboard started (Start, or `start()`)."""
         self.n_redraws = 0
+        self.redraw_seconds = 0.0
+        """Seconds spent drawing the plot, all redraws together (`n_redraws` of them)."""
         """How many times the plot was drawn."""
         self.busy_seconds = 0.0
         """Seconds spent following runs (refreshing and redrawing on the scheduler's events and timer):
@@ -273,8 +275,10 @@ class Dashboard(widgets.VBox):
         self.plot_image.value = renderer.render(self._data, self._user_plot, frame)
         if renderer.plot_error is not None:
             self._own_error = (time.time(), f"plot: {_html.short_error(renderer.plot_error)}")
+        cost = time.perf_counter() - began
+        self.redraw_seconds += cost
         if throttle:
-            self._redraw_costs.append(time.perf_counter() - began)
+            self._redraw_costs.append(cost)
         self._last_redraw = time.perf_counter()
         self._dirty = False
         self.n_redraws += 1

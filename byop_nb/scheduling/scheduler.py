@@ -38,7 +38,14 @@ from byop_nb.scheduling import _shipping
 from byop_nb.scheduling import executors as _executors
 from byop_nb.scheduling._checks import OnException, Policy, check_run_options, exception_policy, positive_int
 from byop_nb.scheduling._handoff import Handoff
-from byop_nb.scheduling._runtime import RunHandle, log_background_error, run_nested, running_loop
+from byop_nb.scheduling._runtime import (
+    RunHandle,
+    log_background_error,
+    note_callback,
+    run_nested,
+    running_loop,
+    trim_traceback,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -386,6 +393,7 @@ class Scheduler:
             self._wake_up()
 
     def _fail(self, error: BaseException) -> None:
+        note_callback(error)
         if self._error is None:
             self._error = error
         self.last_error = error
@@ -467,9 +475,12 @@ class Scheduler:
         self._check_not_running("run()")
         coroutine = self.async_run(timeout=timeout, end_on_empty=end_on_empty, wait=wait, on_exception=on_exception)
         loop = running_loop()
-        if loop is None:  # outside the except block, so no worker inherits its exception context
-            return asyncio.run(coroutine)
-        return run_nested(loop, coroutine)
+        try:
+            if loop is None:  # outside the except block, so no worker inherits its exception context
+                return asyncio.run(coroutine)
+            return run_nested(loop, coroutine)
+        except Exception as error:  # from a callback (or a wrong use in one): show the user's frames
+            raise trim_traceback(error)
 
     def start(
         self,
