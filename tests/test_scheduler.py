@@ -459,3 +459,15 @@ def test_wait_false_on_threads_cancels_and_returns_without_waiting() -> None:
     release.set()
     assert elapsed < 5
     assert task.counts == {Task.SUBMITTED: 1, Task.CANCELLED: 1}
+
+
+def test_a_misspelt_subscriber_suggests_the_right_name() -> None:
+    scheduler = Scheduler.with_threads(1)
+    with pytest.raises(AttributeError, match=r"no attribute 'on_started'; did you mean 'on_start'\?") as info:
+        scheduler.on_started  # noqa: B018  # the guide's "on_<event name>" rule, misapplied
+    assert "on_finished, on_finishing, on_start" in str(info.value)
+    task = Task(square, scheduler)
+    with pytest.raises(AttributeError, match=r"no attribute 'on_return'; did you mean 'on_returned'\?"):
+        task.on_return  # noqa: B018
+    with pytest.raises(AttributeError, match=r"^'Task' object has no attribute 'colour'$"):
+        task.colour  # noqa: B018

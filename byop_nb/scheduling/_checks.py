@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeAlias
 
-__all__ = ["positive_int", "check_run_options", "exception_policy", "OnException", "Policy"]
+__all__ = ["no_such_attribute", "positive_int", "check_run_options", "exception_policy", "OnException", "Policy"]
 
 Policy: TypeAlias = Literal["continue", "end", "raise"]
 OnException: TypeAlias = Policy | Mapping[type[BaseException], Policy]
@@ -72,3 +72,18 @@ def exception_policy(on_exception: OnException) -> Callable[[BaseException], Pol
         return "continue"
 
     return choose
+
+
+def no_such_attribute(owner: object, name: str) -> str:
+    """The message for an attribute `owner` does not have: with the subscribers it does have, when
+    `name` looks like one (the guide's `on_<event>` rule: `scheduler.on_started` means `on_start`)."""
+    kind = type(owner).__name__
+    message = f"{kind!r} object has no attribute {name!r}"
+    if not name.startswith("on_"):
+        return message
+    import difflib
+
+    subscribers = sorted(n for n in dir(owner) if n.startswith("on_") and not n.startswith("on__"))
+    close = difflib.get_close_matches(name, subscribers, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    return f"{message}{hint} The subscribers of a {kind}: {', '.join(subscribers)}"

@@ -34,7 +34,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 from byop_nb.events import Event, EventManager, Subscriber
-from byop_nb.scheduling import _shipping
+from byop_nb.scheduling import _checks, _shipping
 from byop_nb.scheduling import executors as _executors
 from byop_nb.scheduling._checks import OnException, Policy, check_run_options, exception_policy, positive_int
 from byop_nb.scheduling._handoff import Handoff
@@ -663,6 +663,12 @@ class Scheduler:
         from byop_nb.notebook import Dashboard
 
         return Dashboard(self, *tasks, **options)
+
+    if not TYPE_CHECKING:  # type checkers keep flagging unknown attributes themselves
+
+        def __getattr__(self, name: str) -> Any:
+            # Only for names that are not found: suggest the subscriber a user probably meant.
+            raise AttributeError(_checks.no_such_attribute(self, name))
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{event}={n}" for event, n in self.event_manager.counts.items())

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypedDict, 
 
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.history import History
+from byop_nb.scheduling import _checks
 from byop_nb.scheduling._checks import positive_int
 from byop_nb.scheduling._shipping import attach_traceback, traceback_text
 from byop_nb.scheduling.call import Call, Status
@@ -295,6 +296,12 @@ class Task(Generic[P, R]):
         elif status is _WALL_TIME_LIMIT:
             em.emit(self.WALL_TIME_LIMIT_REACHED, future, exception)
             em.emit(self.TIMEOUT, future, exception)
+
+    if not TYPE_CHECKING:  # type checkers keep flagging unknown attributes themselves
+
+        def __getattr__(self, name: str) -> Any:
+            # Only for names that are not found: suggest the subscriber a user probably meant.
+            raise AttributeError(_checks.no_such_attribute(self, name))
 
     def __repr__(self) -> str:
         return f"Task({self.name!r}, called={self.n_called}, running={self._n_running}, ended={len(self.history)})"
