@@ -545,10 +545,12 @@ class OptunaOptimizer:
         if study is not None:
             if not isinstance(study, module.Study):
                 raise TypeError(f"study= takes an optuna.Study, got {study!r}")
-            given = [n for n, v in (("storage", storage), ("study_name", study_name), ("sampler", sampler)) if v]
+            given = [
+                n for n, v in (("storage", storage), ("study_name", study_name), ("sampler", sampler)) if v is not None
+            ]
             if given:
                 raise ValueError(
-                    f"study= is given, so {', '.join(given)}= cannot be: the study has its own. Pass either "
+                    f"study= is given, so {'=, '.join(given)}= cannot be: the study has its own. Pass either "
                     "study=, or storage=/study_name=/sampler= to create or load one"
                 )
         else:
