@@ -581,3 +581,51 @@ def quadratic_x(trial: Trial) -> Trial.Report:
     with trial.begin():
         loss = (trial.config["x"] - 1) ** 2
     return trial.success(loss=loss)
+
+
+# -- the guide and the docstrings, run as written -------------------------------------------
+
+
+def python_blocks(text: str) -> list[str]:
+    """The ```python blocks of a Markdown text (or a docstring), dedented."""
+    import re
+    import textwrap
+
+    return [textwrap.dedent(block) for block in re.findall(r"```python\n(.*?)```", text, flags=re.S)]
+
+
+def run_as_main(directory: Path, source: str) -> str:
+    """Run `source` as a script's `__main__` in a new Python, in `directory`; its stdout."""
+    script = directory / "example.py"
+    script.write_text(source)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=directory, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_the_guides_loop_runs_as_written(tmp_path: Path, no_orphans: None) -> None:
+    loop = python_blocks((ROOT / "docs" / "guide" / "optimizers.md").read_text())[0]
+    run_as_main(tmp_path, loop + "\nassert optimizer.n_told >= 2 and optimizer.best is not None\n")
+
+
+def test_the_docstring_examples_run_as_written(optuna: Any, tmp_path: Path, no_orphans: None) -> None:
+    from byop_nb.optimization import optimizers
+
+    module_example = python_blocks(optimizers.__doc__ or "")[0]
+    run_as_main(tmp_path, module_example + "\nassert optimizer.n_told == 20\n")
+    (optuna_example,) = python_blocks(OptunaOptimizer.__doc__ or "")
+    run_as_main(
+        tmp_path,
+        "import optuna\noptuna.logging.set_verbosity(optuna.logging.WARNING)\n"
+        + optuna_example
+        + "\nassert len(optimizer.df()) == len(optimizer.study.trials) >= 30 and Path('study.log').exists()\n",
+    )
+    (random_example,) = python_blocks(RandomSearch.__doc__ or "")
+    namespace: dict[str, Any] = {}
+    exec(random_example.replace("search.best.trial is trial   # True", "assert search.best.trial is trial"), namespace)
+    assert namespace["trial"].config["depth"] == 7 and namespace["trial"].config["kernel"] == "rbf"
+    (protocol_example,) = python_blocks(Optimizer.__doc__ or "")
+    exec(protocol_example, {})

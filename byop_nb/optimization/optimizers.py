@@ -262,7 +262,7 @@ class RandomSearch:
 
         search = RandomSearch({"lr": (1e-4, 1e-1, "log"), "depth": (1, 8), "kernel": ["rbf", "linear"]}, seed=0)
         trial = search.ask()
-        trial.config       # {'lr': 0.0207..., 'depth': 7, 'kernel': 'linear'}
+        trial.config       # {'lr': 0.0341..., 'depth': 7, 'kernel': 'rbf'}
         search.tell(trial.success(loss=0.3))
         search.best.trial is trial   # True
         ```
