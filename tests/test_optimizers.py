@@ -336,11 +336,29 @@ def test_tell_rejects_bad_reports_and_leaves_no_trial_running(optuna: Any) -> No
     with pytest.raises(ValueError, match="was not asked from study"):
         optimizer.tell(other.ask().success(loss=1.0))
 
+    crashed = optimizer.ask()
+    optimizer.tell(crashed.crashed(OSError("disk full")))
+    with pytest.raises(ValueError, match=f"cannot tell trial {crashed.info['optuna_trial']} .*it is FAIL already"):
+        optimizer.tell(crashed.crashed(OSError("disk full")))
+
     trial = optimizer.ask()
     optimizer.tell(trial.success(loss=math.nan))  # a diverged run is an outcome, not a mistake
     frozen = optimizer.study.trials[trial.info["optuna_trial"]]
     assert frozen.state.name == "FAIL" and frozen.user_attrs["byop_nb.reason"] == "metric ['loss'] is NaN"
-    assert [t.state.name for t in optimizer.study.trials] == ["FAIL", "FAIL", "FAIL"]
+    assert [t.state.name for t in optimizer.study.trials] == ["FAIL", "FAIL", "FAIL", "FAIL"]
+
+
+def test_a_trial_asked_by_one_optimizer_can_be_told_by_another_on_the_same_study(optuna: Any) -> None:
+    study = optuna.create_study()
+    asker, teller = OptunaOptimizer({"x": (0.0, 1.0)}, study=study), OptunaOptimizer({"x": (0.0, 1.0)}, study=study)
+    first, second = asker.ask(), asker.ask()
+    teller.tell(first.success(loss=0.5))
+    teller.tell(second.crashed(MemoryError("out of memory")))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"] and study.trials[0].value == 0.5
+    assert study.trials[1].user_attrs["byop_nb.exception"] == "MemoryError: out of memory"
+    assert len(asker.pending) == 2  # the asker was not told; its fail_pending leaves the finished trials alone
+    assert asker.fail_pending() == 0 and asker.pending == []
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
 
 
 # -- OptunaOptimizer: the loop, on processes and dask ---------------------------------------

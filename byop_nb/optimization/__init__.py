@@ -1,10 +1,4 @@
-"""Optimization: [`Trial`][byop_nb.optimization.Trial], its reports, `Trial.Task` to evaluate trials, and optimizers.
-
-[`RandomSearch`][byop_nb.optimization.RandomSearch] and
-[`OptunaOptimizer`][byop_nb.optimization.OptunaOptimizer] follow the
-[`Optimizer`][byop_nb.optimization.Optimizer] protocol: `ask()` a trial,
-`tell(report)` its report. Optuna is imported only when an `OptunaOptimizer` is made.
-"""
+"""Optimization: [`Trial`][byop_nb.optimization.Trial], its reports, and `Trial.Task` to evaluate trials."""
 
 from byop_nb.optimization.optimizers import Optimizer, OptunaOptimizer, RandomSearch
 from byop_nb.optimization.trial import Trial, TrialTask

@@ -685,18 +685,19 @@ class OptunaOptimizer:
     def _finish(
         self, trial: optuna.trial.Trial | int, state: Any, values: list[float] | None, attrs: Mapping[str, Any]
     ) -> None:
-        if attrs:
+        number = trial if isinstance(trial, int) else trial.number
+        try:
             if isinstance(trial, int):  # asked by another optimizer on this study: reach its trial by number
                 frozen = self._frozen(trial)
+                if frozen.state.is_finished():
+                    raise ValueError(f"it is {frozen.state.name} already")
                 for key, value in attrs.items():
                     self._storage().set_trial_user_attr(frozen._trial_id, key, value)
             else:
                 for key, value in attrs.items():
                     trial.set_user_attr(key, value)
-        try:
             self.study.tell(trial, values, state=state)
-        except ValueError as e:  # optuna: "Cannot tell a COMPLETE trial.", "... has not been created."
-            number = trial if isinstance(trial, int) else trial.number
+        except (ValueError, RuntimeError) as e:  # optuna: "Cannot tell a COMPLETE trial.", "... finished ..."
             raise ValueError(
                 f"OptunaOptimizer.tell(): cannot tell trial {number} of study {self.study.study_name!r}: {e} "
                 "(a report is told once)"
@@ -729,15 +730,21 @@ class OptunaOptimizer:
         scheduler.on_finished(optimizer.fail_pending)
         ```
 
-        Only call it when none of them is still running: a report told after
-        it raises ValueError (its study trial is finished).
+        Trials finished meanwhile (told by another optimizer on the study) are
+        skipped. Only call it when none of them is still running: a report
+        told after it raises ValueError (its study trial is finished).
         """
         pending = list(self._pending.values())
         self._pending.clear()
         FAIL = self._optuna.trial.TrialState.FAIL
+        marked = 0
         for trial in pending:
-            self._finish(trial, FAIL, None, {STATUS: "cancelled", REASON: reason})
-        return len(pending)
+            try:
+                self._finish(trial, FAIL, None, {STATUS: "cancelled", REASON: reason})
+            except ValueError:  # finished already: told by another optimizer on the study
+                continue
+            marked += 1
+        return marked
 
     def _fail_orphans(self) -> list[int]:
         """Mark FAIL the study's RUNNING trials whose asking process (on this host) has ended."""
