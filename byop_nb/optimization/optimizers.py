@@ -430,6 +430,17 @@ def _asker_is_gone(asked_by: object) -> bool:
         return False
 
 
+def _finite(value: object) -> float | None:
+    """`value` as a finite float (numpy scalars included), or None."""
+    if isinstance(value, bool | str | bytes) or value is None:
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _bounded(text: str) -> str:
     return text if len(text) <= _TEXT_CAP else text[: _TEXT_CAP - 20] + f"... [{len(text)} chars]"
 
@@ -545,9 +556,8 @@ class OptunaOptimizer:
         if study is not None:
             if not isinstance(study, module.Study):
                 raise TypeError(f"study= takes an optuna.Study, got {study!r}")
-            given = [
-                n for n, v in (("storage", storage), ("study_name", study_name), ("sampler", sampler)) if v is not None
-            ]
+            others = {"storage": storage, "study_name": study_name, "sampler": sampler}
+            given = [name for name, value in others.items() if value is not None]
             if given:
                 raise ValueError(
                     f"study= is given, so {'=, '.join(given)}= cannot be: the study has its own. Pass either "
@@ -674,8 +684,8 @@ class OptunaOptimizer:
             limit = getattr(report, "limit", None)
             if limit is not None:
                 attrs[LIMIT] = limit
-            reported = [report.results.get(m) for m in self.metrics]
-            if all(_is_number(v) for v in reported):
+            reported = [_finite(report.results.get(m)) for m in self.metrics]
+            if all(v is not None for v in reported):
                 attrs[VALUE] = reported[0] if len(reported) == 1 else reported
         self._finish(trial, state, values, attrs)
         self.n_told += 1
