@@ -280,9 +280,40 @@ def test_a_dashboard_over_a_trial_task_counts_successes_failures_and_crashes():
     assert "<td>evaluate</td><td>5</td><td>0</td><td>3</td><td>2</td><td>0</td><td>0</td>" in board.counters_html.value
     (series,) = board._data.series
     assert series.values == [0.5, 0.25, 0.75] and series.best == [0.5, 0.25, 0.25]
-    assert series.failed == 2
+    assert series.failed == 2 and series.failures == {"fail": 1, "crashed": 1}
     assert board.last_error == "evaluate: RuntimeError: crashed on t-4"
     board.close()
+
+
+def accuracy(trial: Trial) -> Trial.Report:
+    with trial.begin():
+        acc = 1 - abs(trial.config["x"] - 0.3)
+    return trial.success(loss=1 - acc, acc=acc)
+
+
+def test_a_dashboard_over_an_optimizer_plots_its_metric_best_in_its_direction():
+    from byop_nb.optimization import RandomSearch
+
+    optimizer = RandomSearch({"x": (0.0, 1.0)}, seed=1, metric="acc", direction="maximize")
+    scheduler = Scheduler.with_threads(1)
+    task = Trial.Task(accuracy, scheduler, call_limit=12)
+
+    @scheduler.on_start
+    @task.on_report
+    def ask_again() -> None:
+        task(optimizer.ask())
+
+    task.on_report(optimizer.tell)
+    board = Dashboard(scheduler, task, optimizer=optimizer)
+    scheduler.run()
+    board.refresh()
+    (series,) = board._data.series
+    accs = [report.results["acc"] for report in optimizer.reports]
+    assert series.metric == "acc" and series.values == accs
+    assert series.best == [max(accs[: i + 1]) for i in range(len(accs))]  # the best so far is the highest
+    board.close()
+    with pytest.raises(TypeError, match="optimizer= needs an optimizer with a `metric`"):
+        Dashboard(scheduler, task, optimizer=object())
 
 
 def test_time_progress_follows_the_runs_own_timeout():

@@ -65,6 +65,10 @@ class Dashboard(widgets.VBox):
             (about a second on a laptop).
         metric: the key to plot for dict results (default: the first numeric key).
         best: "min" or "max": what the best-so-far line tracks.
+        optimizer: an optimizer with a `metric` and a `direction` (`RandomSearch`,
+            `OptunaOptimizer`): the plot shows its metric, and the best so far in
+            its direction ("minimize" -> min); it sets `metric` and `best`. For a
+            multi-objective study, the first metric.
 
     Start is enabled when the scheduler is not running, Stop while it runs.
     Start calls `scheduler.start(...)` with the options above and keeps the
@@ -127,7 +131,10 @@ class Dashboard(widgets.VBox):
         draw_budget: float = 0.02,
         metric: str | None = None,
         best: Literal["min", "max"] = "min",
+        optimizer: Any = None,
     ) -> None:
+        if optimizer is not None:
+            metric, best = _metric_and_best(optimizer)
         if not isinstance(scheduler, Scheduler):
             raise TypeError(f"Dashboard needs a byop_nb Scheduler as its first argument, got {scheduler!r}")
         for task in tasks:
@@ -481,3 +488,18 @@ class Dashboard(widgets.VBox):
 
     def __repr__(self) -> str:
         return f"Dashboard(scheduler={self.scheduler.state}, tasks={[t.name for t in self.tasks]})"
+
+
+def _metric_and_best(optimizer: Any) -> tuple[str, Literal["min", "max"]]:
+    """The metric and best-so-far direction of an optimizer (its first, when it has several)."""
+    metric, direction = getattr(optimizer, "metric", None), getattr(optimizer, "direction", None)
+    if isinstance(metric, list) and metric:
+        metric = metric[0]
+    if isinstance(direction, list) and direction:
+        direction = direction[0]
+    if not isinstance(metric, str) or direction not in ("minimize", "maximize"):
+        raise TypeError(
+            f"optimizer= needs an optimizer with a `metric` (str) and a `direction` ('minimize' or 'maximize'), "
+            f"such as RandomSearch or OptunaOptimizer; got {optimizer!r}"
+        )
+    return metric, "min" if direction == "minimize" else "max"

@@ -84,6 +84,7 @@ class _Series:
         "best",
         "ended",
         "failed",
+        "failures",
         "high",
         "low",
         "metric",
@@ -100,6 +101,7 @@ class _Series:
         self.rows_read = 0
         self.ended: list[float] = []  # finished timestamps of every ended call
         self.failed = 0
+        self.failures: dict[str, int] = {}  # ended calls per failure status
         self.value_times: list[float] = []
         self.values: list[float] = []
         self.best: list[float] = []  # best value so far, one per value
@@ -115,6 +117,7 @@ class _Series:
         self.low = math.inf
         self.high = -math.inf
         self.failed = 0
+        self.failures.clear()
 
 
 class LiveData:
@@ -183,6 +186,7 @@ class LiveData:
                 status = row.get("status")
                 if status in task.FAILURES:
                     series.failed += 1
+                    series.failures[status] = series.failures.get(status, 0) + 1
                     if self.last_error is None or finished >= self.last_error[0]:
                         error = row_error(row) or str(status)
                         self.last_error = (float(finished), f"{task.name}: {error}")
@@ -379,7 +383,11 @@ class PlotRenderer:
         ended = sum(len(series.ended) for series in data.series)
         title = f"ended calls: {ended}"
         if failed:
-            title += f" ({failed} failed)"
+            failures: dict[str, int] = {}
+            for series in data.series:
+                for status, n in series.failures.items():
+                    failures[status] = failures.get(status, 0) + n
+            title += " (" + ", ".join(f"{n} {status}" for status, n in failures.items()) + ")"
         self._title(ax, f"{title}  \u00b7  x: seconds since start")
         names = tuple(series.name for series in data.series)
         legend_changed = names != self._legend_names

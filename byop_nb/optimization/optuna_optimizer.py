@@ -252,6 +252,12 @@ class OptunaOptimizer:
         return self.metrics[0] if len(self.metrics) == 1 else list(self.metrics)
 
     @property
+    def direction(self) -> str | list[str]:
+        """ "minimize" or "maximize" (a list of them for a multi-objective study): the study's own."""
+        directions = [d.name.lower() for d in self.study.directions]
+        return directions[0] if len(directions) == 1 else directions
+
+    @property
     def pending(self) -> list[Trial]:
         """Trials this optimizer asked and was not told about yet (running, or never run)."""
         return [self._trial(t) for t in self._pending.values()]
