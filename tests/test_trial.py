@@ -52,6 +52,14 @@ def allocates(trial: Trial) -> Trial.Report:
     return trial.success(size=len(blob))
 
 
+def allocates_inside_begin(trial: Trial) -> Trial.Report:
+    with trial.begin():
+        blob = bytearray(600 * 2**20)  # more than the memory limit, inside the timed block
+    if trial.exception is not None:
+        return trial.crashed()
+    return trial.success(size=len(blob))
+
+
 def quadratic(trial: Trial) -> Trial.Report:
     with trial.begin():
         loss = (trial.config["x"] - 1.0) ** 2 + (trial.config["y"] + 2.0) ** 2
@@ -321,6 +329,25 @@ def test_a_memory_limit_hit_becomes_a_crash_report_naming_the_limit(no_orphans: 
     scheduler.run(timeout=60)
     (crash,) = crashes
     assert crash.limit == "memory", crash.exception
+
+
+def test_a_memory_limit_hit_inside_begin_is_reported_as_the_limit_not_a_plain_crash(no_orphans: None) -> None:
+    scheduler = Scheduler.with_processes(1, start_method="spawn")
+    task = Trial.Task(allocates_inside_begin, scheduler, memory_limit=(400, "MB"))
+    crashes: list[Trial.Report] = []
+    task.on_crashed(crashes.append)
+    scheduler.on_start(lambda: task(Trial(name="hungry")))
+    scheduler.run(timeout=60)
+    (crash,) = crashes
+    assert crash.limit == "memory", crash.exception
+    assert task.df()["status"].tolist() == ["crashed"]
+
+
+def test_begin_lets_a_memory_error_through() -> None:
+    trial = Trial(name="t")
+    with pytest.raises(MemoryError), trial.begin():
+        raise MemoryError("out of memory")
+    assert trial.exception is None and trial.timings is not None
 
 
 def test_a_cancelled_trial_makes_no_report_but_is_recorded(no_orphans: None) -> None:

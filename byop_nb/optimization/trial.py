@@ -193,7 +193,9 @@ class Trial:
 
         After the block, `trial.timings` is set, and `trial.exception` and
         `trial.traceback` hold what the block raised (None when it did not).
-        `Exception`s are captured; `KeyboardInterrupt` and `SystemExit` pass.
+        `Exception`s are captured; `KeyboardInterrupt`, `SystemExit` and
+        `MemoryError` pass (a `MemoryError` is how a `memory_limit` hit shows
+        inside the call: passing it on lets the Task report the limit).
         A report made inside the block (`return trial.success(...)` in it)
         gets the timings up to the moment it was made.
 
@@ -211,6 +213,10 @@ class Trial:
         self._clock = (time.time(), time.perf_counter(), cpu_clock(), cpu_clock)
         try:
             yield self
+        except MemoryError:
+            # Passes like KeyboardInterrupt: under a memory_limit it is the limit, which the Task
+            # reports as a crash naming it (a CrashReport made here would hide the limit).
+            raise
         except Exception as e:
             self.exception = _portable(e)
             self.traceback = _traceback.format_exc()
