@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from byop_nb._status import Status
 
 if TYPE_CHECKING:
+    from byop_nb.events import EventManager
     from byop_nb.history import History
     from byop_nb.scheduling.scheduler import Scheduler
     from byop_nb.scheduling.task import Task
@@ -38,6 +39,7 @@ __all__ = [
     "scheduler_html",
     "task_html",
     "history_html",
+    "callbacks_html",
     "task_counters",
     "counters_table_html",
     "history_rows",
@@ -239,6 +241,7 @@ def scheduler_html(scheduler: Scheduler) -> str:
         TABLE_CSS,
         f'<div class="byop-head">{head}</div>',
         counters_table_html(list(scheduler.tasks.values())),
+        callbacks_html(scheduler.event_manager),
     ]
     if events:
         parts.append(f'<div class="byop-head">events: {events}</div>')
@@ -257,7 +260,26 @@ def task_html(task: Task[Any, Any], last: int = 5) -> str:
         head += " \u00b7 " + _e(", ".join(limits))
     return (
         f'<div class="byop-task">{TABLE_CSS}<div class="byop-head">{head}</div>'
-        f"{counters_table_html([task])}{_rows_html(task.history, last)}</div>"
+        f"{counters_table_html([task])}{callbacks_html(task.event_manager)}{_rows_html(task.history, last)}</div>"
+    )
+
+
+def callbacks_html(manager: EventManager) -> str:
+    """The callbacks registered on `manager`, per event, in call order, with their options set.
+
+    byop_nb's own registrations (named `byop_nb...`, e.g. a Dashboard's) are left out: a doubled or
+    stale callback of the user's stands out.
+    """
+    lines = []
+    for event, names in manager.registrations().items():
+        shown = [name for name in names if not name.startswith("byop_nb")]
+        if shown:
+            lines.append(f"<tr><td>{_e(event)}</td><td class=\"byop-text\">{_e(', '.join(shown))}</td></tr>")
+    if not lines:
+        return ""
+    return (
+        '<table class="byop-table byop-callbacks"><tr><th>event</th><th>callbacks</th></tr>'
+        f"{''.join(lines)}</table>"
     )
 
 

@@ -786,3 +786,20 @@ def task_history_grows(task: Task, value: float) -> None:
     """One more ended call in the task's history, as if it had run now (keeps the test free of timing)."""
     now = time.time()
     task.history.record_call(task.name, len(task.history) + 1, (value,), {}, "returned", value, None, None, now, now)
+
+
+def test_scheduler_and_task_html_list_the_callbacks_per_event_with_their_options():
+    scheduler = Scheduler.with_threads(1)
+    task = Task(square, scheduler)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(2)
+
+    task.on_returned(print, every=2)
+    board = Dashboard(scheduler, task)  # its own registrations are not the user's: not listed
+    shown = scheduler_html(scheduler)
+    assert "<td>scheduler-started</td><td class=\"byop-text\">test_scheduler_and_task_html_list" in shown
+    assert "Dashboard" not in shown
+    assert "<td>task-returned</td><td class=\"byop-text\">print (every=2)</td>" in task_html(task)
+    board.close()

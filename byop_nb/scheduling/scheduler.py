@@ -301,9 +301,12 @@ class Scheduler:
     def _register_task(self, task: Task[Any, Any]) -> None:
         old = self._tasks.get(task.name)
         if old is not None and old is not task:
+            # A re-run notebook cell makes the task anew: the callbacks registered on it (in other
+            # cells, which the user does not run again) go on working on the new one.
+            task.event_manager.adopt(old.event_manager)
             warnings.warn(
-                f"A Task named {task.name!r} already exists on this scheduler; the new one replaces it "
-                "(its callbacks and counts no longer show in scheduler.counts). Pass name= to keep both.",
+                f"A Task named {task.name!r} already exists on this scheduler; the new one replaces it and "
+                "takes over its callbacks (its counts start afresh). Pass name= to keep both.",
                 UserWarning,
                 stacklevel=3,
             )
