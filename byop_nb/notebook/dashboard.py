@@ -79,7 +79,8 @@ class Dashboard(widgets.VBox):
     The status line shows the state (idle, running, finishing, finished), the
     elapsed time, the exit code and the last error: a call that raised in the
     latest run, a callback that raised (which stops the run), or Start failing.
-    The progress bar shows ended calls against the tasks' `call_limit`, or else
+    The progress bar shows ended calls against the inputs of the run's
+    `task.map(...)` calls, or else against the tasks' `call_limit`, or else
     the elapsed time against the run's `timeout`, and hides when neither is known.
 
     Updates render during a blocking `scheduler.run()` as well: the widgets'
@@ -355,9 +356,16 @@ class Dashboard(widgets.VBox):
     def _update_progress(self, tasks: list[Task[Any, Any]]) -> None:
         scheduler = self.scheduler
         limited = [task for task in tasks if task.call_limit is not None]
+        maps = [m for task in tasks for m in task._maps if m.run == scheduler.started_at]
         timeout = getattr(scheduler, "timeout", None)
         seconds = _html.elapsed(scheduler)
-        if limited:
+        if maps and all(m.total is not None for m in maps):
+            ended = sum(m.ended for m in maps)
+            bound = sum(m.total or 0 for m in maps)
+            fraction = ended / bound if bound else 1.0
+            self.progress_bar.description = "calls"
+            self.progress_html.value = f"{ended} / {bound} calls"
+        elif limited:
             ended = sum(task.counts.get(task.DONE, 0) + task.counts.get(task.CANCELLED, 0) for task in limited)
             bound = sum(task.call_limit or 0 for task in limited)
             fraction = ended / bound
