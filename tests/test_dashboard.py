@@ -122,7 +122,7 @@ def test_scheduler_and_task_html_show_state_counters_and_last_results():
     html = scheduler_html(scheduler)
     assert "finished" in html and "exit code exhausted" in html and "ThreadPoolExecutor" in html
     assert "&lt;odd&gt;" in html and "<odd>" not in html  # names are escaped
-    assert "<td>4</td><td>0</td><td>2</td><td>2</td><td>0</td><td>1</td><td>4</td>" in html
+    assert '<td>4</td><td>0</td><td>2</td><td>2</td><td>0</td><td title="1 call_limit">1</td><td>4</td>' in html
     assert "scheduler-started=1" in html
     assert scheduler._repr_html_() == html
 
@@ -232,9 +232,8 @@ def test_counters_last_error_and_call_limit_progress_after_a_blocking_run():
     board = Dashboard(scheduler, task)
     assert board.progress_html.value == "0 / 20 calls"
     assert scheduler.run() is ExitCode.EXHAUSTED
-    assert "<td>fails_on_odd</td><td>20</td><td>0</td><td>10</td><td>10</td><td>0</td><td>2</td><td>20</td>" in (
-        board.counters_html.value
-    )
+    row = '<td>fails_on_odd</td><td>20</td><td>0</td><td>10</td><td>10</td><td>0</td><td title="2 call_limit">2</td>'
+    assert row + "<td>20</td>" in board.counters_html.value
     assert board.progress_bar.value == 1.0 and board.progress_html.value == "20 / 20 calls"
     assert board.progress_bar.description == "calls" and board.progress_bar.bar_style == "success"
     assert board.last_error == "fails_on_odd: ValueError: odd <19>"
@@ -802,4 +801,29 @@ def test_scheduler_and_task_html_list_the_callbacks_per_event_with_their_options
     assert "<td>scheduler-started</td><td class=\"byop-text\">test_scheduler_and_task_html_list" in shown
     assert "Dashboard" not in shown
     assert "<td>task-returned</td><td class=\"byop-text\">print (every=2)</td>" in task_html(task)
+    board.close()
+
+
+def test_counters_and_plots_tell_the_same_story_per_run_and_a_spent_call_limit_disables_start():
+    scheduler = Scheduler.with_threads(1)
+    task = Task(fails_on_odd, scheduler, call_limit=7)
+    sizes = iter([4, 3])
+
+    @scheduler.on_start
+    def launch() -> None:
+        task.map(range(next(sizes)))
+
+    board = Dashboard(scheduler, task)
+    scheduler.run()
+    assert "<td>4</td><td>0</td><td>2</td><td>2</td>" in board.counters_html.value
+    assert not board.start_button.disabled
+    scheduler.run()  # the second run: counters and plots both show its 3 calls, not 7
+    board.refresh()
+    assert "<td>fails_on_odd</td><td>3</td><td>0</td><td>2</td><td>1</td>" in board.counters_html.value
+    assert board._data.n_ended == 3
+    assert "<td>7</td><td>0</td><td>4</td><td>3</td>" in task_html(task)  # the task's own table: all runs
+    # Both runs spent the call_limit: a third would end at once, so Start says why instead.
+    assert board.start_button.disabled
+    assert "'fails_on_odd' spent its call_limit=7" in board.start_button.tooltip
+    assert "nothing left to run: 'fails_on_odd' spent its call_limit=7" in status_text(board)
     board.close()

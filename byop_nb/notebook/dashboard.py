@@ -264,7 +264,7 @@ class Dashboard(widgets.VBox):
         self._update_buttons()
         self._update_status()
         self._update_progress(tasks)
-        self.counters_html.value = _html.TABLE_CSS + _html.counters_table_html(tasks)
+        self.counters_html.value = _html.TABLE_CSS + _html.counters_table_html(tasks, run=True)
         if redraw is not False:
             self._maybe_redraw(force=bool(redraw))
 
@@ -333,8 +333,21 @@ class Dashboard(widgets.VBox):
 
     def _update_buttons(self) -> None:
         scheduler = self.scheduler
-        self.start_button.disabled = scheduler.running()
+        spent = self._spent_call_limits()
+        self.start_button.disabled = scheduler.running() or bool(spent)
+        self.start_button.tooltip = (
+            f"Nothing to run: {spent}. Make a new Task, or give it a larger call_limit."
+            if spent and not scheduler.running()
+            else "scheduler.start() with the dashboard's run options"
+        )
         self.stop_button.disabled = scheduler.state != "running" or self._stop_clicked
+
+    def _spent_call_limits(self) -> str:
+        """Why a new run would end at once: every task shown has spent its call_limit (else "")."""
+        tasks = self.tasks
+        if not tasks or any(task.call_limit is None or task.n_called < task.call_limit for task in tasks):
+            return ""
+        return "; ".join(f"{task.name!r} spent its call_limit={task.call_limit}" for task in tasks)
 
     def _update_status(self) -> None:
         scheduler = self.scheduler
@@ -351,6 +364,9 @@ class Dashboard(widgets.VBox):
             parts.append(
                 f'last error: <code class="byop-error" title="{html.escape(error)}">{html.escape(error)}</code>'
             )
+        spent = self._spent_call_limits() if not scheduler.running() else ""
+        if spent:
+            parts.append(f'<span class="byop-spent">nothing left to run: {html.escape(spent, quote=False)}</span>')
         self.status_html.value = f'<span class="byop-status-line">{" &middot; ".join(parts)}</span>'
 
     def _update_progress(self, tasks: list[Task[Any, Any]]) -> None:

@@ -497,6 +497,14 @@ class Scheduler:
 
         The options are `run()`'s.
 
+        The run lives in the kernel's event loop, which serves one thing at a
+        time: while a cell computes (a loop, a `time.sleep`, a big DataFrame),
+        the run is paused and calls that end wait to be reported; it goes on
+        when the cell ends. Kernel -> Interrupt while a cell awaits the handle
+        (`await handle`) cancels the run (its calls end as cancelled); while the
+        kernel is idle, Interrupt does not touch the run: use `scheduler.stop()`
+        or the Dashboard's Stop.
+
         Meant for Jupyter: the cell finishes, the kernel stays responsive and
         the run goes on while it is idle. Later cells can look at live results,
         call `scheduler.stop()`, or `await` the returned
@@ -553,6 +561,8 @@ class Scheduler:
         self._exception_policy = exception_policy(on_exception)
         self._ended_by = None
         self._keeper.renew()
+        for task in self._tasks.values():
+            task._at_run_start = (dict(task.event_manager.counts), task.history.status_counts)
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._handoff.open(loop)

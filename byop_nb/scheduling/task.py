@@ -180,6 +180,8 @@ class Task(Generic[P, R]):
         self.n_called = 0
         self._n_running = 0
         self._maps: list[TaskMap] = []  # the maps of the latest run
+        # Event counts and rows per status when the latest run began: the Dashboard counts that run.
+        self._at_run_start: tuple[dict[Any, int], dict[str, int]] = ({}, {})
         self.history = History(name=name)
         scheduler._register_task(self)
 
