@@ -131,7 +131,7 @@ def _counts(task: Task[Any, Any], run: bool) -> tuple[dict[Any, int], dict[str, 
     """The task's event counts and rows per status: all, or the latest run's."""
     counts, statuses = dict(task.event_manager.counts), task.history.status_counts
     if run:
-        counts_then, statuses_then = task._at_run_start
+        counts_then, statuses_then, _ = task._at_run_start
         counts = {event: n - counts_then.get(event, 0) for event, n in counts.items()}
         statuses = {status: n - statuses_then.get(status, 0) for status, n in statuses.items()}
     return counts, statuses

@@ -471,3 +471,32 @@ def test_a_misspelt_subscriber_suggests_the_right_name() -> None:
         task.on_return  # noqa: B018
     with pytest.raises(AttributeError, match=r"^'Task' object has no attribute 'colour'$"):
         task.colour  # noqa: B018
+
+
+def fails(x: int) -> int:
+    raise ValueError(f"bad {x}")
+
+
+def test_a_run_whose_calls_failed_unhandled_says_so_once_at_its_end(caplog: pytest.LogCaptureFixture) -> None:
+    scheduler = Scheduler.with_threads(2)
+    task = Task(fails, scheduler)
+    ok = Task(square, scheduler)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task.map(range(3), in_flight=1)
+        ok(2)
+
+    with caplog.at_level("WARNING", logger="byop_nb"):
+        assert scheduler.run() is ExitCode.EXHAUSTED  # the guide's exit code, failed calls or not
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("byop_nb")]
+    assert said == [
+        "3 of 3 calls of task 'fails' failed in this run (the first: ValueError: bad 0); see task.df(), "
+        "or subscribe @task.on_exception to handle failures"
+    ]
+
+    caplog.clear()
+    task.on_exception(lambda exception: None)  # handled by the user: nothing more to say
+    with caplog.at_level("WARNING", logger="byop_nb"):
+        scheduler.run()
+    assert not [r for r in caplog.records if r.name.startswith("byop_nb")]

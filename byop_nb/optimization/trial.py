@@ -334,6 +334,8 @@ class TrialTask(Task[Concatenate[Trial, P], Trial.Report], Generic[P]):
 
     SUCCESSES: ClassVar[frozenset[Status]] = frozenset({Status.SUCCESS})
     """A trial succeeded when it returned a `SuccessReport`."""
+    FAILURE_EVENTS: ClassVar[tuple[Event[Any], ...]] = (REPORT, FAILURE, CRASHED, *Task.FAILURE_EVENTS)
+    """A callback on any of these handles failed trials (then no summary is printed at the run's end)."""
     FAILURES: ClassVar[frozenset[Status]] = frozenset({Status.FAIL, Status.CRASHED})
     """A trial failed when it returned a `FailReport`, or crashed (limit hits included)."""
 

@@ -562,7 +562,7 @@ class Scheduler:
         self._ended_by = None
         self._keeper.renew()
         for task in self._tasks.values():
-            task._at_run_start = (dict(task.event_manager.counts), task.history.status_counts)
+            task._at_run_start = (dict(task.event_manager.counts), task.history.status_counts, len(task.history))
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._handoff.open(loop)
@@ -647,6 +647,8 @@ class Scheduler:
         self._state = _State.FINISHED
         self.exit_code = exit_code
         self.finished_at = time.time()
+        if self._error is None:
+            self._say_what_failed()
         try:
             self.event_manager.emit(self.FINISHED)
         except BaseException as e:
@@ -654,6 +656,17 @@ class Scheduler:
         self._handoff.close()
         self._loop = None
         self._loop_thread = None
+
+    def _say_what_failed(self) -> None:
+        """Once per run: the tasks whose calls failed with no callback of the user's handling it.
+
+        The exit code stays the guide's (`EXHAUSTED` when every call ended, failed or not); the
+        line tells a notebook user what the DataFrame would.
+        """
+        for task in self._tasks.values():
+            line = task._run_failures()
+            if line is not None:
+                logger.warning(line)
 
     def _cancel_pending(self) -> None:
         """Settle everything still queued as cancelled (a `wait=False` end, or an error)."""

@@ -123,6 +123,14 @@ class Task(Generic[P, R]):
     CONCURRENT_LIMIT_REACHED: Event[...] = Event("task-concurrent-limit-reached")
     """A call was refused by `concurrent_limit`: `on_concurrent_limit_reached(*args, **kwargs)`."""
 
+    FAILURE_EVENTS: ClassVar[tuple[Event[Any], ...]] = (
+        EXCEPTION,
+        TIMEOUT,
+        MEMORY_LIMIT_REACHED,
+        CPU_TIME_LIMIT_REACHED,
+        WALL_TIME_LIMIT_REACHED,
+    )
+    """Events a callback subscribes to in order to handle failed calls (then no summary is printed)."""
     SUCCESSES: ClassVar[frozenset[Status]] = frozenset({Status.RETURNED})
     """The statuses of this class's rows that count as successes (tables, counters and plots ask this)."""
     FAILURES: ClassVar[frozenset[Status]] = frozenset(
@@ -180,8 +188,8 @@ class Task(Generic[P, R]):
         self.n_called = 0
         self._n_running = 0
         self._maps: list[TaskMap] = []  # the maps of the latest run
-        # Event counts and rows per status when the latest run began: the Dashboard counts that run.
-        self._at_run_start: tuple[dict[Any, int], dict[str, int]] = ({}, {})
+        # Event counts, rows per status and rows when the latest run began: what that run did is the difference.
+        self._at_run_start: tuple[dict[Any, int], dict[str, int], int] = ({}, {}, 0)
         self.history = History(name=name)
         scheduler._register_task(self)
 
@@ -300,6 +308,30 @@ class Task(Generic[P, R]):
             return "cancelled"
         accepted = sorted(str(s) for s in (*cls.SUCCESSES, *cls.FAILURES, _CANCELLED))
         raise ValueError(f"{str(status)!r} is not a status of {cls.__name__} rows; accepted: {accepted}")
+
+    def _run_failures(self) -> str | None:
+        """One line on the calls of the latest run that failed, when nothing of the user's handled them."""
+        em = self.event_manager
+        if any(em.callbacks(event) for event in self.FAILURE_EVENTS):
+            return None
+        _, statuses_then, rows_then = self._at_run_start
+        statuses = self.history.status_counts
+        failed = sum(statuses.get(s, 0) - statuses_then.get(s, 0) for s in self.FAILURES)
+        if not failed:
+            return None
+        ended = len(self.history) - rows_then
+        first = ""
+        for index in range(rows_then, len(self.history)):
+            row = self.history.row(index)
+            if row.get("status") in self.FAILURES:
+                kind, message = row.get("exception_type"), row.get("exception_message")
+                first = f"{kind}: {message}" if kind else str(row.get("status"))
+                break
+        first = first if len(first) <= 200 else first[:199] + "\u2026"
+        return (
+            f"{failed} of {ended} calls of task {self.name!r} failed in this run (the first: {first}); "
+            f"see task.df(), or subscribe @task.on_{_handler_name(self)} to handle failures"
+        )
 
     # -- ending (called by the scheduler in its event loop) ---------------
     def _end(self, call: Call, cancelled: bool, exception: BaseException | None, result: Any) -> None:
@@ -428,3 +460,8 @@ class TaskMap:
 def _default_in_flight(scheduler: Scheduler) -> int:
     workers = getattr(scheduler.executor, "_max_workers", None)
     return 2 * workers if isinstance(workers, int) and workers > 0 else 2 * (os.cpu_count() or 1)
+
+
+def _handler_name(task: Task[Any, Any]) -> str:
+    event = task.FAILURE_EVENTS[0]
+    return "exception" if event is Task.EXCEPTION else str(event).split("-", 1)[-1]
