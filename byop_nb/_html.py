@@ -297,13 +297,10 @@ def callbacks_html(manager: EventManager) -> str:
     for event, names in manager.registrations().items():
         shown = [name for name in names if not name.startswith("byop_nb")]
         if shown:
-            lines.append(f"<tr><td>{_e(event)}</td><td class=\"byop-text\">{_e(', '.join(shown))}</td></tr>")
+            lines.append(f'<tr><td>{_e(event)}</td><td class="byop-text">{_e(", ".join(shown))}</td></tr>')
     if not lines:
         return ""
-    return (
-        '<table class="byop-table byop-callbacks"><tr><th>event</th><th>callbacks</th></tr>'
-        f"{''.join(lines)}</table>"
-    )
+    return f'<table class="byop-table byop-callbacks"><tr><th>event</th><th>callbacks</th></tr>{"".join(lines)}</table>'
 
 
 def history_html(history: History, last: int = 5) -> str:

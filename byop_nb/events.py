@@ -170,6 +170,7 @@ class _Handler:
         self.seen = 0
         self.calls = 0
         self.cell: tuple[str, int] | None = None  # the notebook cell run it was registered from
+
     def describe(self) -> str:
         """The name and the options that are set, e.g. `show (every=2, limit=5)`."""
         options = [
