@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -66,3 +67,38 @@ def run_script(directory: Path, source: str, *, timeout: float = 240) -> str:
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+# -- Slurm ------------------------------------------------------------------------------
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A throwaway single-node Slurm cluster for the whole session: a `slurm_cluster.SlurmDaemons`.
+
+    munged, slurmctld and slurmd run from a config in a temporary folder, on loopback, with
+    their own munge key and ports; SLURM_CONF points Slurm's commands (dask-jobqueue's sbatch,
+    squeue, scancel) at it until the session ends, when every daemon is ended by its pid.
+
+    Without the Slurm or munge programs (or without root) the tests that use it skip; in CI
+    (CI=true) they fail instead: `.ci/run` installs Slurm, so a skip there would hide a break.
+    """
+    from slurm_cluster import SlurmDaemons, missing_binaries
+
+    missing = missing_binaries()
+    problem = ""
+    if missing:
+        problem = f"the Slurm test cluster needs {', '.join(missing)} (Debian: apt-get install slurm-wlm munge)"
+    elif os.geteuid() != 0:
+        problem = "the Slurm test cluster runs slurmd, which needs root"
+    if problem:
+        if _in_ci():
+            pytest.fail(f"{problem}; CI=true, where the slurm tests must run, not skip", pytrace=False)
+        pytest.skip(problem)
+    with SlurmDaemons(tmp_path_factory.mktemp("slurm")) as daemons, pytest.MonkeyPatch.context() as env:
+        env.setenv("SLURM_CONF", str(daemons.conf))
+        yield daemons
