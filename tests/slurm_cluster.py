@@ -9,12 +9,14 @@ starts is a child of this process, started in its own session and ended by its o
 
 Nothing is shared with a Slurm or munge the machine may already run: the daemons get their own
 munge key and socket, their own ports, state, spool, logs and pid files under `root`. The
-controller talks to the node over loopback. Needs root (slurmd runs jobs as their submitter).
+controller talks to the node over loopback. Root is not needed: the daemons run as the user who
+starts them, and so do the jobs.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -25,7 +27,7 @@ from types import TracebackType
 
 import psutil
 
-__all__ = ["BINARIES", "SlurmDaemons", "missing_binaries", "squeue_ids"]
+__all__ = ["BINARIES", "SlurmDaemons", "missing_binaries", "squeue_ids", "squeue_states"]
 
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
 
@@ -48,31 +50,41 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def squeue_ids(environment: dict[str, str] | None = None) -> list[str]:
-    """Job ids of every job the controller still knows as pending, running or completing."""
+def squeue_states(environment: dict[str, str] | None = None) -> dict[str, str]:
+    """State (PENDING, RUNNING, COMPLETING, ...) of every job the controller has not finished with."""
     result = subprocess.run(
-        ["squeue", "--noheader", "--format=%i", "--states=PENDING,RUNNING,COMPLETING,CONFIGURING,SUSPENDED"],
+        ["squeue", "--noheader", "--format=%i %T", "--states=PENDING,RUNNING,COMPLETING,CONFIGURING,SUSPENDED"],
         capture_output=True,
         text=True,
         env=environment,
         check=True,
         timeout=30,
     )
-    return result.stdout.split()
+    return dict(line.split() for line in result.stdout.splitlines() if line.strip())
+
+
+def squeue_ids(environment: dict[str, str] | None = None) -> list[str]:
+    """Job ids of every job the controller still knows as pending, running or completing."""
+    return list(squeue_states(environment))
 
 
 class SlurmDaemons:
-    """munged, slurmctld and slurmd for one node with `os.cpu_count()` CPUs and one partition.
+    """munged, slurmctld and slurmd for one node of `cpus` CPUs (2 by default) and one partition.
+
+    The node has `cpus` CPUs whatever the machine has (slurmd takes the configured figures as they
+    are), so the same jobs queue the same way on a laptop and on a 64-core CI runner: with the
+    default, two one-core jobs run and a third one waits.
 
     `start()` returns once `sinfo` reports the node idle; `stop()` ends each daemon by its pid
     (SIGTERM, then SIGKILL after a grace period) together with any job step it left behind.
     """
 
-    def __init__(self, root: Path, *, partition: str = "byop") -> None:
+    def __init__(self, root: Path, *, partition: str = "byop", cpus: int = 2) -> None:
         self.root = Path(root)
         self.partition = partition
         self.node = socket.gethostname().split(".")[0]
-        self.cpus = os.cpu_count() or 1
+        self.cpus = cpus
+        self.user = pwd.getpwuid(os.getuid()).pw_name
         # Leave the OS a share of the RAM: slurmd refuses a node configured with more than it has.
         self.memory_mib = int(psutil.virtual_memory().total / 2**20 * 0.8)
         self.conf = self.root / "slurm.conf"
@@ -96,8 +108,10 @@ class SlurmDaemons:
                     f"SlurmctldHost={self.node}(127.0.0.1)",
                     f"SlurmctldPort={_free_port()}",
                     f"SlurmdPort={_free_port()}",
-                    "SlurmUser=root",
-                    "SlurmdUser=root",
+                    # The daemons run as whoever starts them: root, or any user, who then can run
+                    # jobs as themself only (as tested: a plain user's sbatch and srun work).
+                    f"SlurmUser={self.user}",
+                    f"SlurmdUser={self.user}",
                     "AuthType=auth/munge",
                     "CredType=cred/munge",
                     f"AuthInfo=socket={self.munge_socket}",
@@ -111,6 +125,7 @@ class SlurmDaemons:
                     "SelectType=select/cons_tres",
                     "SelectTypeParameters=CR_Core_Memory",
                     "ReturnToService=2",
+                    "SlurmdParameters=config_overrides",  # the node's CPUs are `cpus`, not the machine's
                     # scancel/dask's close: SIGTERM, then SIGKILL 2 s later; finished jobs leave squeue fast
                     "KillWait=2",
                     "MinJobAge=2",

@@ -1,9 +1,9 @@
 """The engine on a real Slurm cluster through dask-jobqueue's SLURMCluster.
 
 The `slurm` fixture (conftest.py, tests/slurm_cluster.py) runs munged, slurmctld and slurmd for one
-node with two partitions' worth of nothing: one partition, `os.cpu_count()` CPUs. Every dask worker
-here is a Slurm batch job started by slurmstepd, not a child of this process; each test checks that
-no job and no job process is left once its cluster is closed. Every socket is on loopback (asserted).
+node of two CPUs in one partition. Every dask worker here runs in a Slurm batch job started by
+slurmstepd, not a child of this process; the tests check with squeue and psutil that no job and no
+job process is left once a cluster is closed. Every socket is on loopback (asserted).
 
 The workers import the functions below from this module: each job's script puts this checkout and
 tests/ on PYTHONPATH (`job_script_prologue`), as a real site's script activates a virtual
@@ -49,10 +49,13 @@ def nap(seconds: float, call: int) -> str:
 
 
 def nap_in_job(seconds: float, folder: str, call: int) -> str:
-    """Leave a `<job>-<call>` mark in `folder` (so the test knows who runs where), then sleep."""
+    """Sleep with a `<job>-<call>.running` mark in `folder` (so the test knows who runs where), then
+    rename it `.done`."""
     job = os.environ["SLURM_JOB_ID"]
-    (Path(folder) / f"{job}-{call}").touch()
+    mark = Path(folder) / f"{job}-{call}.running"
+    mark.touch()
     time.sleep(seconds)
+    mark.rename(mark.with_suffix(".done"))
     return job
 
 
@@ -94,11 +97,11 @@ def slurm_options(slurm: Any, folder: Path, *, prologue: tuple[str, ...] = ()) -
     }
 
 
-def start_jobs(cluster: Any, jobs: int = 2) -> Any:
-    """Submit `jobs` jobs and return the cluster's client once their workers connected."""
+def start_jobs(cluster: Any, jobs: int = 2, *, workers: int | None = None) -> Any:
+    """Submit `jobs` jobs and return the cluster's client once `workers` (default: all) connected."""
     cluster.scale(jobs=jobs)
     client = cluster.get_client()
-    client.wait_for_workers(jobs, timeout=90)
+    client.wait_for_workers(jobs if workers is None else workers, timeout=90)
     return client
 
 
@@ -106,6 +109,12 @@ def squeue(slurm: Any) -> list[str]:
     from slurm_cluster import squeue_ids
 
     return squeue_ids({**os.environ, **slurm.environment()})
+
+
+def squeue_states(slurm: Any) -> dict[str, str]:
+    from slurm_cluster import squeue_states
+
+    return squeue_states({**os.environ, **slurm.environment()})
 
 
 def assert_no_job_left(slurm: Any, *, grace: float = 20) -> None:
@@ -227,9 +236,12 @@ def test_stop_keeps_the_jobs_and_closing_the_cluster_after_a_timeout_with_wait_f
 ) -> None:
     from dask_jobqueue import SLURMCluster
 
+    assert slurm.cpus == 2
     with SLURMCluster(**slurm_options(slurm, tmp_path)) as cluster:
-        client = start_jobs(cluster)
-        jobs = sorted(job.job_id for job in cluster.workers.values())
+        # Three one-core jobs on a two-CPU node: two run, the third waits in the queue.
+        client = start_jobs(cluster, 3, workers=2)
+        states = squeue_states(slurm)
+        assert sorted(states.values()) == ["PENDING", "RUNNING", "RUNNING"], states
         scheduler = Scheduler.with_dask(client)
         task = Task(nap, scheduler)
 
@@ -238,19 +250,19 @@ def test_stop_keeps_the_jobs_and_closing_the_cluster_after_a_timeout_with_wait_f
         task.on_returned(scheduler.stop, name="stop")
         assert scheduler.run(timeout=60) is ExitCode.STOPPED
         assert list(task.df()["status"]) == ["returned", "returned"]
-        # The Slurm jobs belong to the cluster, not to the run: they keep running for the next run.
-        assert sorted(squeue(slurm)) == jobs
+        # The Slurm jobs belong to the cluster, not to the run: running and queued, they stay.
+        assert squeue_states(slurm) == states
         scheduler.on_start.remove("launch")
         task.on_returned.remove("stop")
 
         # A timeout with wait=False cancels the running call at once; its worker keeps sleeping
-        # in its job until the cluster is closed, which cancels the jobs.
+        # in its job until the cluster is closed, which cancels the jobs, the queued one too.
         scheduler.on_start(lambda: task(60, 3), name="launch")
         start = time.monotonic()
         assert scheduler.run(timeout=1, wait=False) is ExitCode.TIMEOUT
         assert time.monotonic() - start < 5
         assert task.df()["status"].iloc[-1] == "cancelled"
-        assert sorted(squeue(slurm)) == jobs
+        assert squeue_states(slurm) == states
         client.close()
     # The 60 s call's worker is gone with its job (no_slurm_leftovers checks again after the test).
     start = time.monotonic()
@@ -262,7 +274,7 @@ def test_stop_keeps_the_jobs_and_closing_the_cluster_after_a_timeout_with_wait_f
 
 
 def run_and_scancel_one_job(slurm: Any, tmp_path: Path) -> tuple[Task, str, str, set[int]]:
-    """Keep both jobs busy with 4 calls of 3 s; once each job runs one, `scancel` the first.
+    """Keep both jobs busy with 4 calls of 2 s; once each job runs one, `scancel` the first.
 
     Returns the task, the cancelled job, the job left, and the calls that were running in the
     cancelled job when it was cancelled.
@@ -280,7 +292,7 @@ def run_and_scancel_one_job(slurm: Any, tmp_path: Path) -> tuple[Task, str, str,
         @task.on_done
         def keep_busy() -> None:
             if task.n_called < 4:
-                task(3, str(marks), task.n_called + 1)
+                task(2, str(marks), task.n_called + 1)
 
         cancelled: list[tuple[str, set[int]]] = []
 
@@ -288,8 +300,8 @@ def run_and_scancel_one_job(slurm: Any, tmp_path: Path) -> tuple[Task, str, str,
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 running: dict[str, set[int]] = {}
-                for mark in marks.iterdir():
-                    job, call = mark.name.split("-")
+                for mark in marks.glob("*.running"):
+                    job, call = mark.stem.split("-")
                     running.setdefault(job, set()).add(int(call))
                 if len(running) == 2:
                     victim = min(running)
@@ -320,7 +332,8 @@ def test_a_call_held_by_a_job_cancelled_with_scancel_runs_again_in_the_other_job
     assert len(df) == 4 and set(df["status"]) == {"returned"}
     (call,) = held
     assert df.loc[call, "result"] == survivor != victim
-    assert (tmp_path / "marks" / f"{victim}-{call}").exists() and (tmp_path / "marks" / f"{survivor}-{call}").exists()
+    marks = tmp_path / "marks"
+    assert (marks / f"{victim}-{call}.running").exists() and (marks / f"{survivor}-{call}.done").exists()
 
 
 def test_with_no_allowed_failures_a_call_held_by_a_cancelled_job_fails_with_killed_worker(
