@@ -262,6 +262,9 @@ def test_stop_keeps_the_jobs_and_closing_the_cluster_after_a_timeout_with_wait_f
         assert scheduler.run(timeout=1, wait=False) is ExitCode.TIMEOUT
         assert time.monotonic() - start < 5
         assert task.df()["status"].iloc[-1] == "cancelled"
+        # dask cannot interrupt a running call: its worker runs it on, cancelled, until the job ends.
+        states_on_workers = client.run(lambda dask_worker: [t.state for t in dask_worker.state.tasks.values()])
+        assert sorted(sum(states_on_workers.values(), [])) == ["cancelled"]
         assert squeue_states(slurm) == states
         client.close()
     # The 60 s call's worker is gone with its job (no_slurm_leftovers checks again after the test).
