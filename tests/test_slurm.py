@@ -356,6 +356,32 @@ def test_with_no_allowed_failures_a_call_held_by_a_cancelled_job_fails_with_kill
     assert set(others["result"]) <= {victim, survivor}
 
 
+# -- the tutorial ---------------------------------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_the_scaling_out_tutorial_submits_its_jobs_to_slurm_when_a_cluster_answers(
+    slurm: Any, tmp_path: Path, no_orphans: None, no_slurm_leftovers: None
+) -> None:
+    """nbval runs notebooks/07_scaling_out.ipynb where no Slurm answers (its local fallback);
+    here its kernel inherits SLURM_CONF, so the same cells go to the Slurm branch."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(HERE.parent / "notebooks" / "07_scaling_out.ipynb", as_version=4)
+    NotebookClient(
+        notebook, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    printed = {}
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            printed[cell.source] = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+    everything = "\n".join(printed.values())
+    assert f"Slurm answers: the jobs go to partition {slurm.partition!r} on this machine" in everything
+    assert f"#SBATCH -p {slurm.partition}" in everything and "--interface lo" in everything
+    assert "workers: 2" in everything and "10 rows, ['returned']" in everything
+
+
 # -- limits, Comm and Trial on Slurm-started workers ------------------------------------------
 #
 # Each class shares one cluster of two jobs between its tests; a class's cluster is closed when
