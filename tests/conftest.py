@@ -77,15 +77,16 @@ def _in_ci() -> bool:
 
 
 @pytest.fixture(scope="session")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def slurm_daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A throwaway single-node Slurm cluster for the whole session: a `slurm_cluster.SlurmDaemons`.
 
     munged, slurmctld and slurmd run from a config in a temporary folder, on loopback, with
-    their own munge key and ports; SLURM_CONF points Slurm's commands (dask-jobqueue's sbatch,
-    squeue, scancel) at it until the session ends, when every daemon is ended by its pid.
+    their own munge key and ports, until the session ends, when each is ended by its pid.
+    Slurm's commands reach it with `daemons.environment()` (SLURM_CONF); the `slurm` fixture
+    sets that for one test.
 
-    Without the Slurm or munge programs the tests that use it skip; in CI
-    (CI=true) they fail instead: `.ci/run` installs Slurm, so a skip there would hide a break.
+    Without the Slurm or munge programs the tests that use it skip; in CI (CI=true) they
+    fail instead: `.ci/run` installs Slurm, so a skip there would hide a break.
     """
     from slurm_cluster import SlurmDaemons, missing_binaries
 
@@ -95,6 +96,14 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         if _in_ci():
             pytest.fail(f"{problem}; CI=true, where the slurm tests must run, not skip", pytrace=False)
         pytest.skip(problem)
-    with SlurmDaemons(tmp_path_factory.mktemp("slurm")) as daemons, pytest.MonkeyPatch.context() as env:
-        env.setenv("SLURM_CONF", str(daemons.conf))
+    with SlurmDaemons(tmp_path_factory.mktemp("slurm")) as daemons:
         yield daemons
+
+
+@pytest.fixture
+def slurm(slurm_daemons: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The session's Slurm cluster (`slurm_daemons`), with SLURM_CONF pointing at it during the test,
+    so that sbatch, squeue and scancel (dask-jobqueue's too) and a kernel started now reach it."""
+    for name, value in slurm_daemons.environment().items():
+        monkeypatch.setenv(name, value)
+    return slurm_daemons

@@ -1,6 +1,6 @@
 """The engine on a real Slurm cluster through dask-jobqueue's SLURMCluster.
 
-The `slurm` fixture (conftest.py, tests/slurm_cluster.py) runs munged, slurmctld and slurmd for one
+The `slurm_daemons` fixture (conftest.py, tests/slurm_cluster.py) runs munged, slurmctld and slurmd for one
 node of two CPUs in one partition. Every dask worker here runs in a Slurm batch job started by
 slurmstepd, not a child of this process; the tests check with squeue and psutil that no job and no
 job process is left once a cluster is closed. Every socket is on loopback (asserted).
@@ -389,29 +389,35 @@ def test_the_scaling_out_tutorial_submits_its_jobs_to_slurm_when_a_cluster_answe
 
 
 @pytest.fixture(scope="class")
-def daemonic_workers(slurm: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def daemonic_workers(slurm_daemons: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A client of two Slurm jobs whose workers run under a nanny (daemonic, dask's default)."""
     from dask_jobqueue import SLURMCluster
 
-    with SLURMCluster(**slurm_options(slurm, tmp_path_factory.mktemp("daemonic"))) as cluster:
-        client = start_jobs(cluster)
-        yield client
-        client.close()
-    assert_no_job_left(slurm)
+    slurm = slurm_daemons
+    with pytest.MonkeyPatch.context() as env:  # sbatch at scale(), scancel at close()
+        env.setenv("SLURM_CONF", str(slurm.conf))
+        with SLURMCluster(**slurm_options(slurm, tmp_path_factory.mktemp("daemonic"))) as cluster:
+            client = start_jobs(cluster)
+            yield client
+            client.close()
+        assert_no_job_left(slurm)
 
 
 @pytest.fixture(scope="class")
-def workers_that_may_have_children(slurm: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def workers_that_may_have_children(slurm_daemons: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A client of two Slurm jobs whose job script makes the workers non-daemonic."""
     from dask_jobqueue import SLURMCluster
 
+    slurm = slurm_daemons
     settings = slurm_options(slurm, tmp_path_factory.mktemp("not-daemonic"), prologue=(NOT_DAEMONIC,))
-    with SLURMCluster(**settings) as cluster:
-        assert NOT_DAEMONIC in cluster.job_script()
-        client = start_jobs(cluster)
-        yield client
-        client.close()
-    assert_no_job_left(slurm)
+    with pytest.MonkeyPatch.context() as env:  # sbatch at scale(), scancel at close()
+        env.setenv("SLURM_CONF", str(slurm.conf))
+        with SLURMCluster(**settings) as cluster:
+            assert NOT_DAEMONIC in cluster.job_script()
+            client = start_jobs(cluster)
+            yield client
+            client.close()
+        assert_no_job_left(slurm)
 
 
 class TestWorkersUnderANanny:
