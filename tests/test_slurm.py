@@ -1,8 +1,8 @@
 """The engine on a real Slurm cluster through dask-jobqueue's SLURMCluster.
 
-The `slurm_daemons` fixture (conftest.py, tests/slurm_cluster.py) runs munged, slurmctld and slurmd for one
-node of two CPUs in one partition. Every dask worker here runs in a Slurm batch job started by
-slurmstepd, not a child of this process; the tests check with squeue and psutil that no job and no
+The `slurm_daemons` fixture (conftest.py, tests/slurm_cluster.py) runs munged, slurmctld and slurmd
+for one node of two CPUs in one partition. Every dask worker here runs in a Slurm batch job started
+by slurmstepd, not a child of this process; the tests check with squeue and psutil that no job and no
 job process is left once a cluster is closed. Every socket is on loopback (asserted).
 
 The workers import the functions below from this module: each job's script puts this checkout and
@@ -134,15 +134,16 @@ def assert_listening_on_loopback_only(slurm: Any) -> None:
     """This process (the dask scheduler), its children (the Slurm daemons) and every job process
     listen on loopback only."""
     me = psutil.Process()
+    jobs = slurm.job_processes()
     bound: dict[str, set[str]] = {}
-    for process in [me, *me.children(recursive=True), *slurm.job_processes()]:
+    for process in [me, *me.children(recursive=True), *jobs]:
         try:
             listening = {c.laddr.ip for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN}
-            if listening:
-                bound[f"{process.pid} {process.name()}"] = listening
         except psutil.NoSuchProcess:
             continue
-    assert any("python" in name for name in bound), f"no dask worker listening: the check sees nothing {bound}"
+        if listening:
+            bound[f"{process.pid} {'job ' if process in jobs else ''}{process.name()}"] = listening
+    assert any(" job " in name for name in bound), f"no job process listening: the check sees no worker {bound}"
     assert set().union(*bound.values()) <= {"127.0.0.1", "::1"}, bound
 
 
