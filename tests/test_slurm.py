@@ -362,12 +362,14 @@ def test_with_no_allowed_failures_a_call_held_by_a_cancelled_job_fails_with_kill
 
 @pytest.mark.kernel
 def test_the_scaling_out_tutorial_submits_its_jobs_to_slurm_when_a_cluster_answers(
-    slurm: Any, tmp_path: Path, no_orphans: None, no_slurm_leftovers: None
+    slurm: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_orphans: None, no_slurm_leftovers: None
 ) -> None:
     """nbval runs notebooks/07_scaling_out.ipynb where no Slurm answers (its local fallback);
     here its kernel inherits SLURM_CONF, so the same cells go to the Slurm branch."""
     import nbformat
     from nbclient import NotebookClient
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the kernel's tempfile folders (the jobs' logs) go here
 
     notebook = nbformat.read(HERE.parent / "notebooks" / "07_scaling_out.ipynb", as_version=4)
     NotebookClient(
