@@ -145,6 +145,12 @@ class ExecutorKeeper:
     def executor(self, executor: Executor) -> None:
         self._executor = executor
         self._ships = isinstance(executor, ProcessPoolExecutor)  # functions may need to travel by value
+        # dask's ClientExecutor hands keyword arguments to `client.submit` (`key=`, `workers=`, `pure=`
+        # ... would be taken as dask's own), and by default gives equal calls one key, so they run
+        # once: calls go through the worker wrapper, their arguments as data, and never pure.
+        self._dask_options: dict[str, Any] | None = None
+        if type(executor).__module__ == "distributed.cfexecutor":
+            self._dask_options = {} if "pure" in getattr(executor, "_kwargs", {}) else {"pure": False}
         self._forget_processes()
 
     # -- submitting ----------------------------------------------------------------------
@@ -175,6 +181,8 @@ class ExecutorKeeper:
         kwargs: dict[str, Any],
     ) -> Future[Any]:
         payload = _shipping.payload(function) if self._ships else function
+        if self._dask_options is not None:
+            return self._executor.submit(_worker.call, payload, limits, args, kwargs, **self._dask_options)
         if limits is None and payload is function:
             # The common case goes straight to the executor: the worker wrapper costs a few
             # percent of dispatch throughput, and the remote traceback is recovered on this
