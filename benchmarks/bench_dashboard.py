@@ -40,9 +40,10 @@ from byop_nb.notebook import Dashboard  # noqa: E402
 from byop_nb.scheduling import Scheduler, Task  # noqa: E402
 
 
-def dispatch(n: int, dashboard: bool) -> tuple[float, int, float]:
-    """Calls per second through a Scheduler and Task, how many times the plot was drawn, and the
-    share of the run's time the dashboard kept the event loop busy."""
+def dispatch(n: int, dashboard: bool) -> tuple[float, int, float, float, float]:
+    """Calls per second through a Scheduler and Task, how many times the plot was drawn, the
+    share of the run's time the dashboard kept the event loop busy, the mean redraw cost (s) and
+    the mean time between redraws during the run (s)."""
     boards: list[Dashboard] = []
     busy: dict[str, tuple[float, float]] = {}
 
@@ -56,35 +57,44 @@ def dispatch(n: int, dashboard: bool) -> tuple[float, int, float]:
     rate, _task = keep_busy(n, setup=setup, mark=mark)
     board = boards[0] if boards else None
     redraws = 0
+    cost = 0.0
     if board is not None:
         redraws = board.n_redraws
+        cost = board.redraw_seconds / max(1, redraws)
         assert "finished" in board.status_html.value and f"<td>{n}</td>" in board.counters_html.value
         board.close()
     (t0, b0), (t1, b1) = busy["start"], busy["end"]
-    return rate, redraws, (b1 - b0) / (t1 - t0)
+    return rate, redraws, (b1 - b0) / (t1 - t0), cost, (t1 - t0) / max(1, redraws)
 
 
 def compare(n: int, rounds: int) -> float:
     dispatch(300, False), dispatch(300, True)  # warm imports, caches and matplotlib's fonts
-    ratios, shares = [], []
+    ratios, shares, costs, cadences = [], [], [], []
     for i in range(rounds):
         if i % 2:  # alternate which goes first, so a drift in machine load hits both alike
-            with_board, redraws, share = dispatch(n, True)
-            plain, _, _ = dispatch(n, False)
+            with_board, redraws, share, cost, cadence = dispatch(n, True)
+            plain = dispatch(n, False)[0]
         else:
-            plain, _, _ = dispatch(n, False)
-            with_board, redraws, share = dispatch(n, True)
+            plain = dispatch(n, False)[0]
+            with_board, redraws, share, cost, cadence = dispatch(n, True)
         ratios.append(with_board / plain)
         shares.append(share)
+        costs.append(cost)
+        cadences.append(cadence)
         print(
             f"round {i + 1}: plain {plain:8.0f}/s  dashboard {with_board:8.0f}/s  "
-            f"ratio {with_board / plain:.3f}  ({redraws} redraws, dashboard busy {share:.1%} of the run)",
+            f"ratio {with_board / plain:.3f}  ({redraws} redraws of {cost * 1000:.1f} ms, one every "
+            f"{cadence:.2f} s; dashboard busy {share:.1%} of the run)",
             flush=True,
         )
     median = statistics.median(ratios)
     setting = f"n={n}, rounds={rounds}, {WORKERS} workers, {IN_FLIGHT} in flight"
     print(f"median ratio dashboard/plain: {median:.3f}  ({setting})")
     print(f"median share of the run the dashboard kept the loop busy: {statistics.median(shares):.1%}")
+    print(
+        f"median redraw cost: {statistics.median(costs) * 1000:.1f} ms; median time between redraws: "
+        f"{statistics.median(cadences):.2f} s (target: at most 1 s)"
+    )
     return median
 
 

@@ -29,6 +29,7 @@ from byop_nb._status import Status
 from byop_nb._text import bounded_repr
 
 if TYPE_CHECKING:
+    from byop_nb.events import EventManager
     from byop_nb.history import History
     from byop_nb.scheduling.scheduler import Scheduler
     from byop_nb.scheduling.task import Task
@@ -39,7 +40,9 @@ __all__ = [
     "scheduler_html",
     "task_html",
     "history_html",
+    "callbacks_html",
     "task_counters",
+    "limit_hits",
     "counters_table_html",
     "history_rows",
     "row_result",
@@ -109,7 +112,7 @@ def short_error(error: BaseException | str | None, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def task_counters(task: Task[Any, Any]) -> dict[str, int]:
+def task_counters(task: Task[Any, Any], *, run: bool = False) -> dict[str, int]:
     """The task's counters: submitted, running, succeeded, failed, cancelled, limit hits.
 
     `succeeded` and `failed` count the ended calls whose status the task's
@@ -117,26 +120,42 @@ def task_counters(task: Task[Any, Any]) -> dict[str, int]:
     a plain Task, returned / raised, resource-limit breaches included; for a
     `Trial.Task`, success reports / fail and crash reports); `limit hits` counts
     memory, CPU-time and wall-time breaches plus calls refused by `call_limit`
-    or `concurrent_limit`.
+    or `concurrent_limit` (see `limit_hits` for which). With `run=True`, only
+    the latest run's (since it started), as the Dashboard shows them.
     """
-    statuses = task.history.status_counts
-    counts = task.event_manager.counts
+    counts, statuses = _counts(task, run)
     get = counts.get
-    limit_hits = (
-        get(task.MEMORY_LIMIT_REACHED, 0)
-        + get(task.CPU_TIME_LIMIT_REACHED, 0)
-        + get(task.WALL_TIME_LIMIT_REACHED, 0)
-        + get(task.CALL_LIMIT_REACHED, 0)
-        + get(task.CONCURRENT_LIMIT_REACHED, 0)
-    )
     return {
         "submitted": get(task.SUBMITTED, 0),
         "running": task.n_running,
         "succeeded": sum(statuses.get(status, 0) for status in task.SUCCESSES),
         "failed": sum(statuses.get(status, 0) for status in task.FAILURES),
         "cancelled": get(task.CANCELLED, 0),
-        "limit hits": limit_hits,
+        "limit hits": sum(limit_hits(task, run=run).values()),
     }
+
+
+def _counts(task: Task[Any, Any], run: bool) -> tuple[dict[Any, int], dict[str, int]]:
+    """The task's event counts and rows per status: all, or the latest run's."""
+    counts, statuses = dict(task.event_manager.counts), task.history.status_counts
+    if run:
+        counts_then, statuses_then, _ = task._at_run_start
+        counts = {event: n - counts_then.get(event, 0) for event, n in counts.items()}
+        statuses = {status: n - statuses_then.get(status, 0) for status, n in statuses.items()}
+    return counts, statuses
+
+
+def limit_hits(task: Task[Any, Any], *, run: bool = False) -> dict[str, int]:
+    """The task's limit hits by limit, those that happened: `{"call_limit": 1, "wall_time_limit": 2}`."""
+    counts = _counts(task, run)[0]
+    hits = {
+        "memory_limit": counts.get(task.MEMORY_LIMIT_REACHED, 0),
+        "cpu_time_limit": counts.get(task.CPU_TIME_LIMIT_REACHED, 0),
+        "wall_time_limit": counts.get(task.WALL_TIME_LIMIT_REACHED, 0),
+        "call_limit": counts.get(task.CALL_LIMIT_REACHED, 0),
+        "concurrent_limit": counts.get(task.CONCURRENT_LIMIT_REACHED, 0),
+    }
+    return {limit: n for limit, n in hits.items() if n}
 
 
 def history_rows(task: Task[Any, Any], start: int = 0, stop: int | None = None) -> list[Mapping[str, Any]]:
@@ -180,16 +199,22 @@ def row_error(row: Mapping[str, Any]) -> str | None:
     return short_error(f"{kind or 'Exception'}: {message or ''}")
 
 
-def counters_table_html(tasks: Sequence[Task[Any, Any]]) -> str:
-    """An HTML table with one row of counters per task (and a total row for several tasks)."""
+def counters_table_html(tasks: Sequence[Task[Any, Any]], *, run: bool = False) -> str:
+    """An HTML table with one row of counters per task (and a total row for several tasks).
+
+    With `run=True` the latest run's counters (see `task_counters`). The limit
+    hits cell names the limits in its tooltip.
+    """
     head = "".join(f"<th>{_e(name)}</th>" for name in ("task", *COUNTER_NAMES, "call limit"))
     body = []
     totals = dict.fromkeys(COUNTER_NAMES, 0)
     for task in tasks:
-        counters = task_counters(task)
+        counters = task_counters(task, run=run)
         for name, value in counters.items():
             totals[name] += value
-        cells = "".join(f"<td>{value}</td>" for value in counters.values())
+        cells = "".join(f"<td>{value}</td>" for name, value in counters.items() if name != "limit hits")
+        which = ", ".join(f"{n} {limit}" for limit, n in limit_hits(task, run=run).items())
+        cells += f'<td title="{_e(which)}">{counters["limit hits"]}</td>' if which else "<td>0</td>"
         limit = "" if task.call_limit is None else str(task.call_limit)
         body.append(f"<tr><td>{_e(task.name)}</td>{cells}<td>{limit}</td></tr>")
     if len(tasks) > 1:
@@ -249,6 +274,7 @@ def scheduler_html(scheduler: Scheduler) -> str:
         TABLE_CSS,
         f'<div class="byop-head">{head}</div>',
         counters_table_html(list(scheduler.tasks.values())),
+        callbacks_html(scheduler.event_manager),
     ]
     if events:
         parts.append(f'<div class="byop-head">events: {events}</div>')
@@ -267,8 +293,24 @@ def task_html(task: Task[Any, Any], last: int = 5) -> str:
         head += " \u00b7 " + _e(", ".join(limits))
     return (
         f'<div class="byop-task">{TABLE_CSS}<div class="byop-head">{head}</div>'
-        f"{counters_table_html([task])}{_rows_html(task.history, last)}</div>"
+        f"{counters_table_html([task])}{callbacks_html(task.event_manager)}{_rows_html(task.history, last)}</div>"
     )
+
+
+def callbacks_html(manager: EventManager) -> str:
+    """The callbacks registered on `manager`, per event, in call order, with their options set.
+
+    byop_nb's own registrations (named `byop_nb...`, e.g. a Dashboard's) are left out: a doubled or
+    stale callback of the user's stands out.
+    """
+    lines = []
+    for event, names in manager.registrations().items():
+        shown = [name for name in names if not name.startswith("byop_nb")]
+        if shown:
+            lines.append(f'<tr><td>{_e(event)}</td><td class="byop-text">{_e(", ".join(shown))}</td></tr>')
+    if not lines:
+        return ""
+    return f'<table class="byop-table byop-callbacks"><tr><th>event</th><th>callbacks</th></tr>{"".join(lines)}</table>'
 
 
 def history_html(history: History, last: int = 5) -> str:

@@ -26,6 +26,7 @@ for events whose callbacks have no options.
 from __future__ import annotations
 
 import inspect
+import sys
 import types
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
@@ -110,6 +111,23 @@ def _identity(callback: Callable[..., Any], name: str | None) -> Hashable:
     return ("object", callback)
 
 
+def _cell_run() -> tuple[str, int] | None:
+    """The notebook cell being run now, as (cell id, execution count); None outside a kernel, or when
+    the frontend sends no cell id. Reads IPython only when it is already imported."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return None
+    try:
+        shell = ipython.get_ipython()
+        parent = shell.kernel.get_parent("shell")
+        cell_id = parent["metadata"].get("cellId")
+    except Exception:  # no shell, no kernel (a terminal IPython), an older ipykernel, no metadata
+        return None
+    if not isinstance(cell_id, str) or not cell_id:
+        return None
+    return cell_id, int(shell.execution_count)
+
+
 def _callback_name(callback: Callable[..., Any]) -> str:
     return getattr(callback, "__qualname__", None) or repr(callback)
 
@@ -117,7 +135,19 @@ def _callback_name(callback: Callable[..., Any]) -> str:
 class _Handler:
     """One registration of a callback on an event, with its options."""
 
-    __slots__ = ("callback", "calls", "every", "key", "limit", "name", "repeat", "seen", "takes_args", "when")
+    __slots__ = (
+        "callback",
+        "calls",
+        "cell",
+        "every",
+        "key",
+        "limit",
+        "name",
+        "repeat",
+        "seen",
+        "takes_args",
+        "when",
+    )
 
     def __init__(
         self,
@@ -139,6 +169,21 @@ class _Handler:
         self.takes_args = _takes_arguments(callback)
         self.seen = 0
         self.calls = 0
+        self.cell: tuple[str, int] | None = None  # the notebook cell run it was registered from
+
+    def describe(self) -> str:
+        """The name and the options that are set, e.g. `show (every=2, limit=5)`."""
+        options = [
+            f"{option}={value}"
+            for option, value, default in (
+                ("when", getattr(self.when, "__qualname__", self.when), None),
+                ("limit", self.limit, None),
+                ("repeat", self.repeat, 1),
+                ("every", self.every, 1),
+            )
+            if value != default
+        ]
+        return f"{self.name} ({', '.join(options)})" if options else self.name
 
     @property
     def plain(self) -> bool:
@@ -159,6 +204,17 @@ class _Handler:
                 self.callback(*args, **kwargs)
             else:
                 self.callback()
+
+
+def _name_the_callback(error: BaseException, callback: str, event: Hashable, manager: str) -> None:
+    """Mark `error` with the callback and event that raised it (the innermost emission's), as
+    `error.byop_nb_raised_by = (callback, event, manager name)`, for the scheduler's note."""
+    if isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit)) or hasattr(error, "byop_nb_raised_by"):
+        return
+    try:
+        error.byop_nb_raised_by = (callback, str(event), manager)  # type: ignore[attr-defined]
+    except AttributeError:  # exception types without a __dict__
+        pass
 
 
 def _explain_mismatch(
@@ -271,6 +327,11 @@ class EventManager:
         double. Two different lambdas, closures made inside a function and
         bound methods of different objects are distinct.
 
+        In a Jupyter kernel whose frontend names its cells (JupyterLab, Notebook
+        7, VS Code send a cell id), a cell run again first drops what its earlier
+        run registered on this manager: an edited lambda replaces the old one,
+        and a renamed function no longer leaves the old name registered.
+
         Raises:
             TypeError: `callback` or `when` is not callable, an option is not an int, or
                 `event` is a str naming one of this manager's Events (which a str never matches).
@@ -297,6 +358,9 @@ class EventManager:
             repeat=_positive_int("repeat", repeat) or 1,
             every=_positive_int("every", every) or 1,
         )
+        cell = handler.cell = _cell_run()
+        if cell is not None:
+            self._forget_earlier_runs_of(cell)
         handlers = self._handlers.setdefault(event, [])
         for i, existing in enumerate(handlers):
             if existing.key == handler.key:
@@ -306,6 +370,15 @@ class EventManager:
             handlers.append(handler)
         self._refresh(event)
         return callback
+
+    def _forget_earlier_runs_of(self, cell: tuple[str, int]) -> None:
+        """Remove what an earlier run of this notebook cell registered here: the cell is run again."""
+        cell_id, run = cell
+        for event, handlers in list(self._handlers.items()):
+            kept = [h for h in handlers if h.cell is None or h.cell[0] != cell_id or h.cell[1] == run]
+            if len(kept) != len(handlers):
+                self._handlers[event] = kept
+                self._refresh(event)
 
     def subscriber(self, event: Event[P]) -> Subscriber[P]:
         """A [`Subscriber`][byop_nb.events.Subscriber] for `event` on this manager.
@@ -358,6 +431,33 @@ class EventManager:
                 self._refresh(ev)
         return removed
 
+    def adopt(self, other: EventManager) -> None:
+        """Take over `other`'s registrations (with their options and counts of calls so far), after this
+        manager's own; a registration this manager already has (the same callback) is kept as it is.
+
+        A Task created again under the same name (its notebook cell run again) adopts the callbacks of
+        the task it replaces.
+        """
+        for event, handlers in other._handlers.items():
+            mine = self._handlers.setdefault(event, [])
+            keys = {h.key for h in mine}
+            mine.extend(h for h in handlers if h.key not in keys)
+            self._refresh(event)
+
+    def registrations(self) -> dict[Hashable, list[str]]:
+        """Each event's registrations as text, in call order: the name and the options that are set.
+
+        ```python
+        manager.on("tick", print, every=2)
+        manager.registrations()     # {"tick": ["print (every=2)"]}
+        ```
+        """
+        described: dict[Hashable, list[str]] = {}
+        for event, handlers in self._handlers.items():
+            if handlers:
+                described[event] = [h.describe() for h in handlers]
+        return described
+
     def callbacks(self, event: Hashable) -> list[Callable[..., Any]]:
         """The callbacks subscribed to `event`, in the order they will be called."""
         return [h.callback for h in self._handlers.get(event, [])]
@@ -393,8 +493,10 @@ class EventManager:
             for callback in fast:
                 try:
                     callback(*args, **kwargs)
-                except TypeError as e:
-                    _explain_mismatch(e, callback, event, args, kwargs)
+                except BaseException as e:
+                    if isinstance(e, TypeError):
+                        _explain_mismatch(e, callback, event, args, kwargs)
+                    _name_the_callback(e, _callback_name(callback), event, self.name)
                     raise
             return
         handlers = self._handlers.get(event)
@@ -403,9 +505,10 @@ class EventManager:
         for handler in tuple(handlers):
             try:
                 handler.fire(args, kwargs)
-            except TypeError as e:
-                if handler.takes_args:
+            except BaseException as e:
+                if isinstance(e, TypeError) and handler.takes_args:
                     _explain_mismatch(e, handler.callback, event, args, kwargs)
+                _name_the_callback(e, handler.name, event, self.name)
                 raise
 
 

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -66,3 +67,43 @@ def run_script(directory: Path, source: str, *, timeout: float = 240) -> str:
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+# -- Slurm ------------------------------------------------------------------------------
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+@pytest.fixture(scope="session")
+def slurm_daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A throwaway single-node Slurm cluster for the whole session: a `slurm_cluster.SlurmDaemons`.
+
+    munged, slurmctld and slurmd run from a config in a temporary folder, on loopback, with
+    their own munge key and ports, until the session ends, when each is ended by its pid.
+    Slurm's commands reach it with `daemons.environment()` (SLURM_CONF); the `slurm` fixture
+    sets that for one test.
+
+    Without the Slurm or munge programs the tests that use it skip; in CI (CI=true) they
+    fail instead: `.ci/run` installs Slurm, so a skip there would hide a break.
+    """
+    from slurm_cluster import SlurmDaemons, missing_binaries
+
+    missing = missing_binaries()
+    if missing:
+        problem = f"the Slurm test cluster needs {', '.join(missing)} (Debian: apt-get install slurm-wlm munge)"
+        if _in_ci():
+            pytest.fail(f"{problem}; CI=true, where the slurm tests must run, not skip", pytrace=False)
+        pytest.skip(problem)
+    with SlurmDaemons(tmp_path_factory.mktemp("slurm")) as daemons:
+        yield daemons
+
+
+@pytest.fixture
+def slurm(slurm_daemons: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The session's Slurm cluster (`slurm_daemons`), with SLURM_CONF pointing at it during the test,
+    so that sbatch, squeue and scancel (dask-jobqueue's too) and a kernel started now reach it."""
+    for name, value in slurm_daemons.environment().items():
+        monkeypatch.setenv(name, value)
+    return slurm_daemons

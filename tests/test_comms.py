@@ -567,3 +567,25 @@ def test_dask_worker_processes_on_this_machine_work(no_orphans: None, no_comm_le
         scheduler.on_start(lambda: task(20))
         assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
         assert seen == [*range(20), ("got", "from main")] and results == ["from main"]
+
+
+def test_comm_task_msg_is_the_message_class_for_annotations() -> None:
+    # byop-era code annotates callbacks with CommTask.Msg.
+    from byop_nb.scheduling.comms import Msg
+
+    assert CommTask.Msg is Msg and Comm.Msg is Msg
+    scheduler = Scheduler.with_threads(1)
+    task = CommTask(chatty, scheduler)
+    seen: list[Any] = []
+
+    @task.on_message
+    def got(msg: CommTask.Msg) -> None:
+        assert isinstance(msg, CommTask.Msg)
+        seen.append(msg.data)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(2)
+
+    assert scheduler.run() is ExitCode.EXHAUSTED
+    assert seen[:2] == [0, 1]

@@ -122,7 +122,7 @@ def test_scheduler_and_task_html_show_state_counters_and_last_results():
     html = scheduler_html(scheduler)
     assert "finished" in html and "exit code exhausted" in html and "ThreadPoolExecutor" in html
     assert "&lt;odd&gt;" in html and "<odd>" not in html  # names are escaped
-    assert "<td>4</td><td>0</td><td>2</td><td>2</td><td>0</td><td>1</td><td>4</td>" in html
+    assert '<td>4</td><td>0</td><td>2</td><td>2</td><td>0</td><td title="1 call_limit">1</td><td>4</td>' in html
     assert "scheduler-started=1" in html
     assert scheduler._repr_html_() == html
 
@@ -232,9 +232,8 @@ def test_counters_last_error_and_call_limit_progress_after_a_blocking_run():
     board = Dashboard(scheduler, task)
     assert board.progress_html.value == "0 / 20 calls"
     assert scheduler.run() is ExitCode.EXHAUSTED
-    assert "<td>fails_on_odd</td><td>20</td><td>0</td><td>10</td><td>10</td><td>0</td><td>2</td><td>20</td>" in (
-        board.counters_html.value
-    )
+    row = '<td>fails_on_odd</td><td>20</td><td>0</td><td>10</td><td>10</td><td>0</td><td title="2 call_limit">2</td>'
+    assert row + "<td>20</td>" in board.counters_html.value
     assert board.progress_bar.value == 1.0 and board.progress_html.value == "20 / 20 calls"
     assert board.progress_bar.description == "calls" and board.progress_bar.bar_style == "success"
     assert board.last_error == "fails_on_odd: ValueError: odd <19>"
@@ -280,9 +279,40 @@ def test_a_dashboard_over_a_trial_task_counts_successes_failures_and_crashes():
     assert "<td>evaluate</td><td>5</td><td>0</td><td>3</td><td>2</td><td>0</td><td>0</td>" in board.counters_html.value
     (series,) = board._data.series
     assert series.values == [0.5, 0.25, 0.75] and series.best == [0.5, 0.25, 0.25]
-    assert series.failed == 2
+    assert series.failed == 2 and series.failures == {"fail": 1, "crashed": 1}
     assert board.last_error == "evaluate: RuntimeError: crashed on t-4"
     board.close()
+
+
+def accuracy(trial: Trial) -> Trial.Report:
+    with trial.begin():
+        acc = 1 - abs(trial.config["x"] - 0.3)
+    return trial.success(loss=1 - acc, acc=acc)
+
+
+def test_a_dashboard_over_an_optimizer_plots_its_metric_best_in_its_direction():
+    from byop_nb.optimization import RandomSearch
+
+    optimizer = RandomSearch({"x": (0.0, 1.0)}, seed=1, metric="acc", direction="maximize")
+    scheduler = Scheduler.with_threads(1)
+    task = Trial.Task(accuracy, scheduler, call_limit=12)
+
+    @scheduler.on_start
+    @task.on_report
+    def ask_again() -> None:
+        task(optimizer.ask())
+
+    task.on_report(optimizer.tell)
+    board = Dashboard(scheduler, task, optimizer=optimizer)
+    scheduler.run()
+    board.refresh()
+    (series,) = board._data.series
+    accs = [report.results["acc"] for report in optimizer.reports]
+    assert series.metric == "acc" and series.values == accs
+    assert series.best == [max(accs[: i + 1]) for i in range(len(accs))]  # the best so far is the highest
+    board.close()
+    with pytest.raises(TypeError, match="optimizer= needs an optimizer with a `metric`"):
+        Dashboard(scheduler, task, optimizer=object())
 
 
 def test_time_progress_follows_the_runs_own_timeout():
@@ -715,3 +745,85 @@ def test_a_blocking_run_streams_widget_updates_before_the_cell_ends(widget_kerne
     assert len(running) >= 6 and began < running[0] and running[-1] < ended and running[-1] - running[0] > 1.5
     images = [when for when, mid, _, buffers in kernel.updates if mid == ids["plot_image"] and buffers]
     assert any(when < ended - 0.5 for when in images)
+
+
+def test_a_redraw_draws_only_what_changed_until_the_data_outgrows_the_axes():
+    from byop_nb.notebook.plots import PlotRenderer
+
+    scheduler = Scheduler.with_sequential()
+    task = Task(identity, scheduler)
+    values = iter([0.45, 0.4, 0.35, 0.42, 5.0])
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(0.5)
+        task(0.3)  # the range of values the axes start with
+
+    scheduler.run()
+    data = LiveData()
+    renderer = PlotRenderer()
+    data.update([task], scheduler.started_at)
+    first = renderer.render(data)
+    assert renderer.n_full_draws == 1
+    assert renderer.render(data) == first  # nothing changed: the same picture, from the kept background
+
+    for _ in range(4):  # values inside the axes' limits: only the lines and titles are drawn again
+        task_history_grows(task, next(values))
+        data.update([task], scheduler.started_at)
+        picture = renderer.render(data)
+        assert picture != first
+    assert renderer.n_full_draws == 1
+
+    task_history_grows(task, next(values))  # 5.0: outside the limits, which grow
+    data.update([task], scheduler.started_at)
+    renderer.render(data)
+    assert renderer.n_full_draws == 2
+    renderer.close()
+
+
+def task_history_grows(task: Task, value: float) -> None:
+    """One more ended call in the task's history, as if it had run now (keeps the test free of timing)."""
+    now = time.time()
+    task.history.record_call(task.name, len(task.history) + 1, (value,), {}, "returned", value, None, None, now, now)
+
+
+def test_scheduler_and_task_html_list_the_callbacks_per_event_with_their_options():
+    scheduler = Scheduler.with_threads(1)
+    task = Task(square, scheduler)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(2)
+
+    task.on_returned(print, every=2)
+    board = Dashboard(scheduler, task)  # its own registrations are not the user's: not listed
+    shown = scheduler_html(scheduler)
+    assert '<td>scheduler-started</td><td class="byop-text">test_scheduler_and_task_html_list' in shown
+    assert "Dashboard" not in shown
+    assert '<td>task-returned</td><td class="byop-text">print (every=2)</td>' in task_html(task)
+    board.close()
+
+
+def test_counters_and_plots_tell_the_same_story_per_run_and_a_spent_call_limit_disables_start():
+    scheduler = Scheduler.with_threads(1)
+    task = Task(fails_on_odd, scheduler, call_limit=7)
+    sizes = iter([4, 3])
+
+    @scheduler.on_start
+    def launch() -> None:
+        task.map(range(next(sizes)))
+
+    board = Dashboard(scheduler, task)
+    scheduler.run()
+    assert "<td>4</td><td>0</td><td>2</td><td>2</td>" in board.counters_html.value
+    assert not board.start_button.disabled
+    scheduler.run()  # the second run: counters and plots both show its 3 calls, not 7
+    board.refresh()
+    assert "<td>fails_on_odd</td><td>3</td><td>0</td><td>2</td><td>1</td>" in board.counters_html.value
+    assert board._data.n_ended == 3
+    assert "<td>7</td><td>0</td><td>4</td><td>3</td>" in task_html(task)  # the task's own table: all runs
+    # Both runs spent the call_limit: a third would end at once, so Start says why instead.
+    assert board.start_button.disabled
+    assert "'fails_on_odd' spent its call_limit=7" in board.start_button.tooltip
+    assert "nothing left to run: 'fails_on_odd' spent its call_limit=7" in status_text(board)
+    board.close()

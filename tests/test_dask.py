@@ -167,3 +167,49 @@ def test_dask_jobqueue_local_cluster(no_orphans: None, monkeypatch: pytest.Monke
 def test_with_dask_rejects_other_objects() -> None:
     with pytest.raises(TypeError, match="'not a client'"):
         Scheduler.with_dask("not a client")
+
+
+def keywords(x: int, **options: object) -> tuple[int, dict[str, object]]:
+    return x, options
+
+
+def draw(seed_unused: int) -> float:
+    import random
+
+    return random.random()
+
+
+def test_keyword_arguments_named_like_dasks_own_reach_the_function_and_equal_calls_all_run(
+    no_orphans: None,
+) -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=2,
+        processes=False,
+        host="127.0.0.1",
+        protocol="tcp://",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    ) as cluster:
+        client = cluster.get_client()
+        scheduler = Scheduler.with_dask(client)
+        task = Task(keywords, scheduler)
+        draws = Task(draw, scheduler)
+
+        @scheduler.on_start
+        def launch() -> None:
+            task(1, key="mine", workers="nowhere", pure=True, priority=3)
+            task(2, key="mine")
+            for _ in range(3):
+                draws(0)  # equal calls: each runs (dask would give them one key)
+
+        assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
+        results = sorted(task.df()["result"], key=lambda r: r[0])
+        assert results == [
+            (1, {"key": "mine", "workers": "nowhere", "pure": True, "priority": 3}),
+            (2, {"key": "mine"}),
+        ]
+        assert draws.df()["result"].nunique() == 3
+        client.close()

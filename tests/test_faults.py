@@ -379,3 +379,38 @@ def test_no_orphan_processes_after_any_ending(
     assert [r["status"] for r in limited.history.rows] == (
         ["cancelled"] if ending == "timeout-no-wait" else ["returned"]
     )
+
+
+def test_a_callback_error_from_run_shows_the_users_frames_and_names_the_callback(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(
+        """
+from byop_nb import Scheduler, Task
+
+def square(x):
+    return x * x
+
+scheduler = Scheduler.with_threads(1)
+task = Task(square, scheduler)
+
+@scheduler.on_start
+def launch():
+    task(2)
+
+@task.on_returned
+def check(result):
+    raise ValueError(f"too big: {result}")
+
+scheduler.run()
+"""
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    shown = result.stderr
+    assert shown.splitlines()[-2:] == [
+        "ValueError: too big: 4",
+        "byop_nb: raised by the callback 'check' of the event 'task-returned' (Task(square))",
+    ]
+    assert "line 18, in <module>\n    scheduler.run()" in shown and "line 16, in check" in shown
+    assert "asyncio" not in shown and "events.py" not in shown and "task.py" not in shown
+    assert len(shown.splitlines()) <= 10, shown

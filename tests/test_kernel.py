@@ -8,6 +8,7 @@ looking at the notebook.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,14 +51,28 @@ class Kernel:
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
 
-    def run(self, code: str, *, timeout: float = 60, check: bool = True) -> CellOutput:
+    def run(self, code: str, *, timeout: float = 60, check: bool = True, cell_id: str | None = None) -> CellOutput:
         """Execute `code` as one cell and wait until the kernel is idle again.
 
-        With `check`, a cell that raised fails the test with its traceback.
+        With `check`, a cell that raised fails the test with its traceback. With `cell_id`, the
+        request carries the cell's id in its metadata, as JupyterLab sends it.
         """
         out = CellOutput()
         start = time.perf_counter()
-        msg_id = self.client.execute(code)
+        if cell_id is None:
+            msg_id = self.client.execute(code)
+        else:
+            content = {
+                "code": code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            }
+            message = self.client.session.msg("execute_request", content, metadata={"cellId": cell_id})
+            self.client.shell_channel.send(message)
+            msg_id = message["header"]["msg_id"]
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -139,6 +154,38 @@ print(f"results={sorted(task.df()['result'])}")
     # The kernel's loop survives the nested run: the next cell works, and so does a second run.
     again = kernel.run("print(f'exit={scheduler.run()}'); print(f'rows={len(task.df())}')")
     assert again.value("exit") == "ExitCode.EXHAUSTED" and again.value("rows") == "10"
+
+
+@pytest.mark.kernel
+def test_a_callback_error_in_a_cell_shows_the_cell_run_and_the_callback_not_the_machinery(kernel):
+    kernel.run(SETUP)
+    out = kernel.run(
+        """
+def square(x):
+    return x * x
+
+scheduler = Scheduler.with_threads(1)
+task = Task(square, scheduler)
+
+@scheduler.on_start
+def launch():
+    task(3)
+
+@task.on_returned
+def check(result):
+    raise ValueError(f"too big: {result}")
+
+scheduler.run()
+""",
+        check=False,
+    )
+    assert out.error == "ValueError: too big: 9"
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", out.traceback)  # IPython colours its tracebacks
+    assert "scheduler.run()" in shown and 'raise ValueError(f"too big: {result}")' in shown
+    assert "raised by the callback 'check' of the event 'task-returned' (Task(square))" in shown
+    for machinery in ("asyncio", "nest_asyncio2", "events.py", "task.py", "_handoff.py"):
+        assert machinery not in shown, machinery
+    assert len(shown.splitlines()) < 30, shown
 
 
 @pytest.mark.kernel
@@ -252,6 +299,87 @@ print(f"callbacks={len(task.event_manager.callbacks(task.RETURNED))}")
     assert out.value("first") == "[0, 1, 4]"
     assert out.value("second") == "[-4, -1, 0]"  # two different lambdas both stay
     assert out.value("callbacks") == "3"
+
+
+@pytest.mark.kernel
+def test_a_cell_run_again_replaces_what_it_registered_edited_lambdas_and_renamed_defs_too(kernel):
+    kernel.run(SETUP)
+    kernel.run(
+        """
+def square(x):
+    return x * x
+
+scheduler = Scheduler.with_threads(2)
+task = Task(square, scheduler)
+log = []
+
+@scheduler.on_start
+def launch():
+    task(3)
+""",
+        cell_id="setup-cell",
+    )
+    kernel.run(
+        """
+task.on_returned(lambda result: log.append(("lambda", result)))
+
+@task.on_returned
+def show(result):
+    log.append(("show", result))
+""",
+        cell_id="callbacks-cell",
+    )
+    # The user edits the cell: the lambda changes, `show` is renamed to `display`.
+    kernel.run(
+        """
+task.on_returned(lambda result: log.append(("edited lambda", result)))
+
+@task.on_returned
+def display(result):
+    log.append(("display", result))
+""",
+        cell_id="callbacks-cell",
+    )
+    # Another cell registers too: its callback stays when the first cell is run again.
+    kernel.run("task.on_returned(lambda result: log.append(('other cell', result)))", cell_id="other-cell")
+    out = kernel.run(
+        """
+scheduler.run()
+print(f"log={sorted(log)}")
+print(f"registered={task.event_manager.registrations()[task.RETURNED]}")
+"""
+    )
+    assert out.value("log") == "[('display', 9), ('edited lambda', 9), ('other cell', 9)]"
+    assert out.value("registered") == "['<lambda>', 'display', '<lambda>']"
+
+
+@pytest.mark.kernel
+def test_running_only_the_task_cell_again_keeps_the_callbacks_registered_in_other_cells(kernel):
+    kernel.run(SETUP)
+    task_cell = """
+def square(x):
+    return x * x
+
+task = Task(square, scheduler)
+"""
+    kernel.run("scheduler = Scheduler.with_threads(2)\nlog = []")
+    kernel.run(task_cell, cell_id="task-cell")
+    kernel.run(
+        """
+@scheduler.on_start
+def launch():
+    task(4)
+
+@task.on_returned
+def show(result):
+    log.append(result)
+""",
+        cell_id="callbacks-cell",
+    )
+    again = kernel.run(task_cell, cell_id="task-cell")  # the user runs only the Task cell again
+    assert "takes over its callbacks" in again.stderr
+    out = kernel.run("scheduler.run()\nprint(f'log={log}')\nprint(f'rows={len(task.df())}')")
+    assert out.value("log") == "[16]" and out.value("rows") == "1"
 
 
 @pytest.mark.kernel

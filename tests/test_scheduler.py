@@ -459,3 +459,44 @@ def test_wait_false_on_threads_cancels_and_returns_without_waiting() -> None:
     release.set()
     assert elapsed < 5
     assert task.counts == {Task.SUBMITTED: 1, Task.CANCELLED: 1}
+
+
+def test_a_misspelt_subscriber_suggests_the_right_name() -> None:
+    scheduler = Scheduler.with_threads(1)
+    with pytest.raises(AttributeError, match=r"no attribute 'on_started'; did you mean 'on_start'\?") as info:
+        scheduler.on_started  # noqa: B018  # the guide's "on_<event name>" rule, misapplied
+    assert "on_finished, on_finishing, on_start" in str(info.value)
+    task = Task(square, scheduler)
+    with pytest.raises(AttributeError, match=r"no attribute 'on_return'; did you mean 'on_returned'\?"):
+        task.on_return  # noqa: B018
+    with pytest.raises(AttributeError, match=r"^'Task' object has no attribute 'colour'$"):
+        task.colour  # noqa: B018
+
+
+def fails(x: int) -> int:
+    raise ValueError(f"bad {x}")
+
+
+def test_a_run_whose_calls_failed_unhandled_says_so_once_at_its_end(caplog: pytest.LogCaptureFixture) -> None:
+    scheduler = Scheduler.with_threads(2)
+    task = Task(fails, scheduler)
+    ok = Task(square, scheduler)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task.map(range(3), in_flight=1)
+        ok(2)
+
+    with caplog.at_level("WARNING", logger="byop_nb"):
+        assert scheduler.run() is ExitCode.EXHAUSTED  # the guide's exit code, failed calls or not
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("byop_nb")]
+    assert said == [
+        "3 of 3 calls of task 'fails' failed in this run (the first: ValueError: bad 0); see task.df(), "
+        "or subscribe @task.on_exception to handle failures"
+    ]
+
+    caplog.clear()
+    task.on_exception(lambda exception: None)  # handled by the user: nothing more to say
+    with caplog.at_level("WARNING", logger="byop_nb"):
+        scheduler.run()
+    assert not [r for r in caplog.records if r.name.startswith("byop_nb")]

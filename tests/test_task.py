@@ -267,3 +267,25 @@ def test_a_future_cancelled_by_the_user_emits_cancelled_not_done() -> None:
     assert cancelled == [futures[1]]
     assert task.counts == {Task.SUBMITTED: 2, Task.CANCELLED: 1, Task.DONE: 1, Task.RETURNED: 1}
     assert sorted(task.df()["status"]) == ["cancelled", "returned"]
+
+
+def test_a_task_made_again_under_its_name_takes_over_the_callbacks_of_the_old_one() -> None:
+    scheduler = Scheduler.with_threads(1)
+    old = Task(square, scheduler)
+    seen: list[int] = []
+    old.on_returned(seen.append)
+    old.on_done(lambda: seen.append(-1), every=2)
+    with pytest.warns(UserWarning, match="replaces it and takes over its callbacks"):
+        new = Task(square, scheduler)
+    assert scheduler.tasks == {"square": new}
+    registrations = new.event_manager.registrations()
+    assert registrations[new.RETURNED] == ["list.append"]
+    (on_done,) = registrations[new.DONE]
+    assert on_done.endswith(".<lambda> (every=2)")
+
+    @scheduler.on_start
+    def launch() -> None:
+        new(3)
+
+    scheduler.run()
+    assert seen == [-1, 9]

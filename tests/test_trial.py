@@ -52,6 +52,14 @@ def allocates(trial: Trial) -> Trial.Report:
     return trial.success(size=len(blob))
 
 
+def allocates_inside_begin(trial: Trial) -> Trial.Report:
+    with trial.begin():
+        blob = bytearray(600 * 2**20)  # more than the memory limit, inside the timed block
+    if trial.exception is not None:
+        return trial.crashed()
+    return trial.success(size=len(blob))
+
+
 def quadratic(trial: Trial) -> Trial.Report:
     with trial.begin():
         loss = (trial.config["x"] - 1.0) ** 2 + (trial.config["y"] + 2.0) ** 2
@@ -101,6 +109,33 @@ def test_begin_times_the_block_in_wall_and_cpu_time() -> None:
     report = trial.success(loss=0.5)
     assert isinstance(report, Trial.SuccessReport) and isinstance(report, Trial.Report)
     assert (report.status, report.results, report.timings, report.trial) == ("success", {"loss": 0.5}, timings, trial)
+
+
+def report_inside_the_block(trial: Trial) -> Trial.Report:
+    with trial.begin():
+        time.sleep(0.1)
+        sum(i * i for i in range(300_000))  # some CPU
+        return trial.success(loss=trial.config["x"])  # the byop-era pattern: the report inside the block
+
+
+def test_a_report_made_inside_begin_records_the_timings_up_to_the_report(no_orphans: None) -> None:
+    trial = Trial(name="inside", config={"x": 1.0})
+    report = report_inside_the_block(trial)
+    assert report.timings is not None and trial.timings is not None
+    assert 0.1 <= report.timings.wall_time < 2 and 0 < report.timings.cpu_time < report.timings.wall_time
+    assert report.timings.wall_time <= trial.timings.wall_time  # up to the report; the block ends after it
+
+    scheduler = Scheduler.with_processes(1)
+    task = Trial.Task(report_inside_the_block, scheduler)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(Trial(name="t-0", config={"x": 2.0}))
+
+    assert scheduler.run() is ExitCode.EXHAUSTED
+    row = task.df().iloc[0]
+    assert row["status"] == "success" and row["result.loss"] == 2.0
+    assert 0.1 <= row["wall_time"] < 2 and 0 < row["cpu_time"] < row["wall_time"]
 
 
 def test_begin_captures_an_exception_with_its_traceback() -> None:
@@ -294,6 +329,25 @@ def test_a_memory_limit_hit_becomes_a_crash_report_naming_the_limit(no_orphans: 
     scheduler.run(timeout=60)
     (crash,) = crashes
     assert crash.limit == "memory", crash.exception
+
+
+def test_a_memory_limit_hit_inside_begin_is_reported_as_the_limit_not_a_plain_crash(no_orphans: None) -> None:
+    scheduler = Scheduler.with_processes(1, start_method="spawn")
+    task = Trial.Task(allocates_inside_begin, scheduler, memory_limit=(400, "MB"))
+    crashes: list[Trial.Report] = []
+    task.on_crashed(crashes.append)
+    scheduler.on_start(lambda: task(Trial(name="hungry")))
+    scheduler.run(timeout=60)
+    (crash,) = crashes
+    assert crash.limit == "memory", crash.exception
+    assert task.df()["status"].tolist() == ["crashed"]
+
+
+def test_begin_lets_a_memory_error_through() -> None:
+    trial = Trial(name="t")
+    with pytest.raises(MemoryError), trial.begin():
+        raise MemoryError("out of memory")
+    assert trial.exception is None and trial.timings is not None
 
 
 def test_a_cancelled_trial_makes_no_report_but_is_recorded(no_orphans: None) -> None:

@@ -11,6 +11,7 @@ redraws the plot when new calls have ended and the redraw is due.
 from __future__ import annotations
 
 import asyncio
+import collections
 import html
 import logging
 import math
@@ -64,6 +65,10 @@ class Dashboard(widgets.VBox):
             (about a second on a laptop).
         metric: the key to plot for dict results (default: the first numeric key).
         best: "min" or "max": what the best-so-far line tracks.
+        optimizer: an optimizer with a `metric` and a `direction` (`RandomSearch`,
+            `OptunaOptimizer`): the plot shows its metric, and the best so far in
+            its direction ("minimize" -> min); it sets `metric` and `best`. For a
+            multi-objective study, the first metric.
 
     Start is enabled when the scheduler is not running, Stop while it runs.
     Start calls `scheduler.start(...)` with the options above and keeps the
@@ -74,7 +79,8 @@ class Dashboard(widgets.VBox):
     The status line shows the state (idle, running, finishing, finished), the
     elapsed time, the exit code and the last error: a call that raised in the
     latest run, a callback that raised (which stops the run), or Start failing.
-    The progress bar shows ended calls against the tasks' `call_limit`, or else
+    The progress bar shows ended calls against the inputs of the run's
+    `task.map(...)` calls, or else against the tasks' `call_limit`, or else
     the elapsed time against the run's `timeout`, and hides when neither is known.
 
     Updates render during a blocking `scheduler.run()` as well: the widgets'
@@ -126,7 +132,10 @@ class Dashboard(widgets.VBox):
         draw_budget: float = 0.02,
         metric: str | None = None,
         best: Literal["min", "max"] = "min",
+        optimizer: Any = None,
     ) -> None:
+        if optimizer is not None:
+            metric, best = _metric_and_best(optimizer)
         if not isinstance(scheduler, Scheduler):
             raise TypeError(f"Dashboard needs a byop_nb Scheduler as its first argument, got {scheduler!r}")
         for task in tasks:
@@ -155,6 +164,8 @@ class Dashboard(widgets.VBox):
         self.handle: RunHandle | None = None
         """The handle of the latest run this dashboard started (Start, or `start()`)."""
         self.n_redraws = 0
+        self.redraw_seconds = 0.0
+        """Seconds spent drawing the plot, all redraws together (`n_redraws` of them)."""
         """How many times the plot was drawn."""
         self.busy_seconds = 0.0
         """Seconds spent following runs (refreshing and redrawing on the scheduler's events and timer):
@@ -168,7 +179,7 @@ class Dashboard(widgets.VBox):
         self._stop_clicked = False
         self._dirty = True
         self._last_redraw = -math.inf
-        self._redraw_cost = 0.0
+        self._redraw_costs: collections.deque[float] = collections.deque(maxlen=8)  # the latest redraws' seconds
         self._own_error: tuple[float, str] | None = None
         self._callback_error: tuple[float, str] | None = None
         # A callback error ends its run as STOPPED: one already there while a run goes on, or after a
@@ -253,7 +264,7 @@ class Dashboard(widgets.VBox):
         self._update_buttons()
         self._update_status()
         self._update_progress(tasks)
-        self.counters_html.value = _html.TABLE_CSS + _html.counters_table_html(tasks)
+        self.counters_html.value = _html.TABLE_CSS + _html.counters_table_html(tasks, run=True)
         if redraw is not False:
             self._maybe_redraw(force=bool(redraw))
 
@@ -272,8 +283,10 @@ class Dashboard(widgets.VBox):
         self.plot_image.value = renderer.render(self._data, self._user_plot, frame)
         if renderer.plot_error is not None:
             self._own_error = (time.time(), f"plot: {_html.short_error(renderer.plot_error)}")
+        cost = time.perf_counter() - began
+        self.redraw_seconds += cost
         if throttle:
-            self._redraw_cost = time.perf_counter() - began
+            self._redraw_costs.append(cost)
         self._last_redraw = time.perf_counter()
         self._dirty = False
         self.n_redraws += 1
@@ -285,7 +298,7 @@ class Dashboard(widgets.VBox):
             return
         began = time.perf_counter()
         self._renderer.render(self._data, self._user_plot, self._frame if self._user_plot is not None else None)
-        self._redraw_cost = time.perf_counter() - began
+        self._redraw_costs.append(time.perf_counter() - began)
 
     def _maybe_redraw(self, *, force: bool = False) -> None:
         if self._renderer is None:
@@ -295,7 +308,11 @@ class Dashboard(widgets.VBox):
         if force:
             self.redraw(throttle=False)
             return
-        pause = min(max(self.interval, self._redraw_cost / self.draw_budget), MAX_REDRAW_PAUSE)
+        # Most redraws draw only what changed; one in a while draws the whole figure (the data outgrew
+        # the axes). The budget holds for their average, so one full drawing does not stall the plot.
+        costs = self._redraw_costs
+        cost = sum(costs) / len(costs) if costs else 0.0
+        pause = min(max(self.interval, cost / self.draw_budget), MAX_REDRAW_PAUSE)
         if time.perf_counter() >= self._last_redraw + pause:
             self.redraw()
 
@@ -316,8 +333,21 @@ class Dashboard(widgets.VBox):
 
     def _update_buttons(self) -> None:
         scheduler = self.scheduler
-        self.start_button.disabled = scheduler.running()
+        spent = self._spent_call_limits()
+        self.start_button.disabled = scheduler.running() or bool(spent)
+        self.start_button.tooltip = (
+            f"Nothing to run: {spent}. Make a new Task, or give it a larger call_limit."
+            if spent and not scheduler.running()
+            else "scheduler.start() with the dashboard's run options"
+        )
         self.stop_button.disabled = scheduler.state != "running" or self._stop_clicked
+
+    def _spent_call_limits(self) -> str:
+        """Why a new run would end at once: every task shown has spent its call_limit (else "")."""
+        tasks = self.tasks
+        if not tasks or any(task.call_limit is None or task.n_called < task.call_limit for task in tasks):
+            return ""
+        return "; ".join(f"{task.name!r} spent its call_limit={task.call_limit}" for task in tasks)
 
     def _update_status(self) -> None:
         scheduler = self.scheduler
@@ -334,14 +364,24 @@ class Dashboard(widgets.VBox):
             parts.append(
                 f'last error: <code class="byop-error" title="{html.escape(error)}">{html.escape(error)}</code>'
             )
+        spent = self._spent_call_limits() if not scheduler.running() else ""
+        if spent:
+            parts.append(f'<span class="byop-spent">nothing left to run: {html.escape(spent, quote=False)}</span>')
         self.status_html.value = f'<span class="byop-status-line">{" &middot; ".join(parts)}</span>'
 
     def _update_progress(self, tasks: list[Task[Any, Any]]) -> None:
         scheduler = self.scheduler
         limited = [task for task in tasks if task.call_limit is not None]
+        maps = [m for task in tasks for m in task._maps if m.run == scheduler.started_at]
         timeout = getattr(scheduler, "timeout", None)
         seconds = _html.elapsed(scheduler)
-        if limited:
+        if maps and all(m.total is not None for m in maps):
+            ended = sum(m.ended for m in maps)
+            bound = sum(m.total or 0 for m in maps)
+            fraction = ended / bound if bound else 1.0
+            self.progress_bar.description = "calls"
+            self.progress_html.value = f"{ended} / {bound} calls"
+        elif limited:
             ended = sum(task.counts.get(task.DONE, 0) + task.counts.get(task.CANCELLED, 0) for task in limited)
             bound = sum(task.call_limit or 0 for task in limited)
             fraction = ended / bound
@@ -472,3 +512,18 @@ class Dashboard(widgets.VBox):
 
     def __repr__(self) -> str:
         return f"Dashboard(scheduler={self.scheduler.state}, tasks={[t.name for t in self.tasks]})"
+
+
+def _metric_and_best(optimizer: Any) -> tuple[str, Literal["min", "max"]]:
+    """The metric and best-so-far direction of an optimizer (its first, when it has several)."""
+    metric, direction = getattr(optimizer, "metric", None), getattr(optimizer, "direction", None)
+    if isinstance(metric, list) and metric:
+        metric = metric[0]
+    if isinstance(direction, list) and direction:
+        direction = direction[0]
+    if not isinstance(metric, str) or direction not in ("minimize", "maximize"):
+        raise TypeError(
+            f"optimizer= needs an optimizer with a `metric` (str) and a `direction` ('minimize' or 'maximize'), "
+            f"such as RandomSearch or OptunaOptimizer; got {optimizer!r}"
+        )
+    return metric, "min" if direction == "minimize" else "max"

@@ -32,6 +32,7 @@ from byop_nb._html import history_rows, row_error, row_result, short_error
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.artist import Artist
     from matplotlib.axes import Axes
     from matplotlib.lines import Line2D
 
@@ -42,7 +43,7 @@ __all__ = ["LiveData", "PlotRenderer", "PlotFunction", "numeric_value"]
 PlotFunction = Callable[["pd.DataFrame", "Axes"], Any]
 """A user plot: called as `plot(df, ax)` with the live DataFrame and a matplotlib Axes to draw on."""
 
-_MAX_POINTS = 1500  # more points than pixels only costs drawing time
+_MAX_POINTS = 600  # a panel is a few hundred pixels wide: more points than pixels only cost drawing time
 
 
 def numeric_value(result: Any, metric: str | None = None) -> tuple[float | None, str | None]:
@@ -79,7 +80,20 @@ def numeric_value(result: Any, metric: str | None = None) -> tuple[float | None,
 class _Series:
     """The latest run of one task, as read from its history so far."""
 
-    __slots__ = ("best", "ended", "failed", "metric", "name", "rows_read", "task", "value_times", "values")
+    __slots__ = (
+        "best",
+        "ended",
+        "failed",
+        "failures",
+        "high",
+        "low",
+        "metric",
+        "name",
+        "rows_read",
+        "task",
+        "value_times",
+        "values",
+    )
 
     def __init__(self, task: Task[Any, Any], metric: str | None) -> None:
         self.task = task
@@ -87,9 +101,12 @@ class _Series:
         self.rows_read = 0
         self.ended: list[float] = []  # finished timestamps of every ended call
         self.failed = 0
+        self.failures: dict[str, int] = {}  # ended calls per failure status
         self.value_times: list[float] = []
         self.values: list[float] = []
         self.best: list[float] = []  # best value so far, one per value
+        self.low = math.inf  # the smallest and largest value
+        self.high = -math.inf
         self.metric = metric
 
     def clear(self) -> None:
@@ -97,7 +114,10 @@ class _Series:
         self.value_times.clear()
         self.values.clear()
         self.best.clear()
+        self.low = math.inf
+        self.high = -math.inf
         self.failed = 0
+        self.failures.clear()
 
 
 class LiveData:
@@ -166,6 +186,7 @@ class LiveData:
                 status = row.get("status")
                 if status in task.FAILURES:
                     series.failed += 1
+                    series.failures[status] = series.failures.get(status, 0) + 1
                     if self.last_error is None or finished >= self.last_error[0]:
                         error = row_error(row) or str(status)
                         self.last_error = (float(finished), f"{task.name}: {error}")
@@ -178,20 +199,30 @@ class LiveData:
                     continue
                 series.value_times.append(float(finished))
                 series.values.append(value)
+                series.low = min(series.low, value)
+                series.high = max(series.high, value)
                 series.best.append(better(series.best[-1], value) if series.best else value)
             series.rows_read = n
             changed = True
         return changed
 
 
-def _thin(xs: Sequence[float], ys: Sequence[float]) -> tuple[Sequence[float], Sequence[float]]:
-    """At most about `_MAX_POINTS` points, always keeping the last one."""
-    n = len(xs)
+def _step_up(value: float) -> float:
+    """The next of 1, 1.5, 2, 3, 5, 7 times a power of ten above `value` * 1.2: limits that grow in steps."""
+    target = value * 1.2
+    power = 10.0 ** math.floor(math.log10(target))
+    for factor in (1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0):
+        if factor * power >= target:
+            return factor * power
+    return 10.0 * power
+
+
+def _picks(n: int) -> range | list[int]:
+    """The indices of at most about `_MAX_POINTS` of `n` points, evenly spaced, always with the last one."""
     if n <= _MAX_POINTS:
-        return xs, ys
+        return range(n)
     step = math.ceil(n / _MAX_POINTS)
-    idx = [*range(0, n - 1, step), n - 1]
-    return [xs[i] for i in idx], [ys[i] for i in idx]
+    return [*range(0, n - 1, step), n - 1]
 
 
 class PlotRenderer:
@@ -216,6 +247,12 @@ class PlotRenderer:
         self._layout: tuple[str, ...] = ()
         self._axes: dict[str, Axes] = {}
         self._lines: dict[tuple[str, int], list[Line2D]] = {}
+        self._animated: list[Artist] = []  # drawn over the kept background at every render
+        self._bounds: dict[Axes, tuple[float, float, float]] = {}  # each axes' limits: x max, y low, y high
+        self._legend_names: tuple[str, ...] = ()
+        self._background: Any = None
+        self.n_full_draws = 0
+        """How many renders drew the whole figure (the others drew only what changes)."""
         self.plot_error: BaseException | None = None
         """The exception the user's plot raised at the latest render, if any."""
 
@@ -224,6 +261,10 @@ class PlotRenderer:
             return
         self.figure.clear()
         self._lines.clear()
+        self._animated.clear()
+        self._bounds.clear()
+        self._legend_names = ()
+        self._background = None
         axes = self.figure.subplots(1, len(layout), squeeze=False)[0]
         self._axes = dict(zip(layout, axes, strict=True))
         self._layout = layout
@@ -248,16 +289,34 @@ class PlotRenderer:
         plot: PlotFunction | None = None,
         frame: Callable[[], pd.DataFrame] | None = None,
     ) -> bytes:
-        """Draw the panels for `data` (and `plot(frame(), ax)` if given) and return a PNG."""
+        """Draw the panels for `data` (and `plot(frame(), ax)` if given) and return a PNG.
+
+        Most redraws are cheap: the axes, ticks and grid are drawn once into a
+        background that is kept, and only the changing artists (lines and
+        titles) are drawn over it. The axes' limits grow in steps ahead of the
+        data, so the background is drawn anew only when the data outgrows them,
+        the panels change, or a user plot is shown (that one is drawn in full).
+        """
+        import numpy as np
+
         layout = ("ended", "user") if plot is not None else ("ended", "values") if data.has_values else ("ended",)
         self._set_layout(layout)
         since = data.since or 0.0
-        self._draw_ended(self._axes["ended"], data, since)
+        stale = self._draw_ended(self._axes["ended"], data, since)
         if "values" in self._axes:
-            self._draw_values(self._axes["values"], data, since)
+            stale = self._draw_values(self._axes["values"], data, since) or stale
         if plot is not None and frame is not None:
             self._draw_user(self._axes["user"], plot, frame)
-        self.canvas.draw()
+            stale = True
+        if stale or self._background is None:
+            self.canvas.draw()  # everything but the animated artists
+            self._background = np.array(self.canvas.buffer_rgba())  # every pixel, copied
+            self.n_full_draws += 1
+        else:
+            np.asarray(self.canvas.buffer_rgba())[...] = self._background
+        renderer = self.canvas.get_renderer()
+        for artist in self._animated:
+            artist.draw(renderer)
         return self._png()
 
     def _png(self) -> bytes:
@@ -274,32 +333,77 @@ class PlotRenderer:
         lines = self._lines.get(key)
         if lines is None:
             lines = self._lines[key] = [ax.plot([], [], color=f"C{index % 10}", **style)[0] for _ in range(n)]
+            for line in lines:
+                line.set_animated(True)
+                self._animated.append(line)
         return lines
 
-    def _draw_ended(self, ax: Axes, data: LiveData, since: float) -> None:
+    def _limits(self, ax: Axes, x: float, y_low: float, y_high: float, *, y_from_zero: bool) -> bool:
+        """Grow `ax`'s limits in steps to hold x in [0, x] and y in [y_low, y_high]; whether they changed."""
+        old = self._bounds.get(ax)
+        if old is not None:
+            x_max, low, high = old
+            if x <= x_max and low <= y_low and y_high <= high:
+                return False
+        x_max = _step_up(max(x, 1.0))
+        if y_from_zero:
+            low, high = 0.0, _step_up(max(y_high, 10.0))
+        else:
+            span = max(y_high - y_low, abs(y_high) * 1e-3, 1e-9)
+            low, high = y_low - 0.25 * span, y_high + 0.25 * span
+            if old is not None:  # only ever widen: a value range that jitters would redraw each time
+                low, high = min(low, old[1]), max(high, old[2])
+        self._bounds[ax] = (x_max, low, high)
+        ax.set_xlim(0, x_max)
+        ax.set_ylim(low, high)
+        return True
+
+    def _title(self, ax: Axes, text: str) -> None:
+        # y fixed: an automatic title position is worked out only when the whole figure is drawn.
+        title = ax.set_title(text, fontsize=8, loc="left", y=1.0)  # the left title's Text, the same each time
+        if title not in self._animated:
+            title.set_animated(True)
+            self._animated.append(title)
+
+    def _draw_ended(self, ax: Axes, data: LiveData, since: float) -> bool:
         total = 0
         failed = 0
+        x_end = 0.0
         for i, series in enumerate(data.series):
             (line,) = self._line(ax, "ended", i, 1, drawstyle="steps-post", linewidth=1.5)
-            xs = [0.0, *(t - since for t in series.ended)]
-            ys = [0.0, *range(1, len(series.ended) + 1)]
-            line.set_data(*_thin(xs, ys))
+            times = series.ended
+            picked = _picks(len(times))
+            xs = [0.0, *(times[i] - since for i in picked)]
+            ys = [0.0, *(i + 1 for i in picked)]
+            line.set_data(xs, ys)
             line.set_label(series.name)
-            total += len(series.ended)
+            total = max(total, len(series.ended))
             failed += series.failed
-        title = f"ended calls: {total}"
+            x_end = max(x_end, xs[-1])
+        ended = sum(len(series.ended) for series in data.series)
+        title = f"ended calls: {ended}"
         if failed:
-            title += f" ({failed} failed)"
-        ax.set_title(f"{title}  \u00b7  x: seconds since start", fontsize=8, loc="left")
-        if len(data.series) > 1:
-            ax.legend(fontsize=7, loc="upper left", frameon=False)
-        ax.relim()
-        ax.autoscale_view()
-        ax.set_xlim(left=0, auto=None)
-        ax.set_ylim(bottom=0, auto=None)
+            failures: dict[str, int] = {}
+            for series in data.series:
+                for status, n in series.failures.items():
+                    failures[status] = failures.get(status, 0) + n
+            title += " (" + ", ".join(f"{n} {status}" for status, n in failures.items()) + ")"
+        self._title(ax, f"{title}  \u00b7  x: seconds since start")
+        names = tuple(series.name for series in data.series)
+        legend_changed = names != self._legend_names
+        if legend_changed:
+            self._legend_names = names
+            legend = ax.get_legend()
+            if legend is not None:
+                legend.remove()
+            if len(names) > 1:
+                ax.legend(fontsize=7, loc="upper left", frameon=False)
+        return self._limits(ax, x_end, 0.0, float(total), y_from_zero=True) or legend_changed
 
-    def _draw_values(self, ax: Axes, data: LiveData, since: float) -> None:
+    def _draw_values(self, ax: Axes, data: LiveData, since: float) -> bool:
         titles = []
+        x_end = 0.0
+        low, high = math.inf, -math.inf
         for i, series in enumerate(data.series):
             points, best = self._line(ax, "values", i, 2)
             points.set_linestyle("none")
@@ -308,17 +412,22 @@ class PlotRenderer:
             points.set_alpha(0.45)
             best.set_linewidth(1.5)
             best.set_drawstyle("steps-post")
-            xs = [t - since for t in series.value_times]
-            points.set_data(*_thin(xs, series.values))
-            best.set_data(*_thin(xs, series.best))
+            picked = _picks(len(series.values))
+            times, values, bests = series.value_times, series.values, series.best
+            xs = [times[i] - since for i in picked]
+            points.set_data(xs, [values[i] for i in picked])
+            best.set_data(xs, [bests[i] for i in picked])
+            if series.values:
+                x_end = max(x_end, xs[-1])
+                low, high = min(low, series.low), max(high, series.high)
             if series.best:
                 label = series.metric or "result"
                 prefix = f"{series.name} " if len(data.series) > 1 else ""
                 titles.append(f"{prefix}{label}: best {series.best[-1]:.4g}")
-        ax.set_title(" \u00b7 ".join(titles) or "results", fontsize=8, loc="left")
-        ax.relim()
-        ax.autoscale_view()
-        ax.set_xlim(left=0, auto=None)
+        self._title(ax, " \u00b7 ".join(titles) or "results")
+        if not math.isfinite(low):
+            return False
+        return self._limits(ax, x_end, low, high, y_from_zero=False)
 
     def _draw_user(self, ax: Axes, plot: PlotFunction, frame: Callable[[], pd.DataFrame]) -> None:
         ax.clear()
@@ -349,4 +458,7 @@ class PlotRenderer:
         self.figure.clear()
         self._axes.clear()
         self._lines.clear()
+        self._animated.clear()
+        self._bounds.clear()
+        self._background = None
         self._layout = ()

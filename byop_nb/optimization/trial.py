@@ -97,6 +97,10 @@ class Trial:
     timings: Trial.Timings | None = field(default=None, init=False, compare=False)
     exception: BaseException | None = field(default=None, init=False, compare=False, repr=False)
     traceback: str | None = field(default=None, init=False, compare=False, repr=False)
+    # While a `begin()` block runs: (start, wall clock at start, CPU clock at start, the CPU clock).
+    _clock: tuple[float, float, float, Callable[[], float]] | None = field(
+        default=None, init=False, compare=False, repr=False
+    )
 
     Task: ClassVar[type[TrialTask[...]]]
     """[`TrialTask`][byop_nb.optimization.trial.TrialTask]: `Trial.Task(function, scheduler, ...)`."""
@@ -189,7 +193,11 @@ class Trial:
 
         After the block, `trial.timings` is set, and `trial.exception` and
         `trial.traceback` hold what the block raised (None when it did not).
-        `Exception`s are captured; `KeyboardInterrupt` and `SystemExit` pass.
+        `Exception`s are captured; `KeyboardInterrupt`, `SystemExit` and
+        `MemoryError` pass (a `MemoryError` is how a `memory_limit` hit shows
+        inside the call: passing it on lets the Task report the limit).
+        A report made inside the block (`return trial.success(...)` in it)
+        gets the timings up to the moment it was made.
 
         ```python
         with trial.begin():
@@ -200,26 +208,44 @@ class Trial:
         """
         self.exception = None
         self.traceback = None
+        self.timings = None
         cpu_clock = _cpu_clock()
-        start, wall0, cpu0 = time.time(), time.perf_counter(), cpu_clock()
+        self._clock = (time.time(), time.perf_counter(), cpu_clock(), cpu_clock)
         try:
             yield self
+        except MemoryError:
+            # Passes like KeyboardInterrupt: under a memory_limit it is the limit, which the Task
+            # reports as a crash naming it (a CrashReport made here would hide the limit).
+            raise
         except Exception as e:
             self.exception = _portable(e)
             self.traceback = _traceback.format_exc()
         finally:
-            wall, cpu = time.perf_counter() - wall0, cpu_clock() - cpu0
-            self.timings = Trial.Timings(start=start, end=start + wall, wall_time=wall, cpu_time=cpu)
+            self.timings = self._timings_now()
+            self._clock = None
+
+    def _timings_now(self) -> Trial.Timings | None:
+        """The timings of the `begin()` block: up to now while it runs, else as it ended (None without one)."""
+        clock = self._clock
+        if clock is None:
+            return self.timings
+        start, wall0, cpu0, cpu_clock = clock
+        wall, cpu = time.perf_counter() - wall0, cpu_clock() - cpu0
+        return Trial.Timings(start=start, end=start + wall, wall_time=wall, cpu_time=cpu)
 
     def success(self, **results: Any) -> Trial.SuccessReport:
         """A [`SuccessReport`][byop_nb.optimization.Trial.SuccessReport] with `results` and the timings."""
-        return Trial.SuccessReport(trial=self, results=results, timings=self.timings)
+        return Trial.SuccessReport(trial=self, results=results, timings=self._timings_now())
 
     def fail(self, **results: Any) -> Trial.FailReport:
         """A [`FailReport`][byop_nb.optimization.Trial.FailReport] with `results`, the timings and the
         exception `begin()` captured (if any)."""
         return Trial.FailReport(
-            trial=self, results=results, timings=self.timings, exception=self.exception, traceback=self.traceback
+            trial=self,
+            results=results,
+            timings=self._timings_now(),
+            exception=self.exception,
+            traceback=self.traceback,
         )
 
     def crashed(self, exception: BaseException | None = None, **results: Any) -> Trial.CrashReport:
@@ -242,7 +268,9 @@ class Trial:
         else:
             text = self.traceback if exception is self.exception else "".join(_traceback.format_exception(exception))
             exception = _portable(exception)
-        return Trial.CrashReport(trial=self, results=results, timings=self.timings, exception=exception, traceback=text)
+        return Trial.CrashReport(
+            trial=self, results=results, timings=self._timings_now(), exception=exception, traceback=text
+        )
 
 
 class TrialTask(Task[Concatenate[Trial, P], Trial.Report], Generic[P]):
@@ -306,6 +334,8 @@ class TrialTask(Task[Concatenate[Trial, P], Trial.Report], Generic[P]):
 
     SUCCESSES: ClassVar[frozenset[Status]] = frozenset({Status.SUCCESS})
     """A trial succeeded when it returned a `SuccessReport`."""
+    FAILURE_EVENTS: ClassVar[tuple[Event[Any], ...]] = (REPORT, FAILURE, CRASHED, *Task.FAILURE_EVENTS)
+    """A callback on any of these handles failed trials (then no summary is printed at the run's end)."""
     FAILURES: ClassVar[frozenset[Status]] = frozenset({Status.FAIL, Status.CRASHED})
     """A trial failed when it returned a `FailReport`, or crashed (limit hits included)."""
 

@@ -4,12 +4,13 @@ from byop_nb._status import Status
 from byop_nb.scheduling.comms import Comm, CommError, CommTask
 from byop_nb.scheduling.executors import SequentialExecutor
 from byop_nb.scheduling.scheduler import ExitCode, RunHandle, Scheduler
-from byop_nb.scheduling.task import Task, TaskOptions
+from byop_nb.scheduling.task import Task, TaskMap, TaskOptions
 
 __all__ = [
     "Scheduler",
     "Task",
     "TaskOptions",
+    "TaskMap",
     "Status",
     "ExitCode",
     "RunHandle",

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeAlias
 
-__all__ = ["positive_int", "check_run_options"]
+__all__ = ["no_such_attribute", "positive_int", "check_run_options", "exception_policy", "OnException", "Policy"]
+
+Policy: TypeAlias = Literal["continue", "end", "raise"]
+OnException: TypeAlias = Policy | Mapping[type[BaseException], Policy]
+_POLICIES = ("continue", "end", "raise")
 
 
 def positive_int(option: str, value: Any) -> int | None:
@@ -18,8 +23,11 @@ def positive_int(option: str, value: Any) -> int | None:
     return value
 
 
-def check_run_options(timeout: float | None, end_on_empty: bool, wait: bool) -> None:
+def check_run_options(
+    timeout: float | None, end_on_empty: bool, wait: bool, on_exception: OnException = "continue"
+) -> None:
     """The options of `run`, `start` and `async_run`, checked at the call."""
+    exception_policy(on_exception)
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
             raise TypeError(f"timeout= must be a number of seconds or None, got {timeout!r}")
@@ -28,3 +36,54 @@ def check_run_options(timeout: float | None, end_on_empty: bool, wait: bool) -> 
     for option, value in (("end_on_empty", end_on_empty), ("wait", wait)):
         if not isinstance(value, bool):
             raise TypeError(f"{option}= must be True or False, got {value!r}")
+
+
+def exception_policy(on_exception: OnException) -> Callable[[BaseException], Policy] | None:
+    """What a run does when a call raises, as a function of the exception; None for "continue" always.
+
+    A mapping is matched along the exception's class hierarchy, most specific
+    class first; exceptions it does not match continue.
+    """
+    accepted = (
+        'accepted: "continue", "end", "raise", or a mapping from exception types to these, '
+        'e.g. {MemoryError: "end", ValueError: "raise"}'
+    )
+    if isinstance(on_exception, str):
+        if on_exception not in _POLICIES:
+            raise ValueError(f"on_exception={on_exception!r} is not a policy; {accepted}")
+        if on_exception == "continue":
+            return None
+        policy: Policy = on_exception
+        return lambda exception: policy
+    if not isinstance(on_exception, Mapping):
+        raise TypeError(f"on_exception={on_exception!r} is not a policy; {accepted}")
+    for kind, value in on_exception.items():
+        if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+            raise TypeError(f"on_exception has the key {kind!r}, which is not an exception type; {accepted}")
+        if value not in _POLICIES:
+            raise ValueError(f"on_exception[{kind.__name__}]={value!r} is not a policy; {accepted}")
+    table = dict(on_exception)
+
+    def choose(exception: BaseException) -> Policy:
+        for cls in type(exception).__mro__:
+            found = table.get(cls)
+            if found is not None:
+                return found
+        return "continue"
+
+    return choose
+
+
+def no_such_attribute(owner: object, name: str) -> str:
+    """The message for an attribute `owner` does not have: with the subscribers it does have, when
+    `name` looks like one (the guide's `on_<event>` rule: `scheduler.on_started` means `on_start`)."""
+    kind = type(owner).__name__
+    message = f"{kind!r} object has no attribute {name!r}"
+    if not name.startswith("on_"):
+        return message
+    import difflib
+
+    subscribers = sorted(n for n in dir(owner) if n.startswith("on_") and not n.startswith("on__"))
+    close = difflib.get_close_matches(name, subscribers, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    return f"{message}{hint} The subscribers of a {kind}: {', '.join(subscribers)}"

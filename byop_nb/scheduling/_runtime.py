@@ -19,7 +19,7 @@ from byop_nb.scheduling import doorbell as _doorbell
 if TYPE_CHECKING:
     from byop_nb.scheduling.scheduler import ExitCode, Scheduler
 
-__all__ = ["RunHandle", "running_loop", "run_nested", "log_background_error"]
+__all__ = ["RunHandle", "running_loop", "run_nested", "log_background_error", "trim_traceback", "note_callback"]
 
 logger = logging.getLogger("byop_nb.scheduling.scheduler")
 
@@ -91,3 +91,41 @@ def run_nested(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, E
             with contextlib.suppress(BaseException):
                 loop.run_until_complete(task)
         raise
+
+
+# Frames of these modules are the machinery between the user's cell and the user's callback.
+_MACHINERY = ("byop_nb.", "asyncio.", "nest_asyncio2", "concurrent.futures", "contextlib")
+
+
+def trim_traceback(error: BaseException) -> BaseException:
+    """Drop the machinery's frames (byop_nb, asyncio, nest-asyncio2) from `error`'s traceback, in place.
+
+    What is left reads from the user's line that ran the scheduler to the
+    user's callback that raised. A traceback of machinery frames only (an
+    error of byop_nb's own) is left whole. Returns `error`.
+    """
+    kept = []
+    tb = error.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if not (module == "byop_nb" or module.startswith(_MACHINERY)):
+            kept.append(tb)
+        tb = tb.tb_next
+    if kept:
+        for this, after in zip(kept, [*kept[1:], None], strict=True):
+            this.tb_next = after
+        error.__traceback__ = kept[0]
+    return error
+
+
+def note_callback(error: BaseException) -> None:
+    """Add a note naming the callback and event that raised `error` in a run (once)."""
+    raised_by = getattr(error, "byop_nb_raised_by", None)
+    if raised_by is None or getattr(error, "_byop_nb_noted", False):
+        return
+    callback, event, source = raised_by
+    try:
+        error.add_note(f"byop_nb: raised by the callback {callback!r} of the event {event!r} ({source})")
+        error._byop_nb_noted = True  # type: ignore[attr-defined]
+    except AttributeError:
+        pass

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from byop_nb._status import Status
 
 if TYPE_CHECKING:
-    from byop_nb.scheduling.task import Task
+    from byop_nb.scheduling.task import Task, TaskMap
 
 __all__ = ["Call", "Status"]
 
@@ -27,9 +27,10 @@ class Call:
         future: its Future, once the executor took it.
         state: what a Task subclass keeps about the call between its hooks
             (a CommTask: the call's comm state; a Trial.Task: the trial's report).
+        feed: the `task.map(...)` that submitted it, if one did.
     """
 
-    __slots__ = ("args", "future", "kwargs", "number", "state", "submitted", "task")
+    __slots__ = ("args", "feed", "future", "kwargs", "number", "state", "submitted", "task")
 
     def __init__(
         self,
@@ -46,6 +47,7 @@ class Call:
         self.submitted = submitted
         self.future: Future[Any] | None = None
         self.state: Any = None
+        self.feed: TaskMap | None = None
 
     def __repr__(self) -> str:
         return f"Call({self.task.name!r}, number={self.number}, args={self.args!r}, kwargs={self.kwargs!r})"

@@ -241,6 +241,12 @@ class ExecutorKeeper:
             _start_workers_with_byop_nb(executor)
         # A pool whose workers import the main script is checked once, at its first submission.
         self._check_main = _start_method(executor) in ("spawn", "forkserver")
+        # dask's ClientExecutor hands keyword arguments to `client.submit` (`key=`, `workers=`, `pure=`
+        # ... would be taken as dask's own), and by default gives equal calls one key, so they run
+        # once: calls go through the worker wrapper, their arguments as data, and never pure.
+        self._dask_options: dict[str, Any] | None = None
+        if type(executor).__module__ == "distributed.cfexecutor":
+            self._dask_options = {} if "pure" in getattr(executor, "_kwargs", {}) else {"pure": False}
         self._forget_processes()
 
     # -- submitting ----------------------------------------------------------------------
@@ -279,7 +285,9 @@ class ExecutorKeeper:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Future[Any]:
-        if not self._ships:  # threads, the sequential executor, dask (which pickles with cloudpickle itself)
+        if self._dask_options is not None:  # dask pickles with cloudpickle itself
+            return self._executor.submit(_worker.call, function, limits, args, kwargs, **self._dask_options)
+        if not self._ships:  # threads, the sequential executor
             if limits is None:
                 return self._executor.submit(function, *args, **kwargs)
             return self._executor.submit(_worker.call, function, limits, args, kwargs)

@@ -34,11 +34,18 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 from byop_nb.events import Event, EventManager, Subscriber
-from byop_nb.scheduling import _shipping
+from byop_nb.scheduling import _checks, _shipping
 from byop_nb.scheduling import executors as _executors
-from byop_nb.scheduling._checks import check_run_options, positive_int
+from byop_nb.scheduling._checks import OnException, Policy, check_run_options, exception_policy, positive_int
 from byop_nb.scheduling._handoff import Handoff
-from byop_nb.scheduling._runtime import RunHandle, log_background_error, run_nested, running_loop
+from byop_nb.scheduling._runtime import (
+    RunHandle,
+    log_background_error,
+    note_callback,
+    run_nested,
+    running_loop,
+    trim_traceback,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,6 +72,8 @@ class ExitCode(enum.Enum):
     """`stop()` was called, or a callback raised."""
     TIMEOUT = "timeout"
     """The run's `timeout` passed."""
+    EXCEPTION = "exception"
+    """A call raised, and the run's `on_exception` said "end" for it."""
     UNKNOWN = "unknown"
     """The run ended for another reason (it was cancelled)."""
 
@@ -170,6 +179,8 @@ class Scheduler:
         self._wake: asyncio.Future[None] | None = None
         self._empty_announced = False
         self._error: BaseException | None = None
+        self._exception_policy: Callable[[BaseException], Policy] | None = None
+        self._ended_by: ExitCode | None = None  # set when on_exception="end" ends the run
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.exit_code: ExitCode | None = None
@@ -300,9 +311,12 @@ class Scheduler:
     def _register_task(self, task: Task[Any, Any]) -> None:
         old = self._tasks.get(task.name)
         if old is not None and old is not task:
+            # A re-run notebook cell makes the task anew: the callbacks registered on it (in other
+            # cells, which the user does not run again) go on working on the new one.
+            task.event_manager.adopt(old.event_manager)
             warnings.warn(
-                f"A Task named {task.name!r} already exists on this scheduler; the new one replaces it "
-                "(its callbacks and counts no longer show in scheduler.counts). Pass name= to keep both.",
+                f"A Task named {task.name!r} already exists on this scheduler; the new one replaces it and "
+                "takes over its callbacks (its counts start afresh). Pass name= to keep both.",
                 UserWarning,
                 stacklevel=3,
             )
@@ -333,7 +347,7 @@ class Scheduler:
             RuntimeError: the scheduler is not running at all.
         """
         state = self._state
-        if state is _State.RUNNING and not self._stop_requested and self._error is None:
+        if state is _State.RUNNING and not self._stop_requested and self._error is None and self._ended_by is None:
             return True
         if state is _State.RUNNING or state is _State.FINISHING:
             logger.debug("run is ending; refused a new call of %r", function)
@@ -378,16 +392,28 @@ class Scheduler:
                     self._keeper.explain_broken(exception)
                 if call is None:  # a plain submit() keeps the worker's traceback too
                     _shipping.attach_traceback(exception)
+                if self._exception_policy is not None:  # before the call's events: what they submit is refused
+                    self._on_call_exception(exception, self._exception_policy(exception))
             if call is not None:
                 call.task._end(call, cancelled, exception, result)
         except BaseException as e:  # a user callback raised: end the run with it
             self._fail(e)
+
+    def _on_call_exception(self, exception: BaseException, policy: Policy) -> None:
+        """Apply the run's `on_exception` to a call that raised; its events are emitted after this."""
+        if policy == "raise":
+            self._fail(exception)
+        elif policy == "end" and self._ended_by is None and self._state is _State.RUNNING:
+            self._ended_by = ExitCode.EXCEPTION
+            self.last_error = exception
+            self._wake_up()
 
     def _after_drain(self, deferred: bool) -> None:
         if deferred or not self._queue or self._stop_requested:
             self._wake_up()
 
     def _fail(self, error: BaseException) -> None:
+        note_callback(error)
         if self._error is None:
             self._error = error
         self.last_error = error
@@ -428,7 +454,14 @@ class Scheduler:
             except RuntimeError:
                 pass
 
-    def run(self, *, timeout: float | None = None, end_on_empty: bool = True, wait: bool = True) -> ExitCode:
+    def run(
+        self,
+        *,
+        timeout: float | None = None,
+        end_on_empty: bool = True,
+        wait: bool = True,
+        on_exception: OnException = "continue",
+    ) -> ExitCode:
         """Run until nothing is left to do, `stop()`, or `timeout`; blocks and returns the ExitCode.
 
         Args:
@@ -437,6 +470,18 @@ class Scheduler:
                 with False the run emits EMPTY and keeps going until stopped or timed out.
             wait: when the run ends, wait for running work to finish (True) or
                 cancel it and kill process workers at once (False).
+            on_exception: what the run does when a call raises (its events are
+                still emitted; calls submitted from them are refused): "continue" (the default); "end" the
+                run with `ExitCode.EXCEPTION` (running work is waited for or
+                cancelled as `wait` says); "raise" it from `run()` after the run
+                ended, as a callback's error is. A mapping from exception types
+                to these chooses by the exception's class, most specific first;
+                unmatched exceptions continue. Resource-limit hits are exceptions
+                too (e.g. `{pynisher.WallTimeoutException: "continue", Exception: "end"}`).
+
+        ```python
+        scheduler.run(on_exception="raise")       # the first failing call's exception, raised here
+        ```
 
         Works in a plain script and in a Jupyter cell, whose event loop is
         already running (the run then nests into that loop with nest-asyncio2;
@@ -446,16 +491,36 @@ class Scheduler:
             RuntimeError: the scheduler is already running.
             BaseException: whatever a callback raised during the run, after cleanup.
         """
-        check_run_options(timeout, end_on_empty, wait)
+        check_run_options(timeout, end_on_empty, wait, on_exception)
         self._check_not_running("run()")
-        coroutine = self.async_run(timeout=timeout, end_on_empty=end_on_empty, wait=wait)
+        coroutine = self.async_run(timeout=timeout, end_on_empty=end_on_empty, wait=wait, on_exception=on_exception)
         loop = running_loop()
-        if loop is None:  # outside the except block, so no worker inherits its exception context
-            return asyncio.run(coroutine)
-        return run_nested(loop, coroutine)
+        try:
+            if loop is None:  # outside the except block, so no worker inherits its exception context
+                return asyncio.run(coroutine)
+            return run_nested(loop, coroutine)
+        except Exception as error:  # from a callback (or a wrong use in one): show the user's frames
+            raise trim_traceback(error)
 
-    def start(self, *, timeout: float | None = None, end_on_empty: bool = True, wait: bool = True) -> RunHandle:
+    def start(
+        self,
+        *,
+        timeout: float | None = None,
+        end_on_empty: bool = True,
+        wait: bool = True,
+        on_exception: OnException = "continue",
+    ) -> RunHandle:
         """Start the run in the background on the running event loop and return at once.
+
+        The options are `run()`'s.
+
+        The run lives in the kernel's event loop, which serves one thing at a
+        time: while a cell computes (a loop, a `time.sleep`, a big DataFrame),
+        the run is paused and calls that end wait to be reported; it goes on
+        when the cell ends. Kernel -> Interrupt while a cell awaits the handle
+        (`await handle`) cancels the run (its calls end as cancelled); while the
+        kernel is idle, Interrupt does not touch the run: use `scheduler.stop()`
+        or the Dashboard's Stop.
 
         Meant for Jupyter: the cell finishes, the kernel stays responsive and
         the run goes on while it is idle. Later cells can look at live results,
@@ -466,7 +531,7 @@ class Scheduler:
             RuntimeError: no event loop is running (use `run()`, or `await async_run()`),
                 or the scheduler is already running.
         """
-        check_run_options(timeout, end_on_empty, wait)
+        check_run_options(timeout, end_on_empty, wait, on_exception)
         self._check_not_running("start()")
         loop = running_loop()
         if loop is None:
@@ -475,7 +540,7 @@ class Scheduler:
                 "a Jupyter kernel, and there is none here. Use scheduler.run() to run and wait, or "
                 "`await scheduler.async_run()` inside async code."
             )
-        self._begin(loop)
+        self._begin(loop, on_exception)
         task = loop.create_task(self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait))
         task.add_done_callback(log_background_error)
         handle = RunHandle(task, self)
@@ -490,7 +555,12 @@ class Scheduler:
             )
 
     async def async_run(
-        self, *, timeout: float | None = None, end_on_empty: bool = True, wait: bool = True
+        self,
+        *,
+        timeout: float | None = None,
+        end_on_empty: bool = True,
+        wait: bool = True,
+        on_exception: OnException = "continue",
     ) -> ExitCode:
         """The coroutine behind `run()`; same arguments and result.
 
@@ -498,14 +568,18 @@ class Scheduler:
         exit_code = await scheduler.async_run(timeout=10)
         ```
         """
-        check_run_options(timeout, end_on_empty, wait)
+        check_run_options(timeout, end_on_empty, wait, on_exception)
         self._check_not_running("async_run()")
-        self._begin(asyncio.get_running_loop())
+        self._begin(asyncio.get_running_loop(), on_exception)
         return await self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait)
 
-    def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _begin(self, loop: asyncio.AbstractEventLoop, on_exception: OnException = "continue") -> None:
         """Make the scheduler running on `loop`: work can be submitted from here on."""
+        self._exception_policy = exception_policy(on_exception)
+        self._ended_by = None
         self._keeper.renew()
+        for task in self._tasks.values():
+            task._at_run_start = (dict(task.event_manager.counts), task.history.status_counts, len(task.history))
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._handoff.open(loop)
@@ -546,6 +620,8 @@ class Scheduler:
             while True:
                 if self._error is not None:
                     return ExitCode.STOPPED
+                if self._ended_by is not None:
+                    return self._ended_by
                 if self._stop_requested:
                     self.event_manager.emit(self.STOP)
                     return ExitCode.STOPPED
@@ -593,6 +669,8 @@ class Scheduler:
         self._state = _State.FINISHED
         self.exit_code = exit_code
         self.finished_at = time.time()
+        if self._error is None:
+            self._say_what_failed()
         try:
             self.event_manager.emit(self.FINISHED)
         except BaseException as e:
@@ -601,6 +679,17 @@ class Scheduler:
             self._handoff.close()
             self._loop = None
             self._loop_thread = None
+
+    def _say_what_failed(self) -> None:
+        """Once per run: the tasks whose calls failed with no callback of the user's handling it.
+
+        The exit code stays the guide's (`EXHAUSTED` when every call ended, failed or not); the
+        line tells a notebook user what the DataFrame would.
+        """
+        for task in self._tasks.values():
+            line = task._run_failures()
+            if line is not None:
+                logger.warning(line)
 
     def _cancel_pending(self) -> None:
         """Settle everything still queued as cancelled (a `wait=False` end, or an error).
@@ -627,6 +716,12 @@ class Scheduler:
         from byop_nb.notebook import Dashboard
 
         return Dashboard(self, *tasks, **options)
+
+    if not TYPE_CHECKING:  # type checkers keep flagging unknown attributes themselves
+
+        def __getattr__(self, name: str) -> Any:
+            # Only for names that are not found: suggest the subscriber a user probably meant.
+            raise AttributeError(_checks.no_such_attribute(self, name))
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{event}={n}" for event, n in self.event_manager.counts.items())

@@ -21,15 +21,17 @@ What a subclass keeps about a call between its hooks goes in `call.state`.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypedDict, TypeVar
 
 from byop_nb._text import bounded_repr
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.history import History
+from byop_nb.scheduling import _checks
 from byop_nb.scheduling._checks import positive_int
 from byop_nb.scheduling._shipping import attach_traceback, traceback_text
 from byop_nb.scheduling.call import Call, Status
@@ -40,7 +42,7 @@ from byop_nb.scheduling.worker import make_limit_exceptions_picklable
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Task", "TaskOptions"]
+__all__ = ["Task", "TaskOptions", "TaskMap"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +128,14 @@ class Task(Generic[P, R]):
     CONCURRENT_LIMIT_REACHED: Event[...] = Event("task-concurrent-limit-reached")
     """A call was refused by `concurrent_limit`: `on_concurrent_limit_reached(*args, **kwargs)`."""
 
+    FAILURE_EVENTS: ClassVar[tuple[Event[Any], ...]] = (
+        EXCEPTION,
+        TIMEOUT,
+        MEMORY_LIMIT_REACHED,
+        CPU_TIME_LIMIT_REACHED,
+        WALL_TIME_LIMIT_REACHED,
+    )
+    """Events a callback subscribes to in order to handle failed calls (then no summary is printed)."""
     SUCCESSES: ClassVar[frozenset[Status]] = frozenset({Status.RETURNED})
     """The statuses of this class's rows that count as successes (tables, counters and plots ask this)."""
     FAILURES: ClassVar[frozenset[Status]] = frozenset(
@@ -182,6 +192,9 @@ class Task(Generic[P, R]):
 
         self.n_called = 0
         self._n_running = 0
+        self._maps: list[TaskMap] = []  # the maps of the latest run
+        # Event counts, rows per status and rows when the latest run began: what that run did is the difference.
+        self._at_run_start: tuple[dict[Any, int], dict[str, int], int] = ({}, {}, 0)
         self.history = History(name=name)
         scheduler._register_task(self)
 
@@ -193,6 +206,9 @@ class Task(Generic[P, R]):
             RuntimeError: the scheduler is not running (call tasks from callbacks,
                 or while `scheduler.start()` runs).
         """
+        return self._call(args, kwargs, None)
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], feed: TaskMap | None) -> Any:
         if self.call_limit is not None and self.n_called >= self.call_limit:
             self.event_manager.emit(self.CALL_LIMIT_REACHED, *args, **kwargs)
             return None
@@ -202,12 +218,62 @@ class Task(Generic[P, R]):
         if not self.scheduler._accepts(self.function):
             return None
         call = Call(self, self.n_called + 1, args, kwargs, time.time())
+        call.feed = feed
         future = self.scheduler._submit(self._function_for(call), self.limits, args, kwargs, call)
         call.future = future
         self.n_called += 1
         self._n_running += 1
         self.event_manager.emit(self.SUBMITTED, future)
         return future
+
+    def map(self, *inputs: Iterable[Any], in_flight: int | None = None) -> TaskMap:
+        """Call the task on every input, keeping `in_flight` calls running: a new one as each ends.
+
+        Like the builtin `map`: `task.map(xs)` calls `task(x)` for each `x`, and
+        `task.map(xs, ys)` calls `task(x, y)` pairwise. Call it during a run (in
+        `@scheduler.on_start`, or while `scheduler.start()` runs); it submits the
+        first calls at once and returns a [`TaskMap`][byop_nb.scheduling.task.TaskMap]
+        that tells how far along it is. The Dashboard's progress bar counts its
+        calls against their number when the inputs have a length.
+
+        ```python
+        @scheduler.on_start
+        def launch() -> None:
+            task.map(range(100), in_flight=4)     # 100 calls, 4 at a time
+
+        scheduler.run()                           # ends when all 100 have ended
+        ```
+
+        Feeding stops early when a call is refused: the task's `call_limit` is
+        spent, or the run is ending (`stop()`, a timeout); the inputs left are
+        not called. Inputs are read lazily, as calls are submitted.
+
+        Args:
+            inputs: one iterable per positional argument of the function.
+            in_flight: calls running at once (default: twice the executor's
+                workers when known, else twice the CPUs); at most `concurrent_limit`.
+
+        Raises:
+            RuntimeError: the scheduler is not running.
+            ValueError: no inputs, or `in_flight` is not a positive int.
+        """
+        if not inputs:
+            raise ValueError("map() needs at least one iterable of inputs, e.g. task.map(range(10))")
+        in_flight = positive_int("in_flight", in_flight) or _default_in_flight(self.scheduler)
+        if self.concurrent_limit is not None:
+            in_flight = min(in_flight, self.concurrent_limit)
+        total: int | None = None
+        try:
+            total = min(len(i) for i in inputs)  # type: ignore[arg-type]
+        except TypeError:  # an iterator: its length is not known
+            pass
+        feed = TaskMap(self, zip(*inputs, strict=False), in_flight, total, self.scheduler.started_at)
+        if not self.scheduler._accepts(self.function):
+            feed._exhausted = True
+            return feed
+        self._maps = [m for m in self._maps if m.run == self.scheduler.started_at] + [feed]
+        feed._refill()
+        return feed
 
     def _function_for(self, call: Call) -> Callable[..., Any]:
         """Hook: what the executor runs for `call` (with `call.args` and `call.kwargs`)."""
@@ -248,6 +314,30 @@ class Task(Generic[P, R]):
         accepted = sorted(str(s) for s in (*cls.SUCCESSES, *cls.FAILURES, _CANCELLED))
         raise ValueError(f"{str(status)!r} is not a status of {cls.__name__} rows; accepted: {accepted}")
 
+    def _run_failures(self) -> str | None:
+        """One line on the calls of the latest run that failed, when nothing of the user's handled them."""
+        em = self.event_manager
+        if any(em.callbacks(event) for event in self.FAILURE_EVENTS):
+            return None
+        _, statuses_then, rows_then = self._at_run_start
+        statuses = self.history.status_counts
+        failed = sum(statuses.get(s, 0) - statuses_then.get(s, 0) for s in self.FAILURES)
+        if not failed:
+            return None
+        ended = len(self.history) - rows_then
+        first = ""
+        for index in range(rows_then, len(self.history)):
+            row = self.history.row(index)
+            if row.get("status") in self.FAILURES:
+                kind, message = row.get("exception_type"), row.get("exception_message")
+                first = f"{kind}: {message}" if kind else str(row.get("status"))
+                break
+        first = first if len(first) <= 200 else first[:199] + "\u2026"
+        return (
+            f"{failed} of {ended} calls of task {self.name!r} failed in this run (the first: {first}); "
+            f"see task.df(), or subscribe @task.on_{_handler_name(self)} to handle failures"
+        )
+
     # -- ending (called by the scheduler in its event loop) ---------------
     def _end(self, call: Call, cancelled: bool, exception: BaseException | None, result: Any) -> None:
         """The call ended (cancelled, raised `exception`, or returned `result`): decide its status,
@@ -265,7 +355,11 @@ class Task(Generic[P, R]):
             self._record(call, status, result, exception)
         except Exception as e:  # recording never ends a run, nor loses the call's row
             self._record_failed(call, status, e)
-        self._emit(call, status, result, exception)
+        try:
+            self._emit(call, status, result, exception)
+        finally:
+            if call.feed is not None:
+                call.feed._ended()
 
     def _record_failed(self, call: Call, status: Status, error: Exception) -> None:
         """`_record` raised: record a row that names the failure instead, and warn once."""
@@ -326,6 +420,12 @@ class Task(Generic[P, R]):
             em.emit(self.WALL_TIME_LIMIT_REACHED, future, exception)
             em.emit(self.TIMEOUT, future, exception)
 
+    if not TYPE_CHECKING:  # type checkers keep flagging unknown attributes themselves
+
+        def __getattr__(self, name: str) -> Any:
+            # Only for names that are not found: suggest the subscriber a user probably meant.
+            raise AttributeError(_checks.no_such_attribute(self, name))
+
     def __repr__(self) -> str:
         return f"Task({self.name!r}, called={self.n_called}, running={self._n_running}, ended={len(self.history)})"
 
@@ -333,3 +433,65 @@ class Task(Generic[P, R]):
         from byop_nb import _html
 
         return _html.task_html(self)
+
+
+class TaskMap:
+    """The calls a [`task.map(...)`][byop_nb.scheduling.Task.map] feeds to its task, and how far along they are.
+
+    Attributes:
+        task: the task it calls.
+        total: how many inputs there are (None when they have no length).
+        in_flight: how many calls it keeps running.
+        submitted: calls submitted so far.
+        ended: calls ended so far (returned, raised or cancelled).
+    """
+
+    def __init__(
+        self,
+        task: Task[Any, Any],
+        inputs: Iterator[tuple[Any, ...]],
+        in_flight: int,
+        total: int | None,
+        run: float | None,
+    ) -> None:
+        self.task = task
+        self.total = total
+        self.in_flight = in_flight
+        self.submitted = 0
+        self.ended = 0
+        self.run = run  # when the run it belongs to started
+        self._inputs = inputs
+        self._exhausted = False
+
+    def done(self) -> bool:
+        """Whether every call it will submit was submitted and has ended."""
+        return self._exhausted and self.ended == self.submitted
+
+    def _refill(self) -> None:
+        task = self.task
+        while not self._exhausted and self.submitted - self.ended < self.in_flight:
+            if task.concurrent_limit is not None and task._n_running >= task.concurrent_limit:
+                return  # other calls of the task hold its concurrent_limit: go on when one ends
+            args = next(self._inputs, None)
+            if args is None or task._call(args, {}, self) is None:
+                self._exhausted = True  # no inputs left, or refused: a limit, or the run is ending
+                return
+            self.submitted += 1
+
+    def _ended(self) -> None:
+        self.ended += 1
+        self._refill()
+
+    def __repr__(self) -> str:
+        of = f" of {self.total}" if self.total is not None else ""
+        return f"TaskMap({self.task.name!r}, submitted={self.submitted}{of}, ended={self.ended})"
+
+
+def _default_in_flight(scheduler: Scheduler) -> int:
+    workers = getattr(scheduler.executor, "_max_workers", None)
+    return 2 * workers if isinstance(workers, int) and workers > 0 else 2 * (os.cpu_count() or 1)
+
+
+def _handler_name(task: Task[Any, Any]) -> str:
+    event = task.FAILURE_EVENTS[0]
+    return "exception" if event is Task.EXCEPTION else str(event).split("-", 1)[-1]
