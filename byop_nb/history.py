@@ -312,8 +312,12 @@ class History:
         traceback: str | None,
         submitted: float,
         finished: float,
+        arguments: dict[str, Any] | None = None,
     ) -> None:
         """`record` of a Task's row, from its fields: the same row, built without a mapping to normalise.
+
+        `arguments` are the call's arguments by parameter, as `arg.<parameter>` keys
+        (cell values: see `byop_nb._text.cell_value`), added to the row as they are.
 
         ```python
         history.record_call("f", 1, (3,), {}, "returned", 9, None, None, t0, t1)
@@ -334,6 +338,8 @@ class History:
         if exception is not None:
             normal["exception_type"] = type(exception).__qualname__
             normal["exception_message"] = _exception_message(exception)
+        if arguments:
+            normal.update(arguments)
         if isinstance(result, dict):
             normal = _spread(normal)
         self._store(normal)

@@ -237,6 +237,8 @@ class CommTask(Task[P, R]):
     Msg: TypeAlias = Msg
     """The message class (`CommTask.Msg` is `Comm.Msg`), for annotating callbacks."""
 
+    _ARGS_GIVEN_BY_TASK = 1  # the Comm: the function's first parameter is not the caller's
+
     MESSAGE: Event[[Msg]] = Event("comm-message")
     """The worker sent a message: `on_message(msg)`."""
     REQUEST: Event[[Msg]] = Event("comm-request")
