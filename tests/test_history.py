@@ -665,3 +665,26 @@ def test_a_trial_tasks_rows_show_config_columns_and_no_empty_args() -> None:
     assert df["args"].isna().tolist() == [True, False] and df["kwargs"].isna().all()
     assert df["arg.repeats"].tolist() == [1, 3] and df["config.x"].tolist() == [1.0, 2.0]
     assert "arg.trial" not in df.columns
+
+
+def test_a_history_frame_displays_the_columns_read_first_and_keeps_them_all() -> None:
+    scheduler = Scheduler.with_threads(1)
+    task = Task(fail_on_three, scheduler)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task.map(range(5))
+
+    scheduler.run()
+    df = task.df()
+    assert type(df) is pd.DataFrame and "traceback" in df.columns  # a plain frame, every column
+    shown = df._repr_html_()
+    header = shown.split("<tbody>")[0]
+    for column in ("call", "status", "arg.x", "result", "error", "duration", "finished"):
+        assert f"<th>{column}</th>" in header, column
+    for column in ("traceback", "args", "submitted"):
+        assert f"<th>{column}</th>" not in header, column
+    assert "5 more columns in the DataFrame: task, args, kwargs, traceback, submitted" in shown
+    assert "Traceback (most recent call last)" not in shown
+    assert "ValueError: x cannot be 3" in shown
+    assert "<th>traceback</th>" in df[["call", "traceback"]]._repr_html_()  # a frame made from it: pandas' own
