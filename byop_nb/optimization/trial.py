@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec
 
 from byop_nb.events import Event, Subscriber
+from byop_nb.scheduling._call import Call, Status
 from byop_nb.scheduling._shipping import traceback_text
-from byop_nb.scheduling.call import Call, Status
 from byop_nb.scheduling.task import Task, TaskOptions
 
 if TYPE_CHECKING:

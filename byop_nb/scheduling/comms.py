@@ -56,12 +56,12 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeAlia
 
 from byop_nb._text import bounded_repr
 from byop_nb.events import Event, Subscriber
+from byop_nb.scheduling._call import Call, Status
 from byop_nb.scheduling._comm_hub import _CallComms, _Conn, _Hub
 from byop_nb.scheduling._comm_worker import Comm, _CommCall
+from byop_nb.scheduling._executors import SequentialExecutor
 from byop_nb.scheduling._shipping import dumps
 from byop_nb.scheduling._wire import ANSWER, CLOSE, MESSAGE, REFUSAL, REQUEST, CommError
-from byop_nb.scheduling.call import Call, Status
-from byop_nb.scheduling.executors import SequentialExecutor
 from byop_nb.scheduling.task import Task, TaskOptions
 
 if TYPE_CHECKING:

@@ -3,9 +3,9 @@
 Where things happen, for a call of a Task:
 
 * submitted: `Task.__call__` (limits refuse it there) -> `Task._submit`, which
-  makes its [`Call`][byop_nb.scheduling.call.Call] and hands it to the scheduler;
+  makes its [`Call`][byop_nb.scheduling._call.Call] and hands it to the scheduler;
 * ended: the scheduler hands the Call back to `Task._end`, which decides its
-  [`Status`][byop_nb.scheduling.call.Status] (the only place a plain Task's
+  [`Status`][byop_nb.scheduling._call.Status] (the only place a plain Task's
   status is decided), records its row (`_record`) and emits its events (`_emit`).
 
 Subclasses (`CommTask`, `Trial.Task`) extend a Task through three hooks, each
@@ -32,12 +32,12 @@ from byop_nb._text import bounded_repr, cell_value
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.history import History
 from byop_nb.scheduling import _checks
+from byop_nb.scheduling._call import Call, Status
 from byop_nb.scheduling._checks import positive_int
+from byop_nb.scheduling._limits import MemoryLimit, TimeLimit, limit_hit, parse_limits
 from byop_nb.scheduling._shipping import attach_traceback, traceback_text
-from byop_nb.scheduling.call import Call, Status
-from byop_nb.scheduling.limits import MemoryLimit, TimeLimit, limit_hit, parse_limits
+from byop_nb.scheduling._worker import make_limit_exceptions_picklable
 from byop_nb.scheduling.scheduler import Scheduler
-from byop_nb.scheduling.worker import make_limit_exceptions_picklable
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,6 +1,6 @@
 """What runs inside the worker: the user's function, its limits, and its traceback.
 
-Every submission goes through [`call`][byop_nb.scheduling.worker.call] so that,
+Every submission goes through [`call`][byop_nb.scheduling._worker.call] so that,
 whatever the executor,
 
 * a function pickled by value (defined in `__main__` / a notebook cell) is loaded once per worker,
@@ -189,7 +189,7 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
         context = CONTEXT
         _own_forkserver()
         # ctypes: each child sets its parent-death signal through it (see _Call).
-        context.set_forkserver_preload(["byop_nb.scheduling.worker", "pynisher", "cloudpickle", "ctypes"])
+        context.set_forkserver_preload(["byop_nb.scheduling._worker", "pynisher", "cloudpickle", "ctypes"])
         # The child's parent is the forkserver, which ends when this process does (its alive pipe).
         function: _Call = _Shipped(fn, args, kwargs, parent=_forkserver_pid())
     else:
