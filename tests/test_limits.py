@@ -226,3 +226,34 @@ def test_many_wall_time_kills_in_a_row_never_hang(no_orphans: None) -> None:
 
     assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
     assert ends == ["wall"] * 16
+
+
+def starts_a_sleeper(seconds: float) -> int:
+    """Start a grandchild that would outlive the call, and return its pid."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"]).pid
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [{"memory_limit": (2, "GB")}, {"cpu_time_limit": 30}, {"wall_time_limit": 30}],
+    ids=["memory", "cpu", "wall"],
+)
+def test_what_a_limited_call_started_ends_with_the_call(limit: dict, no_orphans: None) -> None:
+    import psutil
+
+    scheduler = Scheduler.with_processes(1)
+    task = Task(starts_a_sleeper, scheduler, **limit)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(60)
+
+    scheduler.run(timeout=60)
+    (pid,) = task.df()["result"].tolist()
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, f"the call's grandchild {pid} outlived the call"
+        time.sleep(0.05)

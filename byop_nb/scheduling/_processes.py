@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["kill_family", "describe_deaths", "DeathWatch"]
+__all__ = ["kill_family", "kill_session", "describe_deaths", "DeathWatch"]
 
 
 def kill_family(roots: Iterable[Any], *, reap_roots: bool = True, timeout: float = 5.0) -> None:
@@ -157,3 +157,28 @@ def _kill_group_of_dead(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):  # nothing left in its group, or it had none
         pass
+    kill_session(pid)  # the groups its limited calls' children lead
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of the session `sid` but this one (Linux: read from /proc; elsewhere nothing).
+
+    A worker started by byop_nb leads a session; the child of a limited call leads a
+    process group inside it. When the worker dies, this reaches them all.
+    """
+    if not os.path.isdir("/proc"):
+        return
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as file:
+                fields = file.read().rsplit(b")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if len(fields) > 3 and int(fields[3]) == sid:  # state, ppid, pgrp, session
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
