@@ -216,6 +216,8 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
 def _run_limited(function: _Call, limits: Limits, context: Any) -> Any:
     import pynisher
 
+    _tolerate_gone_children()
+
     limited = pynisher.limit(
         function,
         memory=limits.memory,
@@ -270,6 +272,31 @@ def _run_limited(function: _Call, limits: Limits, context: Any) -> Any:
             f"(stopped after {time.monotonic() - start:.2f}s)."
         )
     return result
+
+
+def _tolerate_gone_children() -> None:
+    """Have pynisher accept that the call's child is gone when it ends it (once per process).
+
+    With `terminate_child_processes=False`, pynisher ends each call by signalling its
+    child through psutil, which raises NoSuchProcess when the child was reaped already:
+    always a race for a forkserver's child, which the forkserver reaps. The child being
+    gone is what that step is for.
+    """
+    import psutil
+    import pynisher.pynisher as module
+
+    original = module.terminate_process
+    if getattr(original, "_byop_nb_tolerant", False):
+        return
+
+    def terminate_process(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        except psutil.NoSuchProcess:
+            return [], []
+
+    terminate_process._byop_nb_tolerant = True  # type: ignore[attr-defined]
+    module.terminate_process = terminate_process
 
 
 def _end_group(limited: Any) -> None:
