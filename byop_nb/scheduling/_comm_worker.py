@@ -272,7 +272,7 @@ class Comm:
                     f"this Comm cannot reach the scheduler on {self._host!r}: tried {' and '.join(tried)}. "
                     "This worker has no way to that address (another network, a firewall); dask workers must "
                     "be able to connect to the scheduler's machine on the address its dask scheduler listens "
-                    "on, at any port."
+                    "on, at any port (a CommTask listens on a free port of that address)."
                 )
                 raise CommError(self._gone) from e
             sock.settimeout(None)
@@ -289,11 +289,17 @@ class Comm:
                 "and return what you need."
             )
             raise CommError(self._gone)
-        raise self._gone_error(" and ".join(tried)) from error
+        hint = ""
+        if isinstance(error, FileNotFoundError):
+            hint = (
+                "; or this worker does not see the scheduler's temporary folder (a container or another mount "
+                "namespace of the same machine): then run the dask scheduler on an address the worker reaches"
+            )
+        raise self._gone_error(" and ".join(tried), hint) from error
 
-    def _gone_error(self, tried: str) -> CommError:
+    def _gone_error(self, tried: str, hint: str = "") -> CommError:
         self._gone = (
-            f"the scheduler's end of this Comm is gone: the call was cancelled or the run ended (tried {tried})"
+            f"the scheduler's end of this Comm is gone: the call was cancelled or the run ended (tried {tried})" + hint
         )
         return CommError(self._gone)
 
