@@ -624,6 +624,37 @@ def test_over_tcp_messages_requests_and_large_frames_arrive_whole_and_before_don
     assert comm_sockets() == [] and (host, port) not in tcp_listeners()  # closed with the run
 
 
+def test_over_tcp_the_end_of_a_call_waits_until_the_other_machine_has_its_bytes() -> None:
+    # Over TCP, what sendall returned from may still be on the way when the call's result (which
+    # travels through the executor) reaches the scheduler: the end of a call waits for it.
+    from byop_nb.scheduling._comm_worker import _wait_delivered
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the receiver takes little at a time
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()) as sender, listener.accept()[0] as receiver:
+            sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            start = time.monotonic()
+            _wait_delivered(sender, 5)
+            assert time.monotonic() - start < 0.1  # nothing sent: nothing to wait for
+            size = 200_000
+            sender.sendall(b"x" * size)  # returns with most of it still in this side's buffer
+            waiter = threading.Thread(target=_wait_delivered, args=(sender, 10))
+            waiter.start()
+            time.sleep(0.3)
+            assert waiter.is_alive()  # the receiver's window is full: not delivered yet
+            received = 0
+            while received < size:
+                received += len(receiver.recv(1 << 16))
+            waiter.join(2)
+            assert not waiter.is_alive()
+            sender.sendall(b"y" * size)
+            start = time.monotonic()
+            _wait_delivered(sender, 0.3)  # nobody reads: it gives up after its timeout
+            assert 0.25 < time.monotonic() - start < 2
+
+
 class Poison:
     """Records that it was unpickled: nothing a connection sends may be unpickled before its hello is checked."""
 

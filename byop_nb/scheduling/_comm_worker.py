@@ -11,6 +11,7 @@ and port there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import socket
@@ -218,6 +219,11 @@ class Comm:
         sock, self._sock = self._sock, None
         if sock is not None and self._pid == os.getpid():
             if self._via_tcp:
+                # The end of the stream first: the scheduler's machine acknowledges a FIN at once, where
+                # its delayed acknowledgement of the last bytes could take 40 ms (measured: every call
+                # that made a request then sent a message ended 47 ms late).
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)
                 _wait_delivered(sock, DELIVERY_TIMEOUT)
             sock.close()
 
