@@ -70,6 +70,11 @@ class Comm:
     A Comm is safe to use from several threads of one call. Messages of one
     call arrive in the order they were sent (from one process; copies of a Comm
     pickled into other processes open their own connection).
+
+    It connects at its first use: to the task's Unix socket when the worker runs
+    on the scheduler's machine and sees it, else (dask workers on other
+    machines) to the TCP address the task listens on. A worker that can do
+    neither gets a `CommError` naming what it tried.
     """
 
     Error = CommError
