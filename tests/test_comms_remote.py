@@ -46,6 +46,7 @@ WORKTREE = TESTS.parent
 def talk_from_elsewhere(comm: Comm, n: int) -> dict[str, Any]:
     """Send n messages and one request; say what this worker can see of the scheduler's machine."""
     sees_unix_socket = comm._path is not None and os.path.exists(comm._path)
+    pid = os.getpid()
     for i in range(n):
         comm.send(i)
     answer = comm.request(("sum", n))
@@ -57,6 +58,7 @@ def talk_from_elsewhere(comm: Comm, n: int) -> dict[str, Any]:
         "via_tcp": comm._via_tcp,
         "addresses": addresses,
         "temporary_folder": sorted(os.listdir(tempfile.gettempdir())),
+        "pid": pid,
     }
 
 
@@ -208,14 +210,15 @@ def tcp_listeners() -> set[tuple[str, int]]:
 # -- tests ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("limits", [{}, {"wall_time_limit": 60}], ids=["in-the-worker", "in-a-limited-child"])
 def test_messages_and_requests_round_trip_with_a_worker_that_sees_nothing_of_this_machine(
-    isolated: Isolated, no_orphans: None
+    limits: dict[str, Any], isolated: Isolated, no_orphans: None
 ) -> None:
     before = tcp_listeners()  # the dask scheduler's own (and its dashboard), on the veth address
     cluster_hosts = {host for host, _ in before}
     assert cluster_hosts == {isolated.scheduler_host}
     scheduler = Scheduler.with_dask(isolated.client)
-    task = CommTask(talk_from_elsewhere, scheduler)
+    task = CommTask(talk_from_elsewhere, scheduler, **limits)  # a limit: the call runs in a child of the worker
     log: list[tuple[str, Any]] = []
     during: list[set[tuple[str, int]]] = []
     hubs: list[Any] = []
@@ -244,6 +247,7 @@ def test_messages_and_requests_round_trip_with_a_worker_that_sees_nothing_of_thi
     ]
     (result,) = results
     assert result["answer"] == sum(range(50))
+    assert (result["pid"] == isolated.worker.pid) == (not limits)  # the worker itself, or its limited child
     # The worker really was elsewhere: its own addresses only, none of our files, and through TCP.
     assert result["addresses"] == sorted(["127.0.0.1", isolated.worker_host])
     (((hub_host, hub_port), hub_directory),) = hubs
