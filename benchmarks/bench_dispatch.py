@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _tasks import IN_FLIGHT, WORKERS, keep_busy, noop  # noqa: E402
 
-from byop_nb.scheduling.doorbell import Doorbell  # noqa: E402
+from byop_nb.scheduling._doorbell import Doorbell  # noqa: E402
 
 
 def bare(n: int, doorbell: bool = False) -> float:

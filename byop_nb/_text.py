@@ -23,7 +23,7 @@ import reprlib
 from itertools import islice
 from typing import Any
 
-__all__ = ["TEXT_LIMIT", "TRACEBACK_LIMIT", "bounded_repr", "bounded_text", "size_of"]
+__all__ = ["TEXT_LIMIT", "TRACEBACK_LIMIT", "bounded_repr", "bounded_text", "cell_value", "size_of"]
 
 TEXT_LIMIT = 2000
 """Characters kept of an argument's, a result's or an exception message's text."""
@@ -180,3 +180,19 @@ class _BoundedRepr(reprlib.Repr):
         except Exception as e:
             return _failed(x, e)
         return text if len(text) <= self.maxother else bounded_text(text, self.maxother, about=size_of(x))
+
+
+_CELL_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def cell_value(value: Any) -> Any:
+    """`value` as a DataFrame cell: numbers, bools, None and short strings as they are (native
+    dtypes in a column), anything else as its bounded `repr`."""
+    kind = type(value)
+    if kind in _CELL_SCALARS:
+        return value
+    if kind is str:
+        return value if len(value) <= TEXT_LIMIT else bounded_text(value)
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return value.item()  # a numpy scalar: its Python number
+    return bounded_repr(value)

@@ -143,6 +143,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from byop_nb._frames import calls_frame
 from byop_nb._journal import Journal, read_rows
 from byop_nb._text import TRACEBACK_LIMIT, bounded_repr, bounded_text
 
@@ -312,8 +313,12 @@ class History:
         traceback: str | None,
         submitted: float,
         finished: float,
+        arguments: dict[str, Any] | None = None,
     ) -> None:
         """`record` of a Task's row, from its fields: the same row, built without a mapping to normalise.
+
+        `arguments` are the call's arguments by parameter, as `arg.<parameter>` keys
+        (cell values: see `byop_nb._text.cell_value`), added to the row as they are.
 
         ```python
         history.record_call("f", 1, (3,), {}, "returned", 9, None, None, t0, t1)
@@ -334,6 +339,8 @@ class History:
         if exception is not None:
             normal["exception_type"] = type(exception).__qualname__
             normal["exception_message"] = _exception_message(exception)
+        if arguments:
+            normal.update(arguments)
         if isinstance(result, dict):
             normal = _spread(normal)
         self._store(normal)
@@ -418,6 +425,9 @@ class History:
 
         Built on first use and cached until another row is recorded; each call
         returns a frame of its own, so changing it never changes the next one.
+        In a notebook it shows the columns a person reads first (call, status,
+        `arg.*`, results, the error, duration, finished) and names the others;
+        every column is in the frame (see `byop_nb._frames`).
 
         ```python
         df = task.history.df()
@@ -429,7 +439,7 @@ class History:
         if self._frame is None or self._frame_rows != n:
             self._frame = _build(self._rows[:n], tuple(self._shapes))
             self._frame_rows = n
-        return _own_copy(self._frame)
+        return calls_frame(_own_copy(self._frame))
 
     # -- journal -----------------------------------------------------------
     def stream_to(self, path: str | os.PathLike[str]) -> None:

@@ -618,3 +618,73 @@ def test_rows_from_process_workers_carry_the_remote_traceback(no_orphans):
     df = task.df()
     assert df.loc[0, "exception_type"] == "ValueError"
     assert "fail_on_three" in df.loc[0, "traceback"] and "x cannot be 3" in df.loc[0, "traceback"]
+
+
+def scaled(x: float, y: int = 2, *rest: int, scale: float = 1.0, **named: object) -> float:
+    return x * y * scale
+
+
+def test_arguments_bound_to_parameters_become_arg_columns_with_native_dtypes() -> None:
+    scheduler = Scheduler.with_threads(1)
+    task = Task(scaled, scheduler)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(3.0)
+        task(1.5, 4, 9, 9, scale=0.5, label="b")
+        task(2.5, y=3, label=list(range(5000)))
+
+    scheduler.run()
+    df = task.df().sort_values("call")
+    assert list(df.filter(like="arg.").columns) == ["arg.x", "arg.y", "arg.scale", "arg.rest", "arg.label"]
+    assert df["arg.x"].tolist() == [3.0, 1.5, 2.5] and df["arg.x"].dtype == "float64"
+    assert df["arg.y"].tolist() == [2, 4, 3] and df["arg.y"].dtype == "int64"  # defaults are bound too
+    assert df["arg.scale"].tolist() == [1.0, 0.5, 1.0]
+    assert df["arg.rest"].tolist()[1] == "(9, 9)" and df["arg.rest"].isna().tolist() == [True, False, True]
+    long = df["arg.label"].tolist()[2]
+    assert df["arg.label"].tolist()[1] == "b" and len(long) < 3000 and "list of 5000 items" in long  # bounded text
+    assert df["args"].tolist()[0] == "(3.0,)"  # the text column stays
+
+
+def test_a_trial_tasks_rows_show_config_columns_and_no_empty_args() -> None:
+    from byop_nb.optimization import Trial
+
+    def evaluate(trial: Trial, repeats: int = 1) -> Trial.Report:
+        return trial.success(loss=trial.config["x"] * repeats)
+
+    scheduler = Scheduler.with_threads(1)
+    task = Trial.Task(evaluate, scheduler)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(Trial(name="a", config={"x": 1.0}))
+        task(Trial(name="b", config={"x": 2.0}), 3)
+
+    scheduler.run()
+    df = task.df().sort_values("call")
+    assert df["args"].isna().tolist() == [True, False] and df["kwargs"].isna().all()
+    assert df["arg.repeats"].tolist() == [1, 3] and df["config.x"].tolist() == [1.0, 2.0]
+    assert "arg.trial" not in df.columns
+
+
+def test_a_history_frame_displays_the_columns_read_first_and_keeps_them_all() -> None:
+    scheduler = Scheduler.with_threads(1)
+    task = Task(fail_on_three, scheduler)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task.map(range(5))
+
+    scheduler.run()
+    df = task.df()
+    assert type(df) is pd.DataFrame and "traceback" in df.columns  # a plain frame, every column
+    shown = df._repr_html_()
+    header = shown.split("<tbody>")[0]
+    for column in ("call", "status", "arg.x", "result", "error", "duration", "finished"):
+        assert f"<th>{column}</th>" in header, column
+    for column in ("traceback", "args", "submitted"):
+        assert f"<th>{column}</th>" not in header, column
+    assert "5 more columns in the DataFrame: task, args, kwargs, traceback, submitted" in shown
+    assert "Traceback (most recent call last)" not in shown
+    assert "ValueError: x cannot be 3" in shown
+    assert "<th>traceback</th>" in df[["call", "traceback"]]._repr_html_()  # a frame made from it: pandas' own

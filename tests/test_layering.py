@@ -24,6 +24,7 @@ LAYERS = {
     "byop_nb._status": 0,
     "byop_nb._journal": 0,
     "byop_nb._text": 0,
+    "byop_nb._frames": 0,
     "byop_nb._html": 1,
     "byop_nb.history": 1,
     "byop_nb.scheduling": 2,

@@ -9,8 +9,8 @@ import pynisher
 import pytest
 
 from byop_nb.scheduling import ExitCode, Scheduler, Task
-from byop_nb.scheduling.limits import limit_hit, parse_limits
-from byop_nb.scheduling.worker import Limits
+from byop_nb.scheduling._limits import limit_hit, parse_limits
+from byop_nb.scheduling._worker import Limits
 
 
 def hog(n_bytes: int) -> int:

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec
 
 from byop_nb.events import Event, Subscriber
+from byop_nb.scheduling._call import Call, Status
 from byop_nb.scheduling._shipping import traceback_text
-from byop_nb.scheduling.call import Call, Status
 from byop_nb.scheduling.task import Task, TaskOptions
 
 if TYPE_CHECKING:
@@ -391,8 +391,10 @@ class TrialTask(Task[Concatenate[Trial, P], Trial.Report], Generic[P]):
             {
                 "task": self.name,
                 "call": call.number,
-                "args": call.args[1:],  # the trial has columns of its own
-                "kwargs": call.kwargs,
+                # The trial has columns of its own (trial, config.<key>, info.<key>): args shows the others.
+                "args": call.args[1:] or None,
+                "kwargs": call.kwargs or None,
+                **self._arguments(call.args, call.kwargs, first=1),
                 "trial": trial.name,
                 "config": dict(shown.config),
                 "info": dict(shown.info),

@@ -1,8 +1,8 @@
 """The engine: [`Scheduler`][byop_nb.scheduling.Scheduler] runs [`Task`][byop_nb.scheduling.Task]s on any executor."""
 
 from byop_nb._status import Status
+from byop_nb.scheduling._executors import SequentialExecutor
 from byop_nb.scheduling.comms import Comm, CommError, CommTask
-from byop_nb.scheduling.executors import SequentialExecutor
 from byop_nb.scheduling.scheduler import ExitCode, RunHandle, Scheduler
 from byop_nb.scheduling.task import Task, TaskMap, TaskOptions
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import asyncio
     from concurrent.futures import Future
 
-    from byop_nb.scheduling.call import Call
+    from byop_nb.scheduling._call import Call
     from byop_nb.scheduling.comms import CommTask, Msg
 
 __all__ = ["_Hub", "_Conn", "_CallComms", "tcp_host_for"]

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
-from byop_nb.scheduling import doorbell as _doorbell
+from byop_nb.scheduling import _doorbell as _doorbell
 
 if TYPE_CHECKING:
     from byop_nb.scheduling.scheduler import ExitCode, Scheduler

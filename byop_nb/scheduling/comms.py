@@ -60,12 +60,12 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeAlia
 
 from byop_nb._text import bounded_repr
 from byop_nb.events import Event, Subscriber
+from byop_nb.scheduling._call import Call, Status
 from byop_nb.scheduling._comm_hub import _CallComms, _Conn, _Hub, tcp_host_for
 from byop_nb.scheduling._comm_worker import Comm, _CommCall
+from byop_nb.scheduling._executors import SequentialExecutor
 from byop_nb.scheduling._shipping import dumps
 from byop_nb.scheduling._wire import ANSWER, CLOSE, MESSAGE, REFUSAL, REQUEST, CommError
-from byop_nb.scheduling.call import Call, Status
-from byop_nb.scheduling.executors import SequentialExecutor
 from byop_nb.scheduling.task import Task, TaskOptions
 
 if TYPE_CHECKING:
@@ -243,6 +243,8 @@ class CommTask(Task[P, R]):
 
     Msg: TypeAlias = Msg
     """The message class (`CommTask.Msg` is `Comm.Msg`), for annotating callbacks."""
+
+    _ARGS_GIVEN_BY_TASK = 1  # the Comm: the function's first parameter is not the caller's
 
     MESSAGE: Event[[Msg]] = Event("comm-message")
     """The worker sent a message: `on_message(msg)`."""

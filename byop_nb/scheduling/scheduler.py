@@ -11,7 +11,7 @@ collaborators do the rest, each in its own module:
 
 * [`Handoff`][byop_nb.scheduling._handoff.Handoff] hands finished futures from
   executor threads to the loop (the doorbell, the bounded drain, nested drains);
-* [`ExecutorKeeper`][byop_nb.scheduling.executors.ExecutorKeeper] keeps the
+* [`ExecutorKeeper`][byop_nb.scheduling._executors.ExecutorKeeper] keeps the
   executor (submitting, watching workers, replacing a broken pool, killing
   workers, shutting down).
 
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.scheduling import _checks, _shipping
-from byop_nb.scheduling import executors as _executors
+from byop_nb.scheduling import _executors as _executors
 from byop_nb.scheduling._checks import OnException, Policy, check_run_options, exception_policy, positive_int
 from byop_nb.scheduling._handoff import Handoff
 from byop_nb.scheduling._runtime import (
@@ -51,9 +51,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from byop_nb.notebook import Dashboard
-    from byop_nb.scheduling.call import Call
+    from byop_nb.scheduling._call import Call
+    from byop_nb.scheduling._worker import Limits
     from byop_nb.scheduling.task import Task
-    from byop_nb.scheduling.worker import Limits
 
 __all__ = ["Scheduler", "ExitCode", "RunHandle"]
 

@@ -3,9 +3,9 @@
 Where things happen, for a call of a Task:
 
 * submitted: `Task.__call__` (limits refuse it there) -> `Task._submit`, which
-  makes its [`Call`][byop_nb.scheduling.call.Call] and hands it to the scheduler;
+  makes its [`Call`][byop_nb.scheduling._call.Call] and hands it to the scheduler;
 * ended: the scheduler hands the Call back to `Task._end`, which decides its
-  [`Status`][byop_nb.scheduling.call.Status] (the only place a plain Task's
+  [`Status`][byop_nb.scheduling._call.Status] (the only place a plain Task's
   status is decided), records its row (`_record`) and emits its events (`_emit`).
 
 Subclasses (`CommTask`, `Trial.Task`) extend a Task through three hooks, each
@@ -28,16 +28,16 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypedDict, TypeVar
 
-from byop_nb._text import bounded_repr
+from byop_nb._text import bounded_repr, cell_value
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.history import History
 from byop_nb.scheduling import _checks
+from byop_nb.scheduling._call import Call, Status
 from byop_nb.scheduling._checks import positive_int
+from byop_nb.scheduling._limits import MemoryLimit, TimeLimit, limit_hit, parse_limits
 from byop_nb.scheduling._shipping import attach_traceback, traceback_text
-from byop_nb.scheduling.call import Call, Status
-from byop_nb.scheduling.limits import MemoryLimit, TimeLimit, limit_hit, parse_limits
+from byop_nb.scheduling._worker import make_limit_exceptions_picklable
 from byop_nb.scheduling.scheduler import Scheduler
-from byop_nb.scheduling.worker import make_limit_exceptions_picklable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -196,6 +196,7 @@ class Task(Generic[P, R]):
         # Event counts, rows per status and rows when the latest run began: what that run did is the difference.
         self._at_run_start: tuple[dict[Any, int], dict[str, int], int] = ({}, {}, 0)
         self.history = History(name=name)
+        self._arg_keys, self._varargs_key, self._arg_defaults = _argument_keys(function, self._ARGS_GIVEN_BY_TASK)
         scheduler._register_task(self)
 
     # -- calling -----------------------------------------------------------
@@ -396,7 +397,24 @@ class Task(Generic[P, R]):
             None if exception is None else traceback_text(exception),
             call.submitted,
             time.time(),
+            self._arguments(call.args, call.kwargs),
         )
+
+    _ARGS_GIVEN_BY_TASK = 0
+    """How many leading parameters of the function the task itself passes (a CommTask: the Comm)."""
+
+    def _arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any], first: int = 0) -> dict[str, Any]:
+        """The call's arguments as `arg.<parameter>` cells, from `args[first:]` and `kwargs`."""
+        keys = self._arg_keys
+        cells = {key: cell_value(value) for key, value in zip(keys[first:], args[first:], strict=False)}
+        if len(args) > len(keys) and self._varargs_key is not None:
+            cells[self._varargs_key] = bounded_repr(args[len(keys) :])
+        for name, value in kwargs.items():
+            cells["arg." + name] = cell_value(value)
+        for key, default in self._arg_defaults.items():  # parameters left to their defaults
+            if key not in cells:
+                cells[key] = default
+        return cells
 
     def _emit(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
         """Hook: emit the events for this outcome of `call`."""
@@ -495,3 +513,20 @@ def _default_in_flight(scheduler: Scheduler) -> int:
 def _handler_name(task: Task[Any, Any]) -> str:
     event = task.FAILURE_EVENTS[0]
     return "exception" if event is Task.EXCEPTION else str(event).split("-", 1)[-1]
+
+
+def _argument_keys(function: Callable[..., Any], skip: int) -> tuple[tuple[str, ...], str | None, dict[str, Any]]:
+    """`arg.<name>` for the function's positional parameters (after the first `skip`), for its `*args`
+    if it has one, and the cells of the parameters' defaults; nothing when its signature cannot be
+    read (some builtins)."""
+    import inspect
+
+    try:
+        parameters = list(inspect.signature(function).parameters.values())[skip:]
+    except (TypeError, ValueError):
+        return (), None, {}
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    keys = tuple(f"arg.{p.name}" for p in parameters if p.kind in positional)
+    varargs = next((f"arg.{p.name}" for p in parameters if p.kind is inspect.Parameter.VAR_POSITIONAL), None)
+    defaults = {f"arg.{p.name}": cell_value(p.default) for p in parameters if p.default is not inspect.Parameter.empty}
+    return keys, varargs, defaults

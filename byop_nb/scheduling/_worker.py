@@ -1,6 +1,6 @@
 """What runs inside the worker: the user's function, its limits, and its traceback.
 
-Every submission goes through [`call`][byop_nb.scheduling.worker.call] so that,
+Every submission goes through [`call`][byop_nb.scheduling._worker.call] so that,
 whatever the executor,
 
 * a function pickled by value (defined in `__main__` / a notebook cell) is loaded once per worker,
@@ -188,7 +188,8 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
 
         context = CONTEXT
         _own_forkserver()
-        context.set_forkserver_preload(["byop_nb.scheduling.worker", "pynisher", "cloudpickle"])
+        # ctypes: each child sets its parent-death signal through it (see _Call).
+        context.set_forkserver_preload(["byop_nb.scheduling._worker", "pynisher", "cloudpickle", "ctypes"])
         # The child's parent is the forkserver, which ends when this process does (its alive pipe).
         function: _Call = _Shipped(fn, args, kwargs, parent=_forkserver_pid())
     else:
@@ -259,6 +260,7 @@ def _run_limited(function: _Call, limits: Limits, context: Any) -> Any:
 
 
 _FORKSERVER_USER: int | None = None  # the pid of the process whose limited calls started a forkserver
+_FORKSERVER_CHECKED: tuple[int, int] | None = None  # (this process, its forkserver) once seen to be its own
 
 
 def _own_forkserver() -> None:
@@ -275,15 +277,18 @@ def _own_forkserver() -> None:
 
     import psutil
 
+    global _FORKSERVER_CHECKED
     server: Any = forkserver._forkserver
     pid = getattr(server, "_forkserver_pid", None)
-    if pid is None:
+    if pid is None or _FORKSERVER_CHECKED == (os.getpid(), pid):  # none yet, or found ours already
         return
     try:
         ours = psutil.Process(pid).ppid() == os.getpid()
     except psutil.NoSuchProcess:
         ours = False
-    if not ours:
+    if ours:
+        _FORKSERVER_CHECKED = (os.getpid(), pid)
+    else:
         # Its alive-pipe end is this process's copy: close it, so that the server
         # still ends when its real owner does.
         alive_fd = server._forkserver_alive_fd

@@ -1,4 +1,4 @@
-"""A submitted call: [`Call`][byop_nb.scheduling.call.Call], and how it ended: [`Status`][byop_nb._status.Status]."""
+"""A submitted call: [`Call`][byop_nb.scheduling._call.Call], and how it ended: [`Status`][byop_nb._status.Status]."""
 
 from __future__ import annotations
 

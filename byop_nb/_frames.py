@@ -1,0 +1,96 @@
+"""How a history's DataFrame shows in a notebook: the columns a person reads first, in a cell's width.
+
+`History.df()` returns a plain pandas DataFrame (every column, every dtype)
+whose notebook display ([`calls_frame`][byop_nb._frames.calls_frame]) shows a
+readable view: `call`, `status`, the `arg.*` columns, the results, the error,
+`duration` and the time it finished (short), and says which columns it left
+out. Frames made from it (a selection, a copy) display as pandas does, and
+`print(df)` shows everything.
+
+```python
+df = task.df()          # a cell shows call, status, arg.x, result, error, duration, finished
+df.columns              # all of them, as before: task, call, args, ..., traceback, submitted, ...
+df[["call", "traceback"]]   # a plain DataFrame, shown whole
+```
+
+pandas is imported when the first frame is made, never by `import byop_nb`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["calls_frame", "readable"]
+
+_FIRST = ("call", "status")
+_GROUPS = ("arg.", "config.")
+_RESULTS = ("result.",)
+_LAST = ("duration",)
+_ERROR_WIDTH = 80
+
+
+def readable(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The view shown for `df`, and the names of the columns it leaves out."""
+    import pandas as pd
+
+    columns = list(df.columns)
+    chosen: list[str] = [c for c in _FIRST if c in columns]
+    if "task" in columns and df["task"].nunique(dropna=True) > 1:
+        chosen.insert(0, "task")
+    if "trial" in columns:
+        chosen.append("trial")
+    chosen += [c for prefix in _GROUPS for c in columns if c.startswith(prefix)]
+    if "result" in columns and df["result"].notna().any():
+        chosen.append("result")
+    chosen += [c for prefix in _RESULTS for c in columns if c.startswith(prefix)]
+    view = pd.DataFrame(df[chosen])
+    if "exception_type" in columns and df["exception_type"].notna().any():
+        kind, message = df["exception_type"], df["exception_message"].fillna("")
+        error = (kind + ": " + message).where(kind.notna())
+        view["error"] = error.str.slice(0, _ERROR_WIDTH)
+    shown_extra = {"exception_type", "exception_message"} if "error" in view.columns else set()
+    chosen += [c for c in _LAST if c in columns]
+    for column in _LAST:
+        if column in columns:
+            view[column] = df[column]
+    if "finished" in columns:
+        view["finished"] = df["finished"].dt.strftime("%H:%M:%S")
+        shown_extra.add("finished")
+    left_out = [c for c in columns if c not in chosen and c not in shown_extra]
+    return view, left_out
+
+
+class _ReadableHTML:
+    """A history frame's `_repr_html_`: the readable view and a line naming the columns left out."""
+
+    __slots__ = ("_frame",)
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = weakref.ref(frame)  # no cycle: the frame holds this
+
+    def __call__(self) -> str | None:
+        frame = self._frame()
+        if frame is None:
+            return None
+        view, left_out = readable(frame)
+        shown = cast(Any, view)._repr_html_()  # pandas' own notebook display of the view
+        return None if shown is None else shown + _footer(left_out, html=True)
+
+
+def calls_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` itself, given the readable notebook display (`_repr_html_`, which IPython looks up on the
+    object); it stays a plain `pandas.DataFrame` in every other way, and frames made from it display
+    as pandas does."""
+    object.__setattr__(df, "_repr_html_", _ReadableHTML(df))
+    return df
+
+
+def _footer(left_out: list[str], *, html: bool) -> str:
+    if not left_out:
+        return ""
+    text = f"{len(left_out)} more columns in the DataFrame: {', '.join(left_out)}"
+    return f'<p style="font-size:11px;opacity:.7">{text}</p>' if html else f"\n[{text}]"
