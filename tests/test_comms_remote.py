@@ -38,6 +38,11 @@ pytestmark = [pytest.mark.dask, pytest.mark.netns]
 
 TESTS = Path(__file__).resolve().parent
 WORKTREE = TESTS.parent
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+
+
+def _program(name: str) -> str:
+    return shutil.which(name, path=SEARCH_PATH) or name
 
 
 # -- what the isolated worker runs (imported there by name: this folder is on its PYTHONPATH) --
@@ -87,7 +92,7 @@ def _unavailable(reason: str) -> None:
 
 
 def _run(*command: str) -> None:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    result = subprocess.run([_program(command[0]), *command[1:]], capture_output=True, text=True, timeout=30)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()}")
 
@@ -117,10 +122,10 @@ def isolated() -> Iterator[Isolated]:
     """
     if os.geteuid() != 0:
         _unavailable("creating a network namespace needs root")
-    missing = [program for program in ("ip", "unshare", "mount") if shutil.which(program) is None]
+    missing = [program for program in ("ip", "unshare", "mount") if shutil.which(program, path=SEARCH_PATH) is None]
     if missing:
         _unavailable(
-            f"the isolated-worker tests need {', '.join(missing)} (Debian: apt-get install iproute2 util-linux)"
+            f"the isolated-worker tests need {', '.join(missing)} (Debian: apt-get install iproute2 util-linux mount)"
         )
     from dask.distributed import Client, LocalCluster
 
@@ -142,9 +147,9 @@ def isolated() -> Iterator[Isolated]:
         _run("ip", "addr", "add", f"{scheduler_host}/24", "dev", host_end)
         _run("ip", "addr", "add", f"{unreachable_host}/24", "dev", host_end)  # no route to it from inside
         _run("ip", "link", "set", host_end, "up")
-        _run("ip", "netns", "exec", namespace, "ip", "addr", "add", f"{worker_host}/24", "dev", worker_end)
-        _run("ip", "netns", "exec", namespace, "ip", "link", "set", worker_end, "up")
-        _run("ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up")
+        _run("ip", "netns", "exec", namespace, _program("ip"), "addr", "add", f"{worker_host}/24", "dev", worker_end)
+        _run("ip", "netns", "exec", namespace, _program("ip"), "link", "set", worker_end, "up")
+        _run("ip", "netns", "exec", namespace, _program("ip"), "link", "set", "lo", "up")
 
         cluster = LocalCluster(
             n_workers=0, host=scheduler_host, protocol="tcp", dashboard_address=f"{scheduler_host}:0"
@@ -156,7 +161,7 @@ def isolated() -> Iterator[Isolated]:
         # The worker's private temporary folder hides every Unix socket and file of ours under it.
         temporary = tempfile.gettempdir()
         hidden = ["/tmp"] if Path(temporary).is_relative_to("/tmp") else ["/tmp", temporary]
-        mounts = " && ".join(f"mount -t tmpfs tmpfs {folder}" for folder in hidden)
+        mounts = " && ".join(f"{_program('mount')} -t tmpfs tmpfs {folder}" for folder in hidden)
         worker_command = (
             f"{mounts} && exec {sys.executable} -m distributed.cli.dask_worker {cluster.scheduler_address} "
             f"--host {worker_host} --nthreads 1 --no-nanny --no-dashboard --name isolated"
@@ -164,7 +169,17 @@ def isolated() -> Iterator[Isolated]:
         environment = {**os.environ, "PYTHONPATH": f"{WORKTREE}{os.pathsep}{TESTS}"}
         # `ip netns exec` and `unshare` exec what follows (as does `sh -c ... exec`): the worker is our child.
         worker = subprocess.Popen(
-            ["ip", "netns", "exec", namespace, "unshare", "--mount", "sh", "-c", worker_command],
+            [
+                _program("ip"),
+                "netns",
+                "exec",
+                namespace,
+                _program("unshare"),
+                "--mount",
+                _program("sh"),
+                "-c",
+                worker_command,
+            ],
             env=environment,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -183,7 +198,8 @@ def isolated() -> Iterator[Isolated]:
                 undo()
             except Exception as e:
                 problems.append(f"{what}: {e}")
-        assert namespace not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        listed = subprocess.run([_program("ip"), "netns", "list"], capture_output=True, text=True).stdout
+        assert namespace not in listed
         assert_no_new_children(children_before)
         assert not problems, problems
 
