@@ -114,7 +114,7 @@ def _free_subnet() -> int:
 
 
 @pytest.fixture(scope="module")
-def isolated() -> Iterator[Isolated]:
+def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Isolated]:
     """A dask scheduler on this machine's end of a veth pair, and one worker in its own namespaces.
 
     Everything it made is removed at the end (worker process, cluster, veth pair, namespace),
@@ -167,29 +167,31 @@ def isolated() -> Iterator[Isolated]:
             f"--host {worker_host} --nthreads 1 --no-nanny --no-dashboard --name isolated"
         )
         environment = {**os.environ, "PYTHONPATH": f"{WORKTREE}{os.pathsep}{TESTS}"}
+        log = tmp_path_factory.mktemp("isolated-worker") / "worker.log"  # a file: a full pipe would stall it
         # `ip netns exec` and `unshare` exec what follows (as does `sh -c ... exec`): the worker is our child.
-        worker = subprocess.Popen(
-            [
-                _program("ip"),
-                "netns",
-                "exec",
-                namespace,
-                _program("unshare"),
-                "--mount",
-                _program("sh"),
-                "-c",
-                worker_command,
-            ],
-            env=environment,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        with log.open("wb") as stderr:  # the worker has its own copy of the file
+            worker = subprocess.Popen(
+                [
+                    _program("ip"),
+                    "netns",
+                    "exec",
+                    namespace,
+                    _program("unshare"),
+                    "--mount",
+                    _program("sh"),
+                    "-c",
+                    worker_command,
+                ],
+                env=environment,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         cleanup.append(("worker", lambda: _end(worker)))
         try:
             client.wait_for_workers(1, timeout=60)
         except Exception:
             _end(worker)
-            raise RuntimeError(f"the isolated dask worker did not join: {worker.stderr.read().decode()[-3000:]}")
+            raise RuntimeError(f"the isolated dask worker did not join: {log.read_text()[-3000:]}")
         yield Isolated(client, scheduler_host, worker_host, unreachable_host, namespace, worker)
     finally:
         problems = []
