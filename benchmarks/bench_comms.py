@@ -11,7 +11,10 @@ between the two; the figures are medians over the rounds.
 Also measured: request round trips per second (`comm.request(i)` answered by
 an `on_request` callback) from one worker, against a duplex Pipe echo.
 
-    python benchmarks/bench_comms.py [--n 100000] [--requests 5000] [--rounds 5]
+    python benchmarks/bench_comms.py [--n 100000] [--requests 5000] [--rounds 5] [--tcp]
+
+With `--tcp` the Comms go through TCP on 127.0.0.1 instead of the Unix socket:
+the path of dask workers on other machines, here without the network's latency.
 
 Throughput is counted from the first message received to the last, so pool
 start-up is not in it.
@@ -26,6 +29,7 @@ import time
 from multiprocessing.connection import Connection, wait
 
 from byop_nb.scheduling import Comm, CommTask, Scheduler
+from byop_nb.scheduling import comms as comms_module
 
 WORKERS = 2
 
@@ -160,7 +164,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000, help="messages per worker")
     parser.add_argument("--requests", type=int, default=5_000, help="request round trips")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tcp", action="store_true", help="Comms over TCP on 127.0.0.1, not the Unix socket")
     args = parser.parse_args()
+    if args.tcp:
+        hub = comms_module._Hub
+        comms_module._Hub = lambda *a, **k: hub(*a, **{**k, "tcp_host": "127.0.0.1", "unix": False})
 
     rows: dict[str, list[float]] = {"comm": [], "pipe": [], "comm_req": [], "pipe_req": []}
     for _ in range(args.rounds):
@@ -171,6 +179,7 @@ def main() -> None:
     median = {key: statistics.median(values) for key, values in rows.items()}
     ratio = statistics.median(c / p for c, p in zip(rows["comm"], rows["pipe"]))
     ratio_req = statistics.median(c / p for c, p in zip(rows["comm_req"], rows["pipe_req"]))
+    print(f"Comms over {'TCP on 127.0.0.1' if args.tcp else 'a Unix socket'}")
     print(f"messages from {WORKERS} process workers, {args.n} each, median of {args.rounds} rounds:")
     print(f"  Comm -> MESSAGE events : {median['comm']:>12,.0f} messages/s")
     print(f"  bare multiprocessing.Pipe: {median['pipe']:>10,.0f} messages/s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -305,7 +306,7 @@ def test_request_forms_non_blocking_timed_and_late_answers_dropped(no_comm_lefto
 
 
 def test_request_rejects_a_bad_block_value() -> None:
-    comm = Comm("/nonexistent", b"0" * 16, 1, "host")
+    comm = Comm("/nonexistent", None, b"0" * 16, 1, "host")
     with pytest.raises(ValueError, match="block= must be True, False or non-negative seconds"):
         comm.request(block=-1)
 
@@ -529,21 +530,211 @@ def test_a_comm_task_refuses_the_sequential_executor_when_created() -> None:
 
 
 @pytest.mark.dask
-def test_dask_workers_on_another_machine_are_refused_at_the_call(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+def test_a_dask_cluster_on_loopback_is_reached_through_the_unix_socket_only(
+    request: pytest.FixtureRequest, no_comm_leftovers: None
 ) -> None:
-    scheduler = make_scheduler("dask", request)
+    scheduler = make_scheduler("dask", request)  # its dask scheduler listens on 127.0.0.1
     task = CommTask(chatty, scheduler)
-    monkeypatch.setattr(comms_module, "_local_hosts", lambda: {"some-other-host"})  # the workers look remote
+    listening: list[Any] = []
+
+    @task.on_request
+    def answer(msg: Comm.Msg) -> None:
+        listening.append((task._hub.address, task._hub.tcp_address, tcp_listeners()))
+        msg.respond(0)
+
     scheduler.on_start(lambda: task(1))
-    with pytest.raises(CommError, match=r"cannot talk to dask workers on other machines.*plain Task"):
-        scheduler.run(timeout=30)
-    assert task.n_called == 0
+    before = set(tcp_listeners())  # dask's own
+    assert scheduler.run(timeout=30) is ExitCode.EXHAUSTED
+    ((path, tcp_address, listeners),) = listening
+    assert path is not None and tcp_address is None
+    assert set(listeners) <= before  # no TCP port of the hub while the call ran
+
+
+def test_where_a_hub_listens_for_the_workers_of_a_dask_scheduler() -> None:
+    from byop_nb.scheduling._comm_hub import tcp_host_for
+
+    assert tcp_host_for("inproc://10.0.0.1/123/1") is None  # workers in this process
+    assert tcp_host_for("tcp://127.0.0.1:8786") is None  # workers on this machine: the Unix socket
+    assert tcp_host_for("tcp://localhost:8786") is None
+    assert tcp_host_for("tcp://[::1]:8786") is None
+    here = [
+        a.address
+        for addresses in psutil.net_if_addrs().values()
+        for a in addresses
+        if a.family == socket.AF_INET and not a.address.startswith("127.")
+    ]
+    for address in here:  # the scheduler runs here (dask-jobqueue): the address it listens on
+        assert tcp_host_for(f"tcp://{address}:8786") == address
+        assert tcp_host_for(f"tls://{address}:8786") == address
+    with pytest.raises(OSError, match="names no host"):
+        tcp_host_for("tcp://0.0.0.0:8786")  # never a wildcard
+
+
+def tcp_listeners() -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket of this process that listens."""
+    return [
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.Process().net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
+
+
+def tcp_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every CommTask hub listen on TCP at 127.0.0.1 and not on a Unix socket (the path of remote workers)."""
+    real = comms_module._Hub
+    monkeypatch.setattr(
+        comms_module, "_Hub", lambda *args, **kwargs: real(*args, **{**kwargs, "tcp_host": "127.0.0.1", "unix": False})
+    )
+
+
+@pytest.mark.parametrize("kind", ["threads", "fork", "spawn"])
+def test_over_tcp_messages_requests_and_large_frames_arrive_whole_and_before_done(
+    kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, no_orphans: None
+) -> None:
+    tcp_only(monkeypatch)
+    size = 8 * 2**20
+    scheduler = make_scheduler(kind, request)
+    talking = CommTask(chatty, scheduler)
+    big = CommTask(big_exchange, scheduler)
+    log: list[tuple[str, Any]] = []
+    listening: list[Any] = []
+    talking.on_message(lambda msg: log.append(("message", msg.data)))
+    talking.on_close(lambda msg: log.append(("close", None)))
+    talking.on_done(lambda future: log.append(("done", None)))
+
+    @talking.on_request
+    def answer(msg: Comm.Msg) -> None:
+        listening.append((talking._hub.address, talking._hub.tcp_address, tcp_listeners()))
+        msg.respond(sum(range(msg.data[1])))
+
+    big.on_request(lambda msg: msg.respond(b"a" * size))
+    results: list[Any] = []
+    big.on_returned(results.append)
+    scheduler.on_start(lambda: (talking(200), big(size)))
+    assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
+    assert log == [
+        *(("message", i) for i in range(200)),
+        ("message", ("got", sum(range(200)))),  # sent right before returning: still before CLOSE and DONE
+        ("close", None),
+        ("done", None),
+    ]
+    assert results == [(size, size)]
+    ((path, (host, port), listeners),) = listening
+    assert path is None and host == "127.0.0.1" and (host, port) in listeners
+    assert comm_sockets() == [] and (host, port) not in tcp_listeners()  # closed with the run
+
+
+def test_over_tcp_the_end_of_a_call_waits_until_the_other_machine_has_its_bytes() -> None:
+    # Over TCP, what sendall returned from may still be on the way when the call's result (which
+    # travels through the executor) reaches the scheduler: the end of a call waits for it.
+    from byop_nb.scheduling._comm_worker import _wait_delivered
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the receiver takes little at a time
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()) as sender, listener.accept()[0] as receiver:
+            sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            start = time.monotonic()
+            _wait_delivered(sender, 5)
+            assert time.monotonic() - start < 0.1  # nothing sent: nothing to wait for
+            size = 200_000
+            sender.sendall(b"x" * size)  # returns with most of it still in this side's buffer
+            waiter = threading.Thread(target=_wait_delivered, args=(sender, 10))
+            waiter.start()
+            time.sleep(0.3)
+            assert waiter.is_alive()  # the receiver's window is full: not delivered yet
+            received = 0
+            while received < size:
+                received += len(receiver.recv(1 << 16))
+            waiter.join(2)
+            assert not waiter.is_alive()
+            sender.sendall(b"y" * size)
+            start = time.monotonic()
+            _wait_delivered(sender, 0.3)  # nobody reads: it gives up after its timeout
+            assert 0.25 < time.monotonic() - start < 2
+
+
+class Poison:
+    """Records that it was unpickled: nothing a connection sends may be unpickled before its hello is checked."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (poisoned, ())
+
+
+UNPICKLED: list[str] = []
+
+
+def poisoned() -> None:
+    UNPICKLED.append("poison")
+
+
+def intrude(comm: Comm) -> list[str]:
+    """Connect to this call's hub as strangers would; return what happened to each connection."""
+    import pickle
+    import socket as socket_module
+
+    from byop_nb.scheduling._wire import HEADER, HELLO, MESSAGE, hello_mac
+
+    def connect() -> socket_module.socket:
+        if comm._path is not None:
+            sock = socket_module.socket(socket_module.AF_UNIX)
+            sock.connect(comm._path)
+            return sock
+        return socket_module.create_connection(comm._tcp)
+
+    def frame(obj: Any) -> bytes:
+        body = pickle.dumps(obj)
+        return HEADER.pack(len(body), MESSAGE) + body
+
+    def dropped(sock: socket_module.socket) -> str:
+        sock.settimeout(10)
+        try:
+            return "dropped" if sock.recv(1) == b"" else "answered"
+        except ConnectionResetError:
+            return "dropped"
+        finally:
+            sock.close()
+
+    nonce = os.urandom(16)
+    good = HELLO.pack(comm._call_id, nonce, hello_mac(comm._token, comm._call_id, nonce))
+    outcomes = []
+    wrong = connect()  # a hello made with another token
+    wrong.sendall(HELLO.pack(comm._call_id, nonce, hello_mac(b"x" * 16, comm._call_id, nonce)) + frame(Poison()))
+    outcomes.append(dropped(wrong))
+    first = connect()  # the real thing
+    first.sendall(good + frame("let in"))
+    replayed = connect()  # the same hello again, as if seen on the network
+    replayed.sendall(good + frame(Poison()))
+    outcomes.append(dropped(replayed))
+    first.close()
+    comm.send("done")
+    return outcomes
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_a_connection_without_the_token_or_replaying_a_hello_is_dropped_before_anything_is_unpickled(
+    transport: str, monkeypatch: pytest.MonkeyPatch, no_comm_leftovers: None
+) -> None:
+    if transport == "tcp":
+        tcp_only(monkeypatch)
+    UNPICKLED.clear()
+    scheduler = Scheduler.with_threads(1)
+    task = CommTask(intrude, scheduler)
+    messages: list[Any] = []
+    task.on_message(lambda msg: messages.append(msg.data))
+    results: list[Any] = []
+    task.on_returned(results.append)
+    scheduler.on_start(lambda: task())
+    assert scheduler.run(timeout=30) is ExitCode.EXHAUSTED
+    assert results == [["dropped", "dropped"]]
+    assert sorted(messages) == ["done", "let in"]
+    assert UNPICKLED == []
 
 
 def test_a_comm_used_on_another_machine_says_why() -> None:
-    comm = Comm("/nonexistent", b"0" * 16, 1, "the-scheduler-host")
-    with pytest.raises(CommError, match="runs on 'the-scheduler-host'"):
+    comm = Comm("/nonexistent", None, b"0" * 16, 1, "the-scheduler-host")
+    with pytest.raises(CommError, match="runs on 'the-scheduler-host'.*only on a Unix socket"):
         comm.send(1)
 
 

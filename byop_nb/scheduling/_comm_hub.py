@@ -1,15 +1,20 @@
-"""The main process's side of a CommTask: its listening socket and connections, read by the loop.
+"""The main process's side of a CommTask: its listening sockets and connections, read by the loop.
 
-A `_Hub` listens on a Unix socket in a private temporary directory while its
-task has calls running; each accepted connection is a non-blocking `_Conn`
-read by the scheduler's event loop (`loop.add_reader`), whose whole frames go
-to the task's `_on_frame`; `_CallComms` is what the main side keeps of one call.
+A `_Hub` listens while its task has calls running: on a Unix socket in a
+private temporary directory (workers on this machine), and, when its task's
+workers may run elsewhere, on TCP at one address of this machine
+(`tcp_host_for` picks it: the interface the workers already reach this machine
+on, never a wildcard). Each accepted connection is a non-blocking `_Conn` read
+by the scheduler's event loop (`loop.add_reader`); its hello is checked before
+anything it sends is unpickled, then its whole frames go to the task's
+`_on_frame`. `_CallComms` is what the main side keeps of one call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
+import ipaddress
 import itertools
 import os
 import secrets
@@ -19,7 +24,7 @@ import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
 
-from byop_nb.scheduling._wire import CHUNK, GOODBYE, HEADER, HELLO, SEND_FLAGS
+from byop_nb.scheduling._wire import CHUNK, GOODBYE, HEADER, HELLO, SEND_FLAGS, hello_mac
 
 if TYPE_CHECKING:
     import asyncio
@@ -28,7 +33,7 @@ if TYPE_CHECKING:
     from byop_nb.scheduling._call import Call
     from byop_nb.scheduling.comms import CommTask, Msg
 
-__all__ = ["_Hub", "_Conn", "_CallComms"]
+__all__ = ["_Hub", "_Conn", "_CallComms", "tcp_host_for"]
 
 DRAIN_ROUNDS = 256  # reads per connection when a call ends: bounded, in case a leaked comm keeps sending
 
@@ -36,13 +41,14 @@ DRAIN_ROUNDS = 256  # reads per connection when a call ends: bounded, in case a 
 class _CallComms:
     """The main side's state of one call of a CommTask."""
 
-    __slots__ = ("closed", "conns", "ended", "hub", "id", "owner", "requests")
+    __slots__ = ("closed", "conns", "ended", "hub", "id", "nonces", "owner", "requests")
 
     def __init__(self, hub: _Hub, call_id: int, owner: Call) -> None:
         self.hub = hub
         self.id = call_id
         self.owner = owner  # the engine's Call
         self.conns: list[_Conn] = []
+        self.nonces: set[bytes] = set()  # of the hellos accepted: a hello seen on the network is not let in twice
         self.requests: dict[int, Msg] = {}  # open requests by id
         self.closed = False  # CLOSE was emitted
         self.ended = False
@@ -92,12 +98,18 @@ class _Conn:
             if len(data) < HELLO.size:
                 self.buffer += data
                 return True
-            token, call_id = HELLO.unpack_from(data)
+            call_id, nonce, mac = HELLO.unpack_from(data)
             offset = HELLO.size
             call = self.hub.calls.get(call_id)
-            if not hmac.compare_digest(token, self.hub.token) or call is None or call.ended:
+            if (
+                not hmac.compare_digest(mac, hello_mac(self.hub.token, call_id, nonce))
+                or call is None
+                or call.ended
+                or nonce in call.nonces
+            ):
                 self.hub.drop(self)
                 return False
+            call.nonces.add(nonce)
             self.call = call
             call.conns.append(self)
         # The hot path: frames are handed on as slices of what was received, without copies.
@@ -159,32 +171,65 @@ class _Conn:
 
 
 class _Hub:
-    """A CommTask's listening socket and connections, served by one event loop."""
+    """A CommTask's listening sockets and connections, served by one event loop.
 
-    def __init__(self, task: CommTask[Any, Any], loop: asyncio.AbstractEventLoop, loop_thread: int | None) -> None:
+    `tcp_host`: also listen on TCP at this address of this machine (any free
+    port), for workers that cannot reach the Unix socket. `unix=False` leaves
+    the Unix socket out (benchmarks and tests of the TCP path).
+    """
+
+    def __init__(
+        self,
+        task: CommTask[Any, Any],
+        loop: asyncio.AbstractEventLoop,
+        loop_thread: int | None,
+        *,
+        tcp_host: str | None = None,
+        unix: bool = True,
+    ) -> None:
         self.task = task
         self.loop = loop
         self.loop_thread = loop_thread
         self.token = secrets.token_bytes(16)
         self.host = socket.gethostname()
-        base = None if len(tempfile.gettempdir()) < 80 else "/tmp"  # Unix socket paths are short
-        self.directory = tempfile.mkdtemp(prefix="byop_nb-comm-", dir=base)
-        self.address = os.path.join(self.directory, "s")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.directory: str | None = None
+        self.address: str | None = None  # the Unix socket's path
+        self.tcp_address: tuple[str, int] | None = None
+        self.listeners: list[socket.socket] = []
         try:
-            listener.bind(self.address)
-            listener.listen(socket.SOMAXCONN)
-            listener.setblocking(False)
-            loop.add_reader(listener.fileno(), self._on_acceptable)
+            if unix:
+                base = None if len(tempfile.gettempdir()) < 80 else "/tmp"  # Unix socket paths are short
+                self.directory = tempfile.mkdtemp(prefix="byop_nb-comm-", dir=base)
+                self.address = os.path.join(self.directory, "s")
+                self._listen(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), self.address)
+            if tcp_host is not None:
+                family = socket.AF_INET6 if ipaddress.ip_address(tcp_host).version == 6 else socket.AF_INET
+                listener = self._listen(socket.socket(family, socket.SOCK_STREAM), (tcp_host, 0))
+                self.tcp_address = (tcp_host, listener.getsockname()[1])
         except BaseException:
-            listener.close()
-            shutil.rmtree(self.directory, ignore_errors=True)
+            self._close_listeners()
             raise
-        self.listener = listener
         self.calls: dict[int, _CallComms] = {}
         self.conns: set[_Conn] = set()
         self.open = True
         self._ids = itertools.count(1)
+
+    def _listen(self, listener: socket.socket, address: Any) -> socket.socket:
+        self.listeners.append(listener)
+        listener.bind(address)
+        listener.listen(socket.SOMAXCONN)
+        listener.setblocking(False)
+        self.loop.add_reader(listener.fileno(), self._on_acceptable, listener)
+        return listener
+
+    def _close_listeners(self) -> None:
+        for listener in self.listeners:
+            with contextlib.suppress(Exception):  # the loop may be closed already
+                self.loop.remove_reader(listener.fileno())
+            listener.close()
+        self.listeners.clear()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def new_call(self, owner: Call) -> _CallComms:
         call = _CallComms(self, next(self._ids), owner)
@@ -192,9 +237,9 @@ class _Hub:
         return call
 
     # -- loop callbacks: an error here is a user callback's, and ends the run ---
-    def _on_acceptable(self) -> None:
+    def _on_acceptable(self, listener: socket.socket) -> None:
         try:
-            self.accept()
+            self.accept(listener)
         except BaseException as e:
             self.task.scheduler._fail(e)
 
@@ -205,22 +250,25 @@ class _Hub:
             self.task.scheduler._fail(e)
 
     # -- work -----------------------------------------------------------------
-    def accept(self) -> None:
+    def accept(self, listener: socket.socket) -> None:
         while self.open:
             try:
-                sock, _ = self.listener.accept()
+                sock, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
             sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # answers go out at once
             conn = _Conn(self, sock)
             self.conns.add(conn)
             self.loop.add_reader(sock.fileno(), self._on_readable, conn)
 
     def drain(self, call: _CallComms) -> None:
         """Handle everything that reached the socket for `call` (it ended, so nothing more will come)."""
-        self.accept()
+        for listener in self.listeners:
+            self.accept(listener)
         for conn in [c for c in self.conns if c.call is None]:  # not yet said which call they belong to
             for _ in range(DRAIN_ROUNDS):
                 if not conn.read() or conn.call is not None:
@@ -271,7 +319,47 @@ class _Hub:
             self.end(call)
         for conn in list(self.conns):
             self.drop(conn)
-        with contextlib.suppress(Exception):
-            self.loop.remove_reader(self.listener.fileno())
-        self.listener.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self._close_listeners()
+
+
+def tcp_host_for(scheduler_address: str) -> str | None:
+    """The address of this machine a hub listens on for the workers of a dask scheduler at `scheduler_address`.
+
+    `scheduler_address` is where the dask scheduler says it listens (e.g.
+    "tcp://10.1.2.3:8786"). Its workers reach that address, so: when it is an
+    address of this machine (the scheduler runs here, as with dask-jobqueue),
+    that address; when the scheduler runs elsewhere, the address of this
+    machine on the route to it. Never a wildcard (0.0.0.0). None when the
+    workers are on this machine for sure (the scheduler listens on loopback or
+    in-process): the Unix socket reaches them, and a loopback TCP port would be
+    open to every user of the machine.
+
+    Raises:
+        OSError: the scheduler's host name does not resolve, or no route leads to it.
+    """
+    scheme, _, location = scheduler_address.rpartition("://")
+    if scheme == "inproc":
+        return None
+    host, _, port = location.rpartition(":")
+    if not host:  # no port in it
+        host, port = location, "0"
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        raise OSError(f"the dask scheduler's address {scheduler_address!r} names no host to listen on")
+    family, _, _, _, sockaddr = socket.getaddrinfo(host, int(port or 0), type=socket.SOCK_STREAM)[0]
+    ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+    if ip.is_loopback:
+        return None
+    if str(ip) not in _local_addresses():
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:  # sends nothing: asks the routing table
+            probe.connect(sockaddr)
+            ip = ipaddress.ip_address(str(probe.getsockname()[0]).split("%")[0])
+        if ip.is_loopback:
+            return None
+    return str(ip)
+
+
+def _local_addresses() -> set[str]:
+    import psutil
+
+    return {a.address.split("%")[0] for addresses in psutil.net_if_addrs().values() for a in addresses}

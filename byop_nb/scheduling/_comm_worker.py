@@ -2,13 +2,20 @@
 
 This module runs in worker processes (and pynisher's limited children); it
 imports the wire format and the function loader, nothing of the main side.
+
+A Comm knows up to two ways to its hub: the Unix socket on the scheduler's
+machine (tried first when the worker runs on that machine) and, when the hub
+listens on TCP too (dask clusters whose workers may be elsewhere), an address
+and port there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import socket
+import struct
 import threading
 import time
 import traceback
@@ -28,6 +35,7 @@ from byop_nb.scheduling._wire import (
     SEND_FLAGS,
     CommError,
     frames,
+    hello_mac,
     readable,
 )
 
@@ -37,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["Comm"]
 
 GOODBYE_CHECK = 0.02  # seconds between non-blocking looks for the scheduler's goodbye while only sending
+CONNECT_TIMEOUT = 10.0  # seconds for a TCP connection to the hub: a firewall that drops packets would take minutes
+DELIVERY_TIMEOUT = 10.0  # seconds a call's end waits for the scheduler's machine to acknowledge what it sent
 
 
 class Comm:
@@ -60,13 +70,17 @@ class Comm:
     A Comm is safe to use from several threads of one call. Messages of one
     call arrive in the order they were sent (from one process; copies of a Comm
     pickled into other processes open their own connection).
+
+    It connects at its first use: to the task's Unix socket when the worker runs
+    on the scheduler's machine and sees it, else (dask workers on other
+    machines) to the TCP address the task listens on. A worker that can do
+    neither gets a `CommError` naming what it tried.
     """
 
     Error = CommError
     Msg: ClassVar[type[Msg]]  # set by byop_nb.scheduling.comms, the main side's module
 
     __slots__ = (
-        "_address",
         "_buffer",
         "_call_id",
         "_checked_at",
@@ -74,19 +88,24 @@ class Comm:
         "_gone",
         "_host",
         "_next_request",
+        "_path",
         "_pid",
         "_recv_lock",
         "_send_lock",
         "_sock",
+        "_tcp",
         "_token",
+        "_via_tcp",
     )
 
-    def __init__(self, address: str, token: bytes, call_id: int, host: str) -> None:
-        self._address = address
+    def __init__(self, path: str | None, tcp: tuple[str, int] | None, token: bytes, call_id: int, host: str) -> None:
+        self._path = path  # the hub's Unix socket, on the machine `host`
+        self._tcp = tcp  # the hub's TCP address, when it listens on one
         self._token = token
         self._call_id = call_id
         self._host = host
         self._sock: socket.socket | None = None
+        self._via_tcp = False
         self._pid = 0
         self._closed = False
         self._gone: str | None = None  # why the scheduler's end went away, once we know
@@ -97,7 +116,7 @@ class Comm:
         self._recv_lock = threading.Lock()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Comm, (self._address, self._token, self._call_id, self._host))
+        return (Comm, (self._path, self._tcp, self._token, self._call_id, self._host))
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "connected" if self._sock is not None else "open"
@@ -204,6 +223,13 @@ class Comm:
         self._closed = True
         sock, self._sock = self._sock, None
         if sock is not None and self._pid == os.getpid():
+            if self._via_tcp:
+                # The end of the stream first: the scheduler's machine acknowledges a FIN at once, where
+                # its delayed acknowledgement of the last bytes could take 40 ms (measured: every call
+                # that made a request then sent a message ended 47 ms late).
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)
+                _wait_delivered(sock, DELIVERY_TIMEOUT)
             sock.close()
 
     def _connected(self) -> socket.socket:
@@ -218,28 +244,75 @@ class Comm:
         if sock is not None and self._pid == os.getpid():
             return sock
         # First use in this process (a fork or an unpickled copy connects anew).
-        if socket.gethostname() != self._host:
-            raise CommError(
-                f"this Comm cannot reach the scheduler: the scheduler runs on {self._host!r} and this "
-                f"worker on {socket.gethostname()!r}, and a Comm is a Unix socket on the scheduler's "
-                "machine. Run the workers on that machine (threads, a process pool, a dask LocalCluster), "
-                "or use a plain Task and return what you need."
-            )
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = self._connect()
         try:
-            sock.connect(self._address)
-            sock.sendall(HELLO.pack(self._token, self._call_id), SEND_FLAGS)
+            nonce = os.urandom(16)
+            sock.sendall(HELLO.pack(self._call_id, nonce, hello_mac(self._token, self._call_id, nonce)), SEND_FLAGS)
         except OSError as e:
             sock.close()
-            self._gone = (
-                "the scheduler's end of this Comm is gone: the call was cancelled or the run ended "
-                f"({type(e).__name__}: {e})"
-            )
-            raise CommError(self._gone) from e
+            raise self._gone_error(f"the hello ({type(e).__name__}: {e})") from e
         self._sock, self._pid = sock, os.getpid()
         self._buffer.clear()
         self._checked_at = time.monotonic()
         return sock
+
+    def _connect(self) -> socket.socket:
+        """A connected socket to the hub: its Unix socket when this is its machine and it is there, else TCP."""
+        tried: list[str] = []
+        error: OSError | None = None
+        here = socket.gethostname()
+        if self._path is not None and here == self._host:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(self._path)
+                self._via_tcp = False
+                return sock
+            except OSError as e:  # gone, or another mount namespace (a container) of this machine
+                sock.close()
+                tried.append(f"the Unix socket {self._path} ({type(e).__name__}: {e})")
+                error = e
+        if self._tcp is not None:
+            host, port = self._tcp
+            try:
+                sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+            except OSError as e:
+                tried.append(f"TCP {_host_port(host, port)} ({type(e).__name__}: {e})")
+                if isinstance(e, ConnectionRefusedError):  # the machine answered: nothing listens there now
+                    raise self._gone_error(" and ".join(tried)) from e
+                self._gone = (
+                    f"this Comm cannot reach the scheduler on {self._host!r}: tried {' and '.join(tried)}. "
+                    "This worker has no way to that address (another network, a firewall); dask workers must "
+                    "be able to connect to the scheduler's machine on the address its dask scheduler listens "
+                    "on, at any port (a CommTask listens on a free port of that address)."
+                )
+                raise CommError(self._gone) from e
+            sock.settimeout(None)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a request must not wait for an ACK
+            self._via_tcp = True
+            return sock
+        if error is None:  # no way at all from this machine
+            self._gone = (
+                f"this Comm cannot reach the scheduler: the scheduler runs on {self._host!r} and this worker "
+                f"on {here!r}, and this CommTask listens only on a Unix socket of the scheduler's machine "
+                "(its executor's workers run there: threads, process pools, dask clusters whose scheduler "
+                "listens on loopback). For workers on other machines, use a dask cluster whose scheduler "
+                "listens on an address they reach (its Comms then listen there too), or use a plain Task "
+                "and return what you need."
+            )
+            raise CommError(self._gone)
+        hint = ""
+        if isinstance(error, FileNotFoundError):
+            hint = (
+                "; or this worker does not see the scheduler's temporary folder (a container or another mount "
+                "namespace of the same machine): then run the dask scheduler on an address the worker reaches"
+            )
+        raise self._gone_error(" and ".join(tried), hint) from error
+
+    def _gone_error(self, tried: str, hint: str = "") -> CommError:
+        self._gone = (
+            f"the scheduler's end of this Comm is gone: the call was cancelled or the run ended (tried {tried})" + hint
+        )
+        return CommError(self._gone)
 
     def _write(self, kind: int, body: bytes) -> None:
         frame = HEADER.pack(len(body), kind) + body
@@ -294,6 +367,39 @@ class Comm:
             if not readable(sock, remaining):
                 return None
             self._receive(sock)
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _wait_delivered(sock: socket.socket, timeout: float) -> None:
+    """Wait until the other end acknowledged every byte sent on `sock` (Linux; elsewhere, return).
+
+    Over a Unix socket, what `sendall` returned from is in the hub's buffer already.
+    Over TCP it may still be on the way when the call's result (which travels through
+    the executor, another way) reaches the scheduler, which reads what the call sent
+    when its result comes: so a call's end waits for the acknowledgement of its bytes
+    (by the receiving kernel, not the scheduler's loop, which may be busy).
+    """
+    try:
+        import fcntl
+        import termios
+
+        request = termios.TIOCOUTQ  # on Linux, for a TCP socket: bytes not yet acknowledged
+    except (ImportError, AttributeError):
+        return
+    deadline = time.monotonic() + timeout
+    pause = 0.0002
+    while True:
+        try:
+            (unacknowledged,) = struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"))
+        except OSError:
+            return
+        if unacknowledged <= 0 or time.monotonic() > deadline:
+            return
+        time.sleep(pause)
+        pause = min(2 * pause, 0.01)
 
 
 def _wait_time(block: bool | float) -> float | None:

@@ -1,22 +1,40 @@
 """The wire between a Comm (in the worker) and its CommTask's hub (in the main process).
 
-Both sides import this module and nothing of each other. A connection starts
-with a hello from the worker (the task's secret token and the call id, checked
-before anything it sends is unpickled); then frames both ways, each a header
-(payload length, kind) and a pickled payload.
+Both sides import this module and nothing of each other. The transport is a
+Unix socket on the scheduler's machine or TCP from anywhere else; the bytes are
+the same. A connection starts with a hello from the worker, checked before
+anything it sends is unpickled: the call id, a fresh nonce, and an HMAC of both
+keyed with the task's secret token (`hello_mac`), so the token itself never
+crosses the network and a hello seen on the wire cannot be replayed (the hub
+accepts a nonce once per call). Then frames both ways, each a header (payload
+length, kind) and a pickled payload.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import select
 import socket
 import struct
 from collections.abc import Iterator
 
-__all__ = ["CommError", "HEADER", "HELLO", "MESSAGE", "REQUEST", "CLOSE", "ANSWER", "REFUSAL", "GOODBYE", "frames"]
+__all__ = [
+    "CommError",
+    "HEADER",
+    "HELLO",
+    "MESSAGE",
+    "REQUEST",
+    "CLOSE",
+    "ANSWER",
+    "REFUSAL",
+    "GOODBYE",
+    "frames",
+    "hello_mac",
+]
 
 HEADER = struct.Struct("!IB")
-HELLO = struct.Struct("!16sQ")
+HELLO = struct.Struct("!Q16s32s")  # call id, nonce, HMAC-SHA256(token, call id + nonce)
 # worker -> main
 MESSAGE, REQUEST, CLOSE = 1, 2, 3
 # main -> worker
@@ -34,6 +52,11 @@ class CommError(RuntimeError):
     the scheduler's end went away (the call was cancelled, the run ended), and
     at the call of a CommTask that cannot reach its workers.
     """
+
+
+def hello_mac(token: bytes, call_id: int, nonce: bytes) -> bytes:
+    """The proof in a hello that its sender was given the task's token (which it does not send)."""
+    return hmac.new(token, struct.pack("!Q", call_id) + nonce, hashlib.sha256).digest()
 
 
 def readable(sock: socket.socket, timeout: float | None) -> bool:

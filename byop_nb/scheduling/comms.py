@@ -34,22 +34,26 @@ scheduler.run()
 ```
 
 How it works: each CommTask listens on a Unix socket in a private temporary
-directory while it has calls running. A call's `Comm` connects to it the first
-time it is used, from whatever process or thread runs the function (a process
-pool worker, pynisher's limited child, a thread, a dask worker on this
-machine). The main end of every connection is a non-blocking socket read by
-the scheduler's event loop (`loop.add_reader`), so callbacks run in the loop's
-thread like every other event and the loop never waits on a worker. When a call
-ends, whatever it sent is read and emitted first, then `CLOSE`, then the Task's
-own `DONE`/`RETURNED`/`EXCEPTION`/`CANCELLED` events; its connections are
-closed, and the socket is removed when no call of the task runs.
+directory while it has calls running, and, on a dask cluster whose scheduler
+listens on a network address (its workers may be on other machines: Slurm
+jobs, a remote cluster), on TCP at that address of this machine too. A call's
+`Comm` connects the first time it is used, from whatever process or thread
+runs the function (a process pool worker, pynisher's limited child, a thread,
+a dask worker here or elsewhere): through the Unix socket when it can, else
+through TCP. Every connection proves with its first bytes that it was given
+the task's secret token, before anything it sends is unpickled. The main end
+of every connection is a non-blocking socket read by the scheduler's event
+loop (`loop.add_reader`), so callbacks run in the loop's thread like every
+other event and the loop never waits on a worker. When a call ends, whatever
+it sent is read and emitted first, then `CLOSE`, then the Task's own
+`DONE`/`RETURNED`/`EXCEPTION`/`CANCELLED` events; its connections are closed,
+and the sockets are closed when no call of the task runs.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
-import socket
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeAlias, TypeVar
@@ -57,7 +61,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeAlia
 from byop_nb._text import bounded_repr
 from byop_nb.events import Event, Subscriber
 from byop_nb.scheduling._call import Call, Status
-from byop_nb.scheduling._comm_hub import _CallComms, _Conn, _Hub
+from byop_nb.scheduling._comm_hub import _CallComms, _Conn, _Hub, tcp_host_for
 from byop_nb.scheduling._comm_worker import Comm, _CommCall
 from byop_nb.scheduling._executors import SequentialExecutor
 from byop_nb.scheduling._shipping import dumps
@@ -202,11 +206,14 @@ class CommTask(Task[P, R]):
       its last MESSAGE/REQUEST and before its DONE or CANCELLED.
 
     Works with thread pools, process pools (any start method), and dask
-    clusters whose workers run on this machine (`LocalCluster`, with
-    `processes=False` or not). Workers on other machines cannot reach the
-    Comm's Unix socket: the call then raises `CommError`. The sequential
-    executor runs the function inside the scheduler's own thread, where nobody
-    could answer, so a CommTask refuses it when created.
+    clusters, their workers on this machine or on others (dask-jobqueue's
+    Slurm jobs, a remote cluster): on a dask cluster whose scheduler listens on
+    a network address, the task also listens on TCP at the address of this
+    machine that the workers reach (see `Comm`). A worker that cannot connect
+    (a firewall) fails its call with a `CommError` naming the address it
+    tried. The sequential executor runs the function inside the scheduler's
+    own thread, where nobody could answer, so a CommTask refuses it when
+    created.
 
     Example:
         ```python
@@ -264,7 +271,7 @@ class CommTask(Task[P, R]):
         self.on_request: Subscriber[[Msg]] = em.subscriber(self.REQUEST)
         self.on_close: Subscriber[[Msg]] = em.subscriber(self.CLOSE)
         self._hub: _Hub | None = None
-        self._checked_executor: Any = None
+        self._tcp_host_of: tuple[Any, str | None] | None = None  # (executor, its workers' way here)
         # Registered by name, so a task that replaces this one (same name) replaces these too.
         scheduler.event_manager.on(
             scheduler.FINISHING, self._refuse_waiting, name=f"byop_nb.CommTask({self.name}): refuse requests"
@@ -276,16 +283,15 @@ class CommTask(Task[P, R]):
     # -- the Task hooks (in the loop's thread) ---------------------------------------
     def _function_for(self, call: Call) -> Callable[..., Any]:
         """The function with a fresh Comm first; the call's comm state goes in `call.state`."""
-        self._check_workers_reachable()
         scheduler = self.scheduler
         loop = scheduler._loop
         assert loop is not None  # the scheduler accepted the call: it runs
         hub = self._hub
         if hub is None or not hub.open or hub.loop is not loop:
             self._close_hub()
-            hub = self._hub = _Hub(self, loop, scheduler._loop_thread)
+            hub = self._hub = _Hub(self, loop, scheduler._loop_thread, tcp_host=self._tcp_host())
         comms = call.state = hub.new_call(call)
-        return _CommCall(self.function, Comm(hub.address, hub.token, comms.id, hub.host))
+        return _CommCall(self.function, Comm(hub.address, hub.tcp_address, hub.token, comms.id, hub.host))
 
     def _emit(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
         """What the call sent is emitted first (MESSAGE, REQUEST), then CLOSE, then the Task's events."""
@@ -294,27 +300,35 @@ class CommTask(Task[P, R]):
         finally:
             super()._emit(call, status, result, exception)
 
-    def _check_workers_reachable(self) -> None:
-        """Dask workers on other machines cannot reach the Unix socket: say so at the call."""
+    def _tcp_host(self) -> str | None:
+        """The address the hub also listens on with TCP, or None when its Unix socket reaches every worker.
+
+        Only dask executors can have workers on other machines. Their workers reach the
+        dask scheduler, so the hub listens where they already reach this machine
+        (`tcp_host_for`): the scheduler's own address when it runs here. Asked once per
+        executor (a round trip to the dask scheduler).
+        """
         executor = self.scheduler.executor
-        if executor is self._checked_executor or type(executor).__module__ != "distributed.cfexecutor":
-            return
-        client = executor._client  # type: ignore[attr-defined]
-        try:
-            info = client.scheduler_info(n_workers=-1)  # every worker, not only the first few
-        except TypeError:  # distributed before 2025: always every worker
-            info = client.scheduler_info()
-        workers = info.get("workers", {})
-        here = _local_hosts()
-        remote = sorted(address for address, info in workers.items() if info.get("host") not in here)
-        if remote:
-            raise CommError(
-                f"CommTask {self.name!r} cannot talk to dask workers on other machines: a Comm is a Unix "
-                f"socket on this machine ({socket.gethostname()!r}), and workers {remote} run elsewhere. "
-                "Use a plain Task (or Trial.Task) and return what you need from the call, or run the "
-                "workers on this machine (e.g. dask's LocalCluster)."
-            )
-        self._checked_executor = executor
+        if self._tcp_host_of is not None and self._tcp_host_of[0] is executor:
+            return self._tcp_host_of[1]
+        host = None
+        if type(executor).__module__ == "distributed.cfexecutor":
+            client = executor._client  # type: ignore[attr-defined]
+            try:
+                info = client.scheduler_info(n_workers=0)  # its own address; no list of workers needed
+            except TypeError:  # distributed before 2025
+                info = client.scheduler_info()
+            address = info.get("address") or client.scheduler.address
+            try:
+                host = tcp_host_for(address)
+            except OSError as e:
+                raise CommError(
+                    f"CommTask {self.name!r} found no address of this machine that the workers of the dask "
+                    f"scheduler at {address!r} could reach ({type(e).__name__}: {e}); give the cluster an "
+                    "address on a network its workers share with this machine (e.g. SLURMCluster(interface=...))"
+                ) from e
+        self._tcp_host_of = (executor, host)
+        return host
 
     # -- receiving (in the loop's thread) --------------------------------------
     def _on_frame(self, conn: _Conn, call: _CallComms | None, kind: int, body: bytes | memoryview) -> None:
@@ -402,18 +416,6 @@ class CommTask(Task[P, R]):
         hub, self._hub = self._hub, None
         if hub is not None:
             hub.close()
-
-
-def _local_hosts() -> set[str]:
-    hosts = {"127.0.0.1", "::1", "localhost", socket.gethostname(), socket.getfqdn()}
-    try:
-        import psutil
-
-        for addresses in psutil.net_if_addrs().values():
-            hosts.update(a.address.split("%")[0] for a in addresses)
-    except Exception:
-        pass
-    return hosts
 
 
 Comm.Msg = Msg  # the worker-side module cannot import this one
