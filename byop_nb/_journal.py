@@ -45,17 +45,35 @@ class Journal:
         self.path = Path(path).expanduser().resolve()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _repair_torn_tail(self.path)
-        # Unbuffered: each row goes to the operating system in one write() as it is recorded.
+        # Unbuffered: each flush goes to the operating system in one write().
         self._file = io.FileIO(self.path, "a")
+        self._pending: list[bytes] = []
 
     def write(self, row: dict[str, Any]) -> None:
-        """Append `row` as one JSON line.
+        """Append `row` as one JSON line, now.
 
         Raises:
             OSError: the write failed (a full disk, ...); the message names the file. What was
                 written of the line is cut off again, so the journal ends with a complete line.
         """
-        data = _json_line(row)
+        self.add(row)
+        self.flush()
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Encode `row` as one JSON line, to be written at the next `flush()`."""
+        self._pending.append(_json_line(row))
+
+    def flush(self) -> None:
+        """Write the lines added since the last flush, in one `write()` (the scheduler flushes once per
+        batch of ended calls, before any callback of the batch runs).
+
+        Raises:
+            OSError: as `write`; the lines not written are dropped (the rows stay in memory).
+        """
+        if not self._pending:
+            return
+        data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending.clear()
         file = self._file
         try:
             written = file.write(data) or 0
@@ -69,8 +87,12 @@ class Journal:
             raise OSError(e.errno, f"{e.strerror}; the row was not written to the journal", str(self.path)) from e
 
     def close(self) -> None:
-        """Close the file (idempotent)."""
-        self._file.close()
+        """Write what is pending, and close the file (idempotent)."""
+        try:
+            if not self._file.closed:
+                self.flush()
+        finally:
+            self._file.close()
 
 
 def _json_default(value: Any) -> Any:
@@ -102,7 +124,14 @@ def _bounded(value: Any) -> Any:
 
 def _json_line(row: dict[str, Any]) -> bytes:
     """`row` as one line of JSON, newline included; never raises, and never megabytes long."""
+    try:  # the common row: short, every value JSON can hold
+        short = _ENCODER.encode(row)
+        if len(short) <= _JSON_TEXT:
+            return (short + "\n").encode("utf-8", "surrogatepass")
+    except Exception:
+        pass
     row = {key: _bounded(value) for key, value in row.items()}
+    text: str | None
     try:
         text = _ENCODER.encode(row)
     except Exception:  # non-text dict keys, a value that contains itself or nests too deep, ...

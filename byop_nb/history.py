@@ -282,7 +282,7 @@ class History:
         self._journal: Journal | None = None
 
     # -- recording ---------------------------------------------------------
-    def record(self, row: Mapping[str, Any]) -> None:
+    def record(self, row: Mapping[str, Any], *, flush: bool = True) -> None:
         """Append one row: O(1) in the number of rows already recorded.
 
         The row's keys and what becomes of them are described in
@@ -299,7 +299,7 @@ class History:
         streaming with a `RuntimeWarning` naming the file, keeps the row in memory,
         and leaves the journal readable (cut back to its last complete line).
         """
-        self._store(_normalize(row))
+        self._store(_normalize(row), flush=flush)
 
     def record_call(
         self,
@@ -314,11 +314,15 @@ class History:
         submitted: float,
         finished: float,
         arguments: dict[str, Any] | None = None,
+        *,
+        flush: bool = True,
     ) -> None:
         """`record` of a Task's row, from its fields: the same row, built without a mapping to normalise.
 
         `arguments` are the call's arguments by parameter, as `arg.<parameter>` keys
         (cell values: see `byop_nb._text.cell_value`), added to the row as they are.
+        With `flush=False` the row reaches the journal at the next `flush()` (the
+        scheduler flushes once per batch of ended calls, before their callbacks run).
 
         ```python
         history.record_call("f", 1, (3,), {}, "returned", 9, None, None, t0, t1)
@@ -343,15 +347,25 @@ class History:
             normal.update(arguments)
         if isinstance(result, dict):
             normal = _spread(normal)
-        self._store(normal)
+        self._store(normal, flush=flush)
 
-    def _store(self, normal: dict[str, Any]) -> None:
-        """Append a normalised row, and write it to the journal if there is one."""
+    def _store(self, normal: dict[str, Any], *, flush: bool = True) -> None:
+        """Append a normalised row, and write it to the journal if there is one (with `flush=False`:
+        at the next `flush()`)."""
         self._rows.append(normal)
         journal = self._journal
         if journal is not None:
+            journal.add(normal)
+            if flush:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the rows recorded since the last flush to the journal (never raises: a failed write
+        stops the streaming, loudly; the rows stay in memory)."""
+        journal = self._journal
+        if journal is not None:
             try:
-                journal.write(normal)
+                journal.flush()
             except OSError as e:
                 self._stop_streaming(journal, e)
 

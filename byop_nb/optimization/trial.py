@@ -406,7 +406,8 @@ class TrialTask(Task[Concatenate[Trial, P], Trial.Report], Generic[P]):
                 "finished": time.time(),
                 "wall_time": timings.wall_time if timings is not None else None,
                 "cpu_time": timings.cpu_time if timings is not None else None,
-            }
+            },
+            flush=False,  # the scheduler flushes the journal once per batch of ended calls
         )
 
     def _emit(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:

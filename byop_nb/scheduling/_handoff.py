@@ -42,13 +42,23 @@ class Handoff:
     """Queues futures finished in any thread and drains them in the loop, in the order they finished.
 
     Args:
-        process: called in the loop with each finished future.
+        process: called in the loop with each finished future; what it returns (other
+            than None) is handed to `announce` once the batch is processed.
+        announce: called in the loop after each batch, with what `process` returned for
+            its futures, in order (the scheduler writes the batch's rows to the journals
+            once, then emits the batch's events).
         after_drain: called in the loop after each outermost drain, with whether
             a wake-up was deferred during it (see `defer_wake`).
     """
 
-    def __init__(self, process: Callable[[Future[Any]], None], after_drain: Callable[[bool], None]) -> None:
+    def __init__(
+        self,
+        process: Callable[[Future[Any]], Any],
+        announce: Callable[[list[Any]], None],
+        after_drain: Callable[[bool], None],
+    ) -> None:
         self._process = process
+        self._announce = announce
         self._after_drain = after_drain
         self._finished: collections.deque[Future[Any]] = collections.deque()
         self._scheduled = False  # a drain is on its way: finishing futures need not ring
@@ -118,12 +128,17 @@ class Handoff:
         self._scheduled = False
         finished = self._finished
         process = self._process
+        batch = []  # this drain's own: a drain nested in an announcement makes its own
         self._depth += 1
         try:
             for _ in range(len(finished)):
                 if not finished:  # a run nested in a callback (another scheduler's) drained the rest
                     break
-                process(finished.popleft())
+                concluded = process(finished.popleft())
+                if concluded is not None:
+                    batch.append(concluded)
+            if batch:
+                self._announce(batch)
         finally:
             self._depth -= 1
         if not self._depth:

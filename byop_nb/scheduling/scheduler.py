@@ -50,6 +50,7 @@ from byop_nb.scheduling._runtime import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from byop_nb._status import Status
     from byop_nb.notebook import Dashboard
     from byop_nb.scheduling._call import Call
     from byop_nb.scheduling._worker import Limits
@@ -58,6 +59,9 @@ if TYPE_CHECKING:
 __all__ = ["Scheduler", "ExitCode", "RunHandle"]
 
 logger = logging.getLogger(__name__)
+
+# A concluded call of a batch, to announce: (call, status, result, exception).
+_Ended: TypeAlias = "tuple[Call, Status, Any, BaseException | None]"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -170,7 +174,7 @@ class Scheduler:
         self._tasks: dict[str, Task[Any, Any]] = {}
         # The work in flight: future -> its Call (None for plain submit()); insertion ordered.
         self._queue: dict[Future[Any], Call | None] = {}
-        self._handoff = Handoff(self._process_future, self._after_drain)
+        self._handoff = Handoff(self._process_future, self._announce_batch, self._after_drain)
         self._on_future_done = self._handoff.future_done  # one bound method, not one per call
         self._state = _State.IDLE
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -380,11 +384,13 @@ class Scheduler:
         return future
 
     # -- ending calls (in the loop, handed over by the Handoff) -------------------------
-    def _process_future(self, future: Future[Any]) -> None:
+    def _process_future(self, future: Future[Any]) -> _Ended | None:
+        """Conclude one finished call: its status and row (the first half of its end); returns what
+        `_announce_batch` emits once the whole batch is concluded."""
         try:
             call = self._queue.pop(future)
         except KeyError:  # already settled, e.g. cancelled by a wait=False stop
-            return
+            return None
         try:
             cancelled, exception, result = _outcome(future)
             if exception is not None:
@@ -395,9 +401,26 @@ class Scheduler:
                 if self._exception_policy is not None:  # before the call's events: what they submit is refused
                     self._on_call_exception(exception, self._exception_policy(exception))
             if call is not None:
-                call.task._end(call, cancelled, exception, result)
+                return call, call.task._conclude(call, cancelled, exception, result), result, exception
         except BaseException as e:  # a user callback raised: end the run with it
             self._fail(e)
+        return None
+
+    def _announce_batch(self, ended: list[_Ended]) -> None:
+        """The second half of the batch's ends: their rows reach the journals (one write per journal),
+        and only then are their events emitted, in the order the calls finished. So every call whose
+        events a callback saw is on disk, and a journal costs one system call per batch, not per call."""
+        flushed = set()
+        for call, _, _, _ in ended:
+            history = call.task.history
+            if id(history) not in flushed:
+                flushed.add(id(history))
+                history.flush()
+        for call, status, result, exception in ended:
+            try:
+                call.task._announce(call, status, result, exception)
+            except BaseException as e:  # a user callback raised: end the run with it
+                self._fail(e)
 
     def _on_call_exception(self, exception: BaseException, policy: Policy) -> None:
         """Apply the run's `on_exception` to a call that raised; its events are emitted after this."""

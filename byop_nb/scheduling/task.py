@@ -342,8 +342,14 @@ class Task(Generic[P, R]):
     # -- ending (called by the scheduler in its event loop) ---------------
     def _end(self, call: Call, cancelled: bool, exception: BaseException | None, result: Any) -> None:
         """The call ended (cancelled, raised `exception`, or returned `result`): decide its status,
-        record its row, then emit its events."""
-        self._n_running -= 1
+        record its row (to the journal too), then emit its events."""
+        status = self._conclude(call, cancelled, exception, result)
+        self.history.flush()
+        self._announce(call, status, result, exception)
+
+    def _conclude(self, call: Call, cancelled: bool, exception: BaseException | None, result: Any) -> Status:
+        """The first half of `_end`: decide the call's status and record its row; a journal gets it at
+        the history's next flush. The scheduler concludes a batch of calls, flushes, then announces."""
         if cancelled:
             status = _CANCELLED
         elif exception is None:
@@ -356,6 +362,15 @@ class Task(Generic[P, R]):
             self._record(call, status, result, exception)
         except Exception as e:  # recording never ends a run, nor loses the call's row
             self._record_failed(call, status, e)
+        return status
+
+    def _announce(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
+        """The second half of `_end`: emit the call's events; then a `task.map` feeding it goes on.
+
+        The call stops counting as running here, as its events begin: a callback of an earlier
+        call of the batch still sees it running, as it would have without the batching.
+        """
+        self._n_running -= 1
         try:
             self._emit(call, status, result, exception)
         finally:
@@ -398,6 +413,7 @@ class Task(Generic[P, R]):
             call.submitted,
             time.time(),
             self._arguments(call.args, call.kwargs),
+            flush=False,  # the scheduler flushes the journal once per batch of ended calls
         )
 
     _ARGS_GIVEN_BY_TASK = 0
