@@ -1,7 +1,9 @@
 """Journals: a history's rows on disk as JSON lines, appended as they are recorded, and read back.
 
-One row per line, written with one `write()` to the operating system as the
-row is recorded, so a killed process loses no call that had ended. Values JSON
+One row per line. The rows of the calls a scheduler reports together (one
+batch of ended calls) go to the operating system in one `write()`, before any
+callback sees those calls; a row recorded outside a run is written at once. So
+a killed process loses no call whose end was reported. Values JSON
 cannot hold are written as described in [`byop_nb.history`][byop_nb.history];
 every line is bounded (a huge value is written as bounded text). A torn last
 line (a process killed mid-write) is removed before appending, and skipped when

@@ -113,7 +113,7 @@ exportable(task.df()).to_parquet("calls.parquet")   # works for every history
 ## Journals
 
 `history.stream_to(path)` appends every row to `path` as one JSON object per
-line, flushed as the row is recorded, so a kernel or process that is killed
+line, written before the callbacks of its call run, so a kernel or process that is killed
 loses no call that had ended. The keys are the column names above, except that
 `duration` is left out and `submitted` / `finished` are epoch seconds.
 Values JSON cannot hold are written as follows: tuples and sets as lists,
@@ -459,8 +459,9 @@ class History:
     def stream_to(self, path: str | os.PathLike[str]) -> None:
         """Append every row, from now on and already recorded, to the journal file `path`.
 
-        Each row is one JSON line, flushed to the operating system when it is
-        recorded, so a killed process loses no call that had ended. Rows already
+        Each row is one JSON line, handed to the operating system before the
+        callbacks of its call run (the rows of a batch of calls that ended
+        together in one write), so a killed process loses no call that had ended. Rows already
         recorded are written first. The file is appended to (create a new path
         to start a fresh journal); a torn last line left by a process killed
         while writing is removed first, with a warning. Calling `stream_to`

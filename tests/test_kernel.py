@@ -436,6 +436,29 @@ for method in (None, "spawn"):
 
 
 @pytest.mark.kernel
+def test_a_worker_traceback_of_a_function_defined_in_a_cell_shows_its_source_line(kernel):
+    kernel.run(SETUP)
+    out = kernel.run(
+        """
+def divide(x):
+    ratio = 10 / x  # the line the traceback should show
+    return ratio
+
+scheduler = Scheduler.with_processes(1, start_method="spawn")
+task = Task(divide, scheduler)
+scheduler.on_start(lambda: task(0))
+scheduler.run()
+(text,) = task.df()["traceback"].tolist()
+print(f"shown={'ratio = 10 / x  # the line the traceback should show' in text}")
+print(f"error={text.strip().splitlines()[-1]}")
+""",
+        timeout=120,
+    )
+    assert out.value("error") == "ZeroDivisionError: division by zero"
+    assert out.value("shown") == "True", out.stdout
+
+
+@pytest.mark.kernel
 def test_scheduler_task_and_history_display_as_html(kernel):
     kernel.run(SETUP + "scheduler = Scheduler.with_threads(1)\ndef square(x):\n    return x * x\n")
     kernel.run(

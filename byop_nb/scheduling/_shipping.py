@@ -85,6 +85,47 @@ def payload(function: Callable[..., Any] | bytes) -> Callable[..., Any] | bytes:
     return shipped
 
 
+class _WithSource:
+    """A function defined in a notebook cell (or another file-less place) and the source lines of its
+    code, so that a traceback in the worker shows them: the worker's `linecache` gets them."""
+
+    def __init__(self, function: Callable[..., Any], filename: str, lines: list[str]) -> None:
+        self.function, self.filename, self.lines = function, filename, lines
+
+    def register(self) -> Callable[..., Any]:
+        """Give the worker's `linecache` the lines, and the function's code its file's name back
+        (cloudpickle names every code it rebuilds "<dynamic-code>")."""
+        import linecache
+
+        linecache.cache[self.filename] = (sum(map(len, self.lines)), None, self.lines, self.filename)
+        code = getattr(self.function, "__code__", None)
+        if code is not None:
+            try:
+                self.function.__code__ = _named(code, self.filename)
+            except (AttributeError, TypeError, ValueError):
+                pass
+        return self.function
+
+
+def _named(code: Any, filename: str) -> Any:
+    """`code`, and the code objects inside it, with `filename` as the file they come from."""
+    consts = tuple(_named(c, filename) if isinstance(c, type(code)) else c for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
+def _with_source(function: Callable[..., Any]) -> Any:
+    """`function`, wrapped with its source lines when they exist only in this process's linecache."""
+    import linecache
+    import os
+
+    code = getattr(function, "__code__", None)
+    filename = getattr(code, "co_filename", None)
+    if not filename or os.path.exists(filename):
+        return function  # a real file: the worker reads it itself (if it can)
+    lines = linecache.getlines(filename)
+    return _WithSource(function, filename, lines) if lines else function
+
+
 class FunctionNotShippable(pickle.PicklingError):
     """A function that must travel by value cannot be pickled (a closure over a lock, a socket, ...)."""
 
@@ -93,7 +134,7 @@ def _by_value(function: Callable[..., Any]) -> bytes:
     import cloudpickle
 
     try:
-        return cloudpickle.dumps(function)
+        return cloudpickle.dumps(_with_source(function))
     except Exception as e:
         name = getattr(function, "__qualname__", None) or type(function).__name__
         raise FunctionNotShippable(
@@ -113,6 +154,8 @@ def load(shipped: Callable[..., Any] | bytes) -> Callable[..., Any]:
         import cloudpickle
 
         function = cloudpickle.loads(shipped)
+        if isinstance(function, _WithSource):
+            function = function.register()
         if len(_LOADED) >= _CACHE_MAX:
             _LOADED.clear()
         _LOADED[shipped] = function
