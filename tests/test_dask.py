@@ -213,3 +213,28 @@ def test_keyword_arguments_named_like_dasks_own_reach_the_function_and_equal_cal
         ]
         assert draws.df()["result"].nunique() == 3
         client.close()
+
+
+def test_an_expected_failure_on_an_in_process_dask_worker_logs_no_error_block(
+    no_orphans: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        host="127.0.0.1",
+        protocol="tcp://",
+        dashboard_address=None,
+    ) as cluster:
+        client = cluster.get_client()
+        scheduler = Scheduler.with_dask(client)
+        task = Task(raise_in_worker, scheduler)
+        task.on_exception(lambda exception: None)
+        scheduler.on_start(lambda: task(3))
+        with caplog.at_level(logging.INFO, logger="distributed.worker"):
+            scheduler.run(timeout=60)
+        client.close()
+    assert task.df()["exception_message"].tolist() == ["x cannot be 3"]  # reported in the row ...
+    assert not [r for r in caplog.records if "Compute Failed" in r.getMessage()]  # ... not as a red log block

@@ -247,6 +247,7 @@ class ExecutorKeeper:
         self._dask_options: dict[str, Any] | None = None
         if type(executor).__module__ == "distributed.cfexecutor":
             self._dask_options = {} if "pure" in getattr(executor, "_kwargs", {}) else {"pure": False}
+            _quiet_expected_dask_failures()
         self._forget_processes()
 
     # -- submitting ----------------------------------------------------------------------
@@ -285,8 +286,11 @@ class ExecutorKeeper:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Future[Any]:
-        if self._dask_options is not None:  # dask pickles with cloudpickle itself
-            return self._executor.submit(_worker.call, function, limits, args, kwargs, **self._dask_options)
+        if self._dask_options is not None:
+            # dask pickles with cloudpickle itself; a function shipped by value by byop_nb also brings
+            # its notebook cell's source lines, for the worker's tracebacks (see _shipping).
+            shipped = _shipping.payload(function)
+            return self._executor.submit(_worker.call, shipped, limits, args, kwargs, **self._dask_options)
         if not self._ships:  # threads, the sequential executor
             if limits is None:
                 return self._executor.submit(function, *args, **kwargs)
@@ -403,3 +407,22 @@ class ExecutorKeeper:
             logger.debug("executor shutdown failed", exc_info=True)
         self._forget_processes()
         _worker.release_forkserver()  # started by memory-limited calls run in this process
+
+
+class _CallFailedHere(logging.Filter):
+    """Drops dask's "Compute Failed" log of a byop_nb call: the call's row and events report it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg if isinstance(record.msg, str) else ""
+        if not message.startswith("Compute Failed"):
+            return True
+        return "call(...)" not in record.getMessage() or "'call-" not in record.getMessage()
+
+
+def _quiet_expected_dask_failures() -> None:
+    """An in-process dask worker logs every failing call as an ERROR with its traceback: a red block in
+    a notebook for an expected failure (a limit hit), which byop_nb reports in the row and events
+    already. Those records of byop_nb's calls (keys `call-...`) are dropped; once per process."""
+    worker_logger = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _CallFailedHere) for f in worker_logger.filters):
+        worker_logger.addFilter(_CallFailedHere())
