@@ -332,8 +332,8 @@ class History:
         normal = {
             "task": task,
             "call": call,
-            "args": bounded_repr(args),
-            "kwargs": bounded_repr(kwargs),
+            "args": bounded_repr(args) if args else "()",
+            "kwargs": bounded_repr(kwargs) if kwargs else "{}",
             "status": status,
             "result": result,
             "traceback": _traceback(traceback),

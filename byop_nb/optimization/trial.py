@@ -394,7 +394,7 @@ class TrialTask(Task[Concatenate[Trial, P], Trial.Report], Generic[P]):
                 # The trial has columns of its own (trial, config.<key>, info.<key>): args shows the others.
                 "args": call.args[1:] or None,
                 "kwargs": call.kwargs or None,
-                **self._arguments(call.args, call.kwargs, first=1),
+                **(self._arguments(call.args, call.kwargs, first=1) or {}),
                 "trial": trial.name,
                 "config": dict(shown.config),
                 "info": dict(shown.info),

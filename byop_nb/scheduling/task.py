@@ -419,8 +419,10 @@ class Task(Generic[P, R]):
     _ARGS_GIVEN_BY_TASK = 0
     """How many leading parameters of the function the task itself passes (a CommTask: the Comm)."""
 
-    def _arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any], first: int = 0) -> dict[str, Any]:
+    def _arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any], first: int = 0) -> dict[str, Any] | None:
         """The call's arguments as `arg.<parameter>` cells, from `args[first:]` and `kwargs`."""
+        if not args and not kwargs and not self._arg_defaults:
+            return None  # a call without arguments (nothing to spread, and the hot path of a no-op call)
         keys = self._arg_keys
         cells = {key: cell_value(value) for key, value in zip(keys[first:], args[first:], strict=False)}
         if len(args) > len(keys) and self._varargs_key is not None:
