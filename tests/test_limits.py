@@ -274,3 +274,15 @@ def test_many_quick_memory_limited_calls_all_return(no_orphans: None) -> None:
     assert len(df) == 200 and set(df["status"]) == {"returned"}, df[df["status"] != "returned"]["traceback"].tolist()[
         :1
     ]
+
+
+def test_a_limit_hit_is_expected_and_ends_the_run_without_a_failure_warning(
+    no_orphans: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler = Scheduler.with_processes(1)
+    task = Task(nap, scheduler, wall_time_limit=0.3)
+    scheduler.on_start(lambda: task(5))
+    with caplog.at_level("WARNING", logger="byop_nb"):
+        scheduler.run(timeout=60)
+    assert task.df()["status"].tolist() == ["wall_time_limit"]
+    assert not [r for r in caplog.records if r.name.startswith("byop_nb")]

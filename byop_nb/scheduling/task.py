@@ -316,20 +316,23 @@ class Task(Generic[P, R]):
         raise ValueError(f"{str(status)!r} is not a status of {cls.__name__} rows; accepted: {accepted}")
 
     def _run_failures(self) -> str | None:
-        """One line on the calls of the latest run that failed, when nothing of the user's handled them."""
+        """One line on the calls of the latest run that failed (other than by a resource limit), when nothing
+        of the user's handled them."""
         em = self.event_manager
         if any(em.callbacks(event) for event in self.FAILURE_EVENTS):
             return None
         _, statuses_then, rows_then = self._at_run_start
         statuses = self.history.status_counts
-        failed = sum(statuses.get(s, 0) - statuses_then.get(s, 0) for s in self.FAILURES)
+        # Resource-limit hits are left out: the limits were set, so hitting one is no surprise.
+        unexpected = [s for s in self.FAILURES if s.limit is None]
+        failed = sum(statuses.get(s, 0) - statuses_then.get(s, 0) for s in unexpected)
         if not failed:
             return None
         ended = len(self.history) - rows_then
         first = ""
         for index in range(rows_then, len(self.history)):
             row = self.history.row(index)
-            if row.get("status") in self.FAILURES:
+            if row.get("status") in unexpected:
                 kind, message = row.get("exception_type"), row.get("exception_message")
                 first = f"{kind}: {message}" if kind else str(row.get("status"))
                 break
