@@ -319,21 +319,12 @@ def test_a_wall_time_limit_hit_becomes_a_crash_report_naming_the_limit(no_orphan
     assert scheduler.counts[(task.WALL_TIME_LIMIT_REACHED, "sleeps")] == 1
 
 
-def test_a_memory_limit_hit_becomes_a_crash_report_naming_the_limit(no_orphans: None) -> None:
+# allocates_inside_begin: begin() lets the MemoryError through, so the limit is named, not a plain crash.
+@pytest.mark.parametrize("function", [allocates, allocates_inside_begin], ids=["outside begin", "inside begin"])
+def test_a_memory_limit_hit_becomes_a_crash_report_naming_the_limit(function: Any, no_orphans: None) -> None:
     # spawn: the limit caps the address space, and a fresh worker starts small
     scheduler = Scheduler.with_processes(1, start_method="spawn")
-    task = Trial.Task(allocates, scheduler, memory_limit=(400, "MB"))
-    crashes: list[Trial.Report] = []
-    task.on_crashed(crashes.append)
-    scheduler.on_start(lambda: task(Trial(name="hungry")))
-    scheduler.run(timeout=60)
-    (crash,) = crashes
-    assert crash.limit == "memory", crash.exception
-
-
-def test_a_memory_limit_hit_inside_begin_is_reported_as_the_limit_not_a_plain_crash(no_orphans: None) -> None:
-    scheduler = Scheduler.with_processes(1, start_method="spawn")
-    task = Trial.Task(allocates_inside_begin, scheduler, memory_limit=(400, "MB"))
+    task = Trial.Task(function, scheduler, memory_limit=(400, "MB"))
     crashes: list[Trial.Report] = []
     task.on_crashed(crashes.append)
     scheduler.on_start(lambda: task(Trial(name="hungry")))
