@@ -408,6 +408,11 @@ class History:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def _stored(self, start: int, stop: int) -> list[dict[str, Any]]:
+        """The stored rows `start` to `stop` themselves, not copies: for readers inside byop_nb that
+        only read them (the Dashboard reads every ended call; a copy each would double its cost)."""
+        return self._rows[start:stop]
+
     @property
     def status_counts(self) -> dict[str, int]:
         """Rows per status, e.g. `{"returned": 98, "exception": 2}` (without building a DataFrame)."""

@@ -752,7 +752,7 @@ def test_a_redraw_draws_only_what_changed_until_the_data_outgrows_the_axes():
 
     scheduler = Scheduler.with_sequential()
     task = Task(identity, scheduler)
-    values = iter([0.45, 0.4, 0.35, 0.42, 5.0])
+    values = iter([0.45, 0.4, 0.35, 0.42, 5.0, 0.1])
 
     @scheduler.on_start
     def launch() -> None:
@@ -764,20 +764,29 @@ def test_a_redraw_draws_only_what_changed_until_the_data_outgrows_the_axes():
     renderer = PlotRenderer()
     data.update([task], scheduler.started_at)
     first = renderer.render(data)
-    assert renderer.n_full_draws == 1
+    assert (renderer.n_full_draws, renderer.n_relabels) == (1, 1)
     assert renderer.render(data) == first  # nothing changed: the same picture, from the kept background
+    ticks = renderer._ticks[renderer._axes["values"]][1]
+    labels = list(ticks)
 
-    for _ in range(4):  # values inside the axes' limits: only the lines and titles are drawn again
+    for _ in range(4):  # values inside the axes' limits, the best unchanged: only the lines are drawn again
         task_history_grows(task, next(values))
         data.update([task], scheduler.started_at)
         picture = renderer.render(data)
         assert picture != first
-    assert renderer.n_full_draws == 1
+    assert (renderer.n_full_draws, renderer.n_relabels) == (1, 1)
 
-    task_history_grows(task, next(values))  # 5.0: outside the limits, which grow
+    task_history_grows(task, next(values))  # 5.0: outside the limits, which grow; the frame stays
     data.update([task], scheduler.started_at)
     renderer.render(data)
-    assert renderer.n_full_draws == 2
+    assert (renderer.n_full_draws, renderer.n_relabels) == (1, 2)
+    assert ticks != labels and ticks[-1] != labels[-1]  # the y labels say what the new limits are
+
+    task_history_grows(task, next(values))  # 0.1: a new best, so a new title
+    data.update([task], scheduler.started_at)
+    renderer.render(data)
+    assert renderer._titles[renderer._axes["values"]] == "result: best 0.1"
+    assert (renderer.n_full_draws, renderer.n_relabels) == (1, 3)
     renderer.close()
 
 

@@ -56,13 +56,16 @@ class Dashboard(widgets.VBox):
         interval: seconds between refreshes while a run goes on; the plot is
             redrawn at most once per interval (default 0.5: at most 2 redraws a
             second), and less often when drawing is slow (see `draw_budget`).
-        draw_budget: the largest share of the time spent drawing the plot (default
-            0.02: 2 %). A redraw that took `r` seconds is followed by the next one
-            no sooner than `r / draw_budget` seconds later (and no later than 10 s,
-            while calls end), so a slow machine gets fewer redraws, not a slower
-            run. The drawing made when the dashboard is created counts too: a run
-            started right away sees its first redraw `r / draw_budget` after it
-            (about a second on a laptop).
+        draw_budget: the largest share of the event loop's time the dashboard takes
+            while it follows a run (default 0.02: 2 %): reading the calls that
+            ended and refreshing the widgets take their share first, and redraws
+            are spaced so that drawing takes the rest. A redraw that took `r`
+            seconds is followed by the next one no sooner than `r / (what is
+            left of the budget)` seconds later (and no later than 10 s, while
+            calls end), so a slow machine gets fewer redraws, not a slower run.
+            Most redraws draw only the lines over a kept background (a few
+            milliseconds); the whole figure is drawn when the data outgrow the
+            axes or a title changes.
         metric: the key to plot for dict results (default: the first numeric key).
         best: "min" or "max": what the best-so-far line tracks.
         optimizer: an optimizer with a `metric` and a `direction` (`RandomSearch`,
@@ -180,6 +183,8 @@ class Dashboard(widgets.VBox):
         self._dirty = True
         self._last_redraw = -math.inf
         self._redraw_costs: collections.deque[float] = collections.deque(maxlen=8)  # the latest redraws' seconds
+        # When the dashboard began to follow the current run, with busy_seconds and redraw_seconds then.
+        self._followed_from = (time.perf_counter(), 0.0, 0.0)
         self._own_error: tuple[float, str] | None = None
         self._callback_error: tuple[float, str] | None = None
         # A callback error ends its run as STOPPED: one already there while a run goes on, or after a
@@ -230,6 +235,7 @@ class Dashboard(widgets.VBox):
         self.refresh(redraw=True)
         self._calibrate()
         if scheduler.running():  # made during a run: follow it from now on
+            self._followed_from = (time.perf_counter(), self.busy_seconds, self.redraw_seconds)
             self._start_timer()
 
     # -- what is shown -------------------------------------------------------
@@ -310,10 +316,17 @@ class Dashboard(widgets.VBox):
             return
         # Most redraws draw only what changed; one in a while draws the whole figure (the data outgrew
         # the axes). The budget holds for their average, so one full drawing does not stall the plot.
+        # The budget holds for everything the dashboard does on the loop: reading the ended calls and
+        # refreshing the widgets take their share first, drawing gets the rest.
         costs = self._redraw_costs
         cost = sum(costs) / len(costs) if costs else 0.0
-        pause = min(max(self.interval, cost / self.draw_budget), MAX_REDRAW_PAUSE)
-        if time.perf_counter() >= self._last_redraw + pause:
+        now = time.perf_counter()
+        began, busy, drawing = self._followed_from
+        elapsed = now - began
+        other = (self.busy_seconds - busy) - (self.redraw_seconds - drawing)
+        share = self.draw_budget - other / elapsed if elapsed > 0 else self.draw_budget
+        pause = min(max(self.interval, cost / max(share, self.draw_budget / 20)), MAX_REDRAW_PAUSE)
+        if now >= self._last_redraw + pause:
             self.redraw()
 
     def _frame(self) -> pd.DataFrame:
@@ -467,6 +480,7 @@ class Dashboard(widgets.VBox):
         self._callback_error_seen = self.scheduler.last_error  # an error of an earlier run is old news
         self._callback_error = None
         self._own_error = None
+        self._followed_from = (time.perf_counter(), self.busy_seconds, self.redraw_seconds)
         self._safely(lambda: self.refresh(redraw=False))
         self._start_timer()
 

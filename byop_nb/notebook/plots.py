@@ -28,7 +28,7 @@ import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from byop_nb._html import history_rows, row_error, row_result, short_error
+from byop_nb._html import row_error, row_result, short_error
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,6 +44,9 @@ PlotFunction = Callable[["pd.DataFrame", "Axes"], Any]
 """A user plot: called as `plot(df, ax)` with the live DataFrame and a matplotlib Axes to draw on."""
 
 _MAX_POINTS = 600  # a panel is a few hundred pixels wide: more points than pixels only cost drawing time
+_X_TICKS = 6  # tick marks per axis, at fixed fractions of it (the labels say what they stand for)
+_Y_TICKS = 5
+_TEXT = (34, 34, 34, 255)  # labels and titles: near black
 
 
 def numeric_value(result: Any, metric: str | None = None) -> tuple[float | None, str | None]:
@@ -178,33 +181,57 @@ class LiveData:
             n = len(task.history)
             if n == series.rows_read:
                 continue
-            for row in history_rows(task, series.rows_read, n):
-                finished = row.get("finished")
-                if not isinstance(finished, (int, float)) or finished < start:
-                    continue
-                series.ended.append(float(finished))
-                status = row.get("status")
-                if status in task.FAILURES:
-                    series.failed += 1
-                    series.failures[status] = series.failures.get(status, 0) + 1
-                    if self.last_error is None or finished >= self.last_error[0]:
-                        error = row_error(row) or str(status)
-                        self.last_error = (float(finished), f"{task.name}: {error}")
-                if status not in task.SUCCESSES:
-                    continue
-                value, key_used = numeric_value(row_result(row), series.metric)
-                if series.metric is None and key_used is not None:
-                    series.metric = key_used  # fixed from the first dict result on
-                if value is None or not math.isfinite(value):
-                    continue
-                series.value_times.append(float(finished))
-                series.values.append(value)
-                series.low = min(series.low, value)
-                series.high = max(series.high, value)
-                series.best.append(better(series.best[-1], value) if series.best else value)
+            self._read(task, series, task.history._stored(series.rows_read, n), start, better)
             series.rows_read = n
             changed = True
         return changed
+
+    def _read(
+        self,
+        task: Task[Any, Any],
+        series: _Series,
+        rows: Sequence[Mapping[str, Any]],
+        start: float,
+        better: Callable[[float, float], float],
+    ) -> None:
+        """Add `rows` (the history's own, read only) to `series`: the dashboard's cost per ended call.
+
+        Kept to a few dictionary reads per row: a busy run ends thousands of calls a second.
+        """
+        ended = series.ended
+        successes, failures = task.SUCCESSES, task.FAILURES
+        for row in rows:
+            finished = row.get("finished")
+            if finished is None or finished < start or not isinstance(finished, (int, float)):
+                continue
+            ended.append(finished)
+            status = row.get("status")
+            if status in failures:
+                series.failed += 1
+                series.failures[status] = series.failures.get(status, 0) + 1
+                if self.last_error is None or finished >= self.last_error[0]:
+                    error = row_error(row) or str(status)
+                    self.last_error = (float(finished), f"{task.name}: {error}")
+                continue
+            if status not in successes:
+                continue
+            result = row.get("result")
+            if result is None:
+                result = row_result(row)  # a dict result is spread over `result.<key>` fields
+                if result is None:  # no value (a no-op, a procedure): the common case costs no more
+                    continue
+            value, key_used = numeric_value(result, series.metric)
+            if series.metric is None and key_used is not None:
+                series.metric = key_used  # fixed from the first dict result on
+            if value is None or not math.isfinite(value):
+                continue
+            series.value_times.append(float(finished))
+            series.values.append(value)
+            if value < series.low:
+                series.low = value
+            if value > series.high:
+                series.high = value
+            series.best.append(better(series.best[-1], value) if series.best else value)
 
 
 def _step_up(value: float) -> float:
@@ -215,6 +242,16 @@ def _step_up(value: float) -> float:
         if factor * power >= target:
             return factor * power
     return 10.0 * power
+
+
+def _tick_text(value: float) -> str:
+    """A short tick label: 0.3, 1.5, 2500, 12k, 1.5M."""
+    size = abs(value)
+    if size >= 1e6:
+        return f"{value / 1e6:.3g}M"
+    if size >= 1e4:
+        return f"{value / 1e3:.3g}k"
+    return f"{value:.4g}"
 
 
 def _picks(n: int) -> range | list[int]:
@@ -247,12 +284,20 @@ class PlotRenderer:
         self._layout: tuple[str, ...] = ()
         self._axes: dict[str, Axes] = {}
         self._lines: dict[tuple[str, int], list[Line2D]] = {}
-        self._animated: list[Artist] = []  # drawn over the kept background at every render
+        self._animated: list[Artist] = []  # the lines: drawn over the kept background at every render
+        # Each axes' tick labels (x, y) and title: drawn into the background when they change.
+        self._ticks: dict[Axes, tuple[list[str], list[str]]] = {}
+        self._titles: dict[Axes, str] = {}
+        self._fonts: dict[float, Any] = {}
         self._bounds: dict[Axes, tuple[float, float, float]] = {}  # each axes' limits: x max, y low, y high
         self._legend_names: tuple[str, ...] = ()
-        self._background: Any = None
+        self._frame: Any = None  # the pixels of the axes, grid and legend (no text that changes)
+        self._background: Any = None  # the frame with the tick labels and titles
         self.n_full_draws = 0
-        """How many renders drew the whole figure (the others drew only what changes)."""
+        """How many renders drew the whole figure: the panels changed (or a user plot is shown)."""
+        self.n_relabels = 0
+        """How many renders drew the tick labels and titles anew over the kept frame: the data outgrew
+        the axes or a title changed. Other renders draw only the lines."""
         self.plot_error: BaseException | None = None
         """The exception the user's plot raised at the latest render, if any."""
 
@@ -262,9 +307,11 @@ class PlotRenderer:
         self.figure.clear()
         self._lines.clear()
         self._animated.clear()
+        self._ticks.clear()
+        self._titles.clear()
         self._bounds.clear()
         self._legend_names = ()
-        self._background = None
+        self._frame = self._background = None
         axes = self.figure.subplots(1, len(layout), squeeze=False)[0]
         self._axes = dict(zip(layout, axes, strict=True))
         self._layout = layout
@@ -273,15 +320,54 @@ class PlotRenderer:
             if name != "user":
                 self._style(ax)
 
-    @staticmethod
-    def _style(ax: Axes) -> None:
-        from matplotlib.ticker import MaxNLocator
+    def _style(self, ax: Axes) -> None:
+        """Ticks at fixed fractions of the axes, so that the frame's pixels never depend on the limits;
+        the tick labels and the title are drawn into the background when they change (`_labelled`)."""
+        from matplotlib.ticker import LinearLocator
 
-        # Few tick labels: text is most of the drawing time.
-        ax.tick_params(labelsize=7, length=2, pad=1)
-        ax.xaxis.set_major_locator(MaxNLocator(5))
-        ax.yaxis.set_major_locator(MaxNLocator(4))
+        ax.tick_params(length=2, labelbottom=False, labelleft=False)
+        ax.xaxis.set_major_locator(LinearLocator(_X_TICKS))
+        ax.yaxis.set_major_locator(LinearLocator(_Y_TICKS))
         ax.grid(True, alpha=0.3)
+        self._ticks[ax] = ([""] * _X_TICKS, [""] * _Y_TICKS)
+        self._titles[ax] = ""
+
+    def _font(self, points: float) -> Any:
+        """Matplotlib's own sans-serif face at `points`, as a PIL font (loaded once per size)."""
+        font = self._fonts.get(points)
+        if font is None:
+            from matplotlib.font_manager import FontProperties, findfont
+            from PIL import ImageFont
+
+            path = findfont(FontProperties())  # the default family of rcParams
+            font = self._fonts[points] = ImageFont.truetype(path, points * self.figure.dpi / 72)
+        return font
+
+    def _labelled(self, frame: Any) -> Any:
+        """`frame` with every panel's tick labels and title drawn on it, as a new array.
+
+        Drawn with PIL, whose glyph cache makes a short label cost tens of microseconds
+        (matplotlib's Text costs about a millisecond each): the data outgrowing the axes
+        costs a few labels, not a drawing of the figure.
+        """
+        import numpy as np
+        from PIL import Image, ImageDraw
+
+        image = Image.fromarray(frame, "RGBA")
+        draw = ImageDraw.Draw(image)
+        height = frame.shape[0]
+        small, title_font = self._font(7), self._font(8)
+        for ax, (xs, ys) in self._ticks.items():
+            to_pixels = ax.transAxes.transform
+            for i, text in enumerate(xs):
+                x, y = to_pixels((i / (_X_TICKS - 1), 0.0))
+                draw.text((x, height - y + 3), text, fill=_TEXT, font=small, anchor="mt")
+            for i, text in enumerate(ys):
+                x, y = to_pixels((0.0, i / (_Y_TICKS - 1)))
+                draw.text((x - 4, height - y), text, fill=_TEXT, font=small, anchor="rm")
+            x, y = to_pixels((0.0, 1.0))
+            draw.text((x, height - y - 5), self._titles[ax], fill=_TEXT, font=title_font, anchor="ls")
+        return np.asarray(image).copy()
 
     def render(
         self,
@@ -302,19 +388,23 @@ class PlotRenderer:
         layout = ("ended", "user") if plot is not None else ("ended", "values") if data.has_values else ("ended",)
         self._set_layout(layout)
         since = data.since or 0.0
-        stale = self._draw_ended(self._axes["ended"], data, since)
+        relabel = self._draw_ended(self._axes["ended"], data, since)
         if "values" in self._axes:
-            stale = self._draw_values(self._axes["values"], data, since) or stale
+            relabel = self._draw_values(self._axes["values"], data, since) or relabel
         if plot is not None and frame is not None:
             self._draw_user(self._axes["user"], plot, frame)
-            stale = True
-        if stale or self._background is None:
-            self.canvas.draw()  # everything but the animated artists
-            self._background = np.array(self.canvas.buffer_rgba())  # every pixel, copied
+            self._frame = None  # a user plot is drawn in full each time
+        renderer = self.canvas.get_renderer()  # the same one while the figure's size stays
+        buffer = np.asarray(renderer.buffer_rgba())
+        if self._frame is None:
+            self.canvas.draw()  # everything but the animated artists: axes, grid, legend, a user plot
+            self._frame = buffer.copy()
             self.n_full_draws += 1
-        else:
-            np.asarray(self.canvas.buffer_rgba())[...] = self._background
-        renderer = self.canvas.get_renderer()
+            relabel = True
+        if relabel or self._background is None:
+            self._background = self._labelled(self._frame)
+            self.n_relabels += 1
+        buffer[...] = self._background
         for artist in self._animated:
             artist.draw(renderer)
         return self._png()
@@ -356,14 +446,18 @@ class PlotRenderer:
         self._bounds[ax] = (x_max, low, high)
         ax.set_xlim(0, x_max)
         ax.set_ylim(low, high)
+        xs, ys = self._ticks[ax]
+        xs[:] = [_tick_text(x_max * i / (_X_TICKS - 1)) for i in range(_X_TICKS)]
+        ys[:] = [_tick_text(low + (high - low) * i / (_Y_TICKS - 1)) for i in range(_Y_TICKS)]
         return True
 
-    def _title(self, ax: Axes, text: str) -> None:
-        # y fixed: an automatic title position is worked out only when the whole figure is drawn.
-        title = ax.set_title(text, fontsize=8, loc="left", y=1.0)  # the left title's Text, the same each time
-        if title not in self._animated:
-            title.set_animated(True)
-            self._animated.append(title)
+    def _title(self, ax: Axes, text: str) -> bool:
+        """Set `ax`'s title; whether it changed. Titles say what changes seldom (the numbers that
+        change at every call are in the counters): a new title costs a new background."""
+        if self._titles.get(ax) == text:
+            return False
+        self._titles[ax] = text
+        return True
 
     def _draw_ended(self, ax: Axes, data: LiveData, since: float) -> bool:
         total = 0
@@ -380,25 +474,23 @@ class PlotRenderer:
             total = max(total, len(series.ended))
             failed += series.failed
             x_end = max(x_end, xs[-1])
-        ended = sum(len(series.ended) for series in data.series)
-        title = f"ended calls: {ended}"
+        title = "ended calls"
         if failed:
-            failures: dict[str, int] = {}
+            statuses: dict[str, None] = {}
             for series in data.series:
-                for status, n in series.failures.items():
-                    failures[status] = failures.get(status, 0) + n
-            title += " (" + ", ".join(f"{n} {status}" for status, n in failures.items()) + ")"
-        self._title(ax, f"{title}  \u00b7  x: seconds since start")
+                statuses.update(dict.fromkeys(series.failures))
+            title += " (failed: " + ", ".join(statuses) + ")"
+        retitled = self._title(ax, f"{title}  \u00b7  x: seconds since start")
         names = tuple(series.name for series in data.series)
-        legend_changed = names != self._legend_names
-        if legend_changed:
+        if names != self._legend_names:  # the legend is part of the frame
             self._legend_names = names
             legend = ax.get_legend()
             if legend is not None:
                 legend.remove()
             if len(names) > 1:
                 ax.legend(fontsize=7, loc="upper left", frameon=False)
-        return self._limits(ax, x_end, 0.0, float(total), y_from_zero=True) or legend_changed
+            self._frame = None
+        return self._limits(ax, x_end, 0.0, float(total), y_from_zero=True) or retitled
 
     def _draw_values(self, ax: Axes, data: LiveData, since: float) -> bool:
         titles = []
@@ -424,10 +516,10 @@ class PlotRenderer:
                 label = series.metric or "result"
                 prefix = f"{series.name} " if len(data.series) > 1 else ""
                 titles.append(f"{prefix}{label}: best {series.best[-1]:.4g}")
-        self._title(ax, " \u00b7 ".join(titles) or "results")
+        retitled = self._title(ax, " \u00b7 ".join(titles) or "results")
         if not math.isfinite(low):
-            return False
-        return self._limits(ax, x_end, low, high, y_from_zero=False)
+            return retitled
+        return self._limits(ax, x_end, low, high, y_from_zero=False) or retitled
 
     def _draw_user(self, ax: Axes, plot: PlotFunction, frame: Callable[[], pd.DataFrame]) -> None:
         ax.clear()
@@ -459,6 +551,8 @@ class PlotRenderer:
         self._axes.clear()
         self._lines.clear()
         self._animated.clear()
+        self._ticks.clear()
+        self._titles.clear()
         self._bounds.clear()
-        self._background = None
+        self._frame = self._background = None
         self._layout = ()
