@@ -51,13 +51,23 @@ def kernel(shared_kernel: Kernel) -> Iterator[Kernel]:
     """The module's kernel with a fresh namespace; after the test, no worker process is left in it."""
     shared_kernel.run("%reset -f\n" + SETUP)
     yield shared_kernel
-    process = psutil.Process(shared_kernel.manager.provisioner.pid)  # type: ignore[union-attr]
+    kernel_process = psutil.Process(shared_kernel.manager.provisioner.pid)
     deadline = time.monotonic() + 5
-    while (left := [p for p in process.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]) and (
-        time.monotonic() < deadline
-    ):
+    while (left := running_children(kernel_process)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not left, f"processes left running in the kernel: {[p.cmdline() for p in left]}"
+    assert not left, f"processes left running in the kernel: {left}"
+
+
+def running_children(process: psutil.Process) -> list[str]:
+    """The command lines of `process`'s descendants that are alive (zombies excluded)."""
+    alive = []
+    for child in process.children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(" ".join(child.cmdline()))
+        except psutil.NoSuchProcess:
+            pass
+    return alive
 
 
 def shown_text(out: CellOutput) -> str:
