@@ -414,3 +414,26 @@ scheduler.run()
     assert "line 18, in <module>\n    scheduler.run()" in shown and "line 16, in check" in shown
     assert "asyncio" not in shown and "events.py" not in shown and "task.py" not in shown
     assert len(shown.splitlines()) <= 10, shown
+
+
+def test_the_one_byop_nb_frame_left_on_a_callback_error_from_run_is_hidden_from_ipython_and_pytest() -> None:
+    """run() raises the trimmed error again, which puts run()'s own frame back on its traceback; that
+    frame sets `__tracebackhide__`, so a notebook shows the cell's line and then the callback."""
+    scheduler = Scheduler.with_threads(1)
+    task = Task(square, scheduler)
+    scheduler.on_start(lambda: task(2))
+
+    @task.on_returned
+    def check(result: int) -> None:
+        raise ValueError(f"too big: {result}")
+
+    with pytest.raises(ValueError, match="too big: 4") as raised:
+        scheduler.run()
+    shown = [
+        (frame.f_code.co_name, frame.f_globals["__name__"], frame.f_locals.get("__tracebackhide__", False))
+        for frame, _ in traceback.walk_tb(raised.value.__traceback__)
+    ]
+    assert [entry for entry in shown if entry[1].startswith("byop_nb")] == [
+        ("run", "byop_nb.scheduling.scheduler", True)
+    ]
+    assert shown[-1][0] == "check"

@@ -514,6 +514,9 @@ class Scheduler:
             RuntimeError: the scheduler is already running.
             BaseException: whatever a callback raised during the run, after cleanup.
         """
+        # The error is raised again below, which puts this frame back on its trimmed traceback:
+        # IPython (a notebook) and pytest leave out frames that set this.
+        __tracebackhide__ = True
         check_run_options(timeout, end_on_empty, wait, on_exception)
         self._check_not_running("run()")
         coroutine = self.async_run(timeout=timeout, end_on_empty=end_on_empty, wait=wait, on_exception=on_exception)

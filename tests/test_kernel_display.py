@@ -1,0 +1,534 @@
+"""What a notebook user sees, checked in a real ipykernel: DataFrame columns and their display, trimmed
+tracebacks, re-run cells, the end-of-run failure line and the callback listing.
+
+The tests send cells through jupyter_client (the `Kernel` of test_kernel.py) and read what the kernel
+sends back: the `text/html` of a displayed value, the `traceback` list of an error message, the
+stderr stream. They share one kernel (its namespace is reset before each test); each test checks
+that it left no process running in it, and the module that the kernel left none behind.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+from conftest import assert_no_new_children, live_children
+from test_kernel import CellOutput, Kernel
+
+import byop_nb
+
+pytestmark = pytest.mark.kernel
+
+SETUP = """
+import json, time
+import pandas
+from byop_nb.scheduling import ExitCode, Scheduler, Task
+from byop_nb.optimization import Trial
+"""
+
+
+@pytest.fixture(scope="module")
+def shared_kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
+    """One kernel for the module, importing the byop_nb under test; no process left behind after it."""
+    before = live_children()
+    started = Kernel(cwd=str(tmp_path_factory.mktemp("kernel-display")))
+    try:
+        where = started.run("import byop_nb; print(f'file={byop_nb.__file__}')").value("file")
+        assert where == byop_nb.__file__, f"the kernel imports another byop_nb: {where}"
+        yield started
+    finally:
+        started.shutdown()
+    assert_no_new_children(before)
+
+
+@pytest.fixture
+def kernel(shared_kernel: Kernel) -> Iterator[Kernel]:
+    """The module's kernel with a fresh namespace; after the test, no worker process is left in it."""
+    shared_kernel.run("%reset -f\n" + SETUP)
+    yield shared_kernel
+    kernel_process = psutil.Process(shared_kernel.manager.provisioner.pid)
+    deadline = time.monotonic() + 5
+    while (left := running_children(kernel_process)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"processes left running in the kernel: {left}"
+
+
+def running_children(process: psutil.Process) -> list[str]:
+    """The command lines of `process`'s descendants that are alive (zombies excluded)."""
+    alive = []
+    for child in process.children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(" ".join(child.cmdline()))
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def shown_text(out: CellOutput) -> str:
+    """The traceback the notebook shows, without IPython's colours."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", out.traceback)
+
+
+def frames(traceback: str) -> list[str]:
+    """The header line of each frame of an IPython traceback (`Cell In[3], line 5, in f()`, `File ...`)."""
+    return [line for line in traceback.splitlines() if re.match(r"(Cell In\[\d+\], line \d+|File .+:\d+)", line)]
+
+
+def html_of(out: CellOutput) -> str:
+    (bundle,) = out.results
+    return bundle["text/html"]
+
+
+def header(table_html: str) -> list[str]:
+    """The column names of a pandas HTML table (its first, index column is unnamed)."""
+    head = table_html.split("</thead>")[0]
+    return re.findall(r"<th>([^<]*)</th>", head)[1:]
+
+
+def callbacks_listed(shown: str) -> dict[str, str]:
+    """The callbacks table of a Scheduler's or Task's HTML: event -> the callbacks as shown."""
+    table = re.search(r'<table class="byop-table byop-callbacks">(.*?)</table>', shown)
+    if table is None:
+        return {}
+    rows = re.findall(r"<tr><td>([^<]*)</td><td[^>]*>([^<]*)</td></tr>", table.group(1))
+    return {html.unescape(event): html.unescape(names) for event, names in rows}
+
+
+# -- 1. DataFrame columns and their notebook display ------------------------------------------
+
+
+def test_df_has_arg_and_result_columns_with_native_dtypes_and_displays_the_columns_read_first(kernel):
+    ran = kernel.run(
+        """
+def measure(n, scale, label, flag, items, mode="fast"):
+    if n == 2:
+        raise ValueError(f"n cannot be {n}")
+    return {"total": n * scale, "label": label.upper()}
+
+scheduler = Scheduler.with_threads(2)
+task = Task(measure, scheduler)
+
+@scheduler.on_start
+def launch():
+    for n in range(4):
+        task(n, 0.5 * n, f"in-{n}", n % 2 == 0, [n] * 3)
+
+print(f"exit={scheduler.run()}")
+df = task.df().sort_values("call")
+print("dtypes=" + json.dumps({c: str(t) for c, t in df.dtypes.items() if c.startswith(("arg.", "result."))}))
+print("columns=" + json.dumps(list(df.columns)))
+print("items=" + json.dumps(df["arg.items"].tolist()))
+print("labels=" + json.dumps([None if pandas.isna(v) else v for v in df["result.label"]]))
+"""
+    )
+    assert ran.value("exit") == "ExitCode.EXHAUSTED"
+    assert json.loads(ran.value("dtypes")) == {
+        "arg.n": "int64",
+        "arg.scale": "float64",
+        "arg.label": "string",
+        "arg.flag": "bool",
+        "arg.items": "string",  # not a scalar: its text
+        "arg.mode": "string",  # left to its default
+        "result.total": "float64",
+        "result.label": "string",
+    }
+    assert json.loads(ran.value("items")) == ["[0, 0, 0]", "[1, 1, 1]", "[2, 2, 2]", "[3, 3, 3]"]
+    assert json.loads(ran.value("labels")) == ["IN-0", "IN-1", None, "IN-3"]
+    every_column = json.loads(ran.value("columns"))
+    for column in ("task", "args", "kwargs", "result", "exception_type", "traceback", "submitted", "finished"):
+        assert column in every_column, column
+
+    shown = html_of(kernel.run("task.df()"))
+    assert header(shown) == [
+        "call",
+        "status",
+        "arg.n",
+        "arg.scale",
+        "arg.label",
+        "arg.flag",
+        "arg.items",
+        "arg.mode",
+        "result.total",
+        "result.label",
+        "error",
+        "duration",
+        "finished",
+    ]
+    assert "ValueError: n cannot be 2" in shown  # the error, in one short column
+    assert "Traceback (most recent call last)" not in shown and "measure" not in shown
+    finished = re.findall(r"<td>(\d\d:\d\d:\d\d)</td>", shown)
+    assert len(finished) == 4, shown  # short times ...
+    assert not re.search(r"\d{4}-\d\d-\d\d", shown), shown  # ... and no full timestamps
+    assert "more columns in the DataFrame: task, args, kwargs, result, " in shown
+    # The traceback is in the frame, and a selection of it displays as pandas does, whole.
+    selected = html_of(kernel.run('task.df()[["call", "traceback"]]'))
+    assert "Traceback (most recent call last)" in selected and "more columns" not in selected
+
+    history = kernel.run("task.history").results[0]
+    assert history["text/plain"].startswith("History('measure', rows=4: ") and "exception=1" in history["text/plain"]
+    shown = history["text/html"]
+    assert "returned 3" in shown and "exception 1" in shown
+    assert "total=4.5, label=&#x27;IN-3&#x27;" in shown  # a dict result, key by key
+    assert "ValueError: n cannot be 2" in shown and "Traceback (most recent call last)" not in shown
+    assert not re.search(r"\d{4}-\d\d-\d\d", shown), shown
+
+
+def test_trial_task_rows_keep_config_columns_in_the_frame_and_the_display(kernel):
+    ran = kernel.run(
+        """
+def evaluate(trial, seed=0):
+    with trial.begin():
+        loss = (trial.config["x"] - 3) ** 2
+    return trial.success(loss=loss)
+
+scheduler = Scheduler.with_threads(2)
+task = Trial.Task(evaluate, scheduler)
+
+@scheduler.on_start
+def launch():
+    for i in range(3):
+        task(Trial(name=f"t-{i}", config={"x": 2.0 * i, "kind": "grid", "steps": i}, info={"n": i}))
+
+print(f"exit={scheduler.run()}")
+df = task.df().sort_values("call")
+print("dtypes=" + json.dumps({c: str(t) for c, t in df.dtypes.items() if c.startswith(("config.", "result."))}))
+print("losses=" + json.dumps(df["result.loss"].tolist()))
+"""
+    )
+    assert ran.value("exit") == "ExitCode.EXHAUSTED"
+    assert json.loads(ran.value("dtypes")) == {
+        "config.x": "float64",
+        "config.kind": "string",
+        "config.steps": "int64",
+        "result.loss": "float64",
+    }
+    assert json.loads(ran.value("losses")) == [9.0, 1.0, 1.0]
+    shown = html_of(kernel.run("task.df()"))
+    assert header(shown) == [
+        "call",
+        "status",
+        "trial",
+        "arg.seed",
+        "config.x",
+        "config.kind",
+        "config.steps",
+        "result.loss",
+        "duration",
+        "finished",
+    ]
+    assert "<td>grid</td>" in shown and "<td>t-2</td>" in shown
+
+
+# -- 2. Trimmed tracebacks ----------------------------------------------------------------------
+
+CALLBACK_RAISES = """
+def square(x):
+    return x * x
+
+scheduler = Scheduler.with_threads(1)
+task = Task(square, scheduler)
+
+@scheduler.on_start
+def launch():
+    task(3)
+
+@task.on_returned
+def check(result):
+    raise ValueError(f"too big: {result}")
+
+scheduler.run()
+"""
+
+RUN_WHILE_RUNNING = """
+scheduler = Scheduler.with_threads(1)
+
+@scheduler.on_start
+def again():
+    scheduler.run(timeout=5)
+
+scheduler.run()
+"""
+
+
+@pytest.mark.parametrize(
+    ("cell", "error", "callback_line", "note"),
+    [
+        (
+            CALLBACK_RAISES,
+            "ValueError: too big: 9",
+            '---> 13     raise ValueError(f"too big: {result}")',
+            "byop_nb: raised by the callback 'check' of the event 'task-returned' (Task(square))",
+        ),
+        (
+            RUN_WHILE_RUNNING,
+            "RuntimeError: run() was called while the scheduler is running; wait for the run to end "
+            "(or call scheduler.stop()) first",
+            "----> 5     scheduler.run(timeout=5)",
+            "byop_nb: raised by the callback 'again' of the event 'scheduler-started' (Scheduler)",
+        ),
+    ],
+    ids=["callback-raises", "run-while-running"],
+)
+def test_an_error_from_run_in_a_cell_shows_the_cell_line_and_the_callback_only(
+    kernel, cell, error, callback_line, note
+):
+    out = kernel.run(cell, check=False)
+    assert out.error == error
+    shown = shown_text(out)
+    lines = shown.splitlines()
+    cell_frame, callback_frame = frames(shown)  # nothing between the cell and the callback
+    assert cell_frame.startswith("Cell In[") and ", line " in cell_frame
+    assert re.search(r"^-+> \d+ scheduler\.run\(\)$", shown, re.MULTILINE), shown  # the cell's line, run()
+    callback = "check(result)" if "check" in note else "again()"
+    assert callback_frame.startswith("Cell In[") and callback_frame.endswith(f", in {callback}")
+    assert callback_line in lines[lines.index(callback_frame) :]  # the callback's line, in the last frame
+    assert lines[-1] == note
+    for machinery in ("byop_nb/", "asyncio", "nest_asyncio", "site-packages", "concurrent"):
+        assert machinery not in shown, machinery
+
+    # The same cell with the trimming switched off, for scale.
+    kernel.run(
+        "import byop_nb.scheduling.scheduler as module\n"
+        "trim, module.trim_traceback = module.trim_traceback, lambda error: error"
+    )
+    try:
+        untrimmed = shown_text(kernel.run(cell, check=False))
+    finally:
+        kernel.run("module.trim_traceback = trim")
+    assert len(frames(untrimmed)) >= 8, untrimmed
+    assert "asyncio" in untrimmed and "byop_nb/" in untrimmed
+    assert len(lines) <= 20 and 3 * len(lines) <= len(untrimmed.splitlines()), shown
+
+
+# -- 3. Re-run cells ------------------------------------------------------------------------------
+
+TASK_CELL = """
+def square(x):
+    return x * x
+
+task = Task(square, scheduler)
+"""
+
+
+def setup_cell(kernel: Kernel, test: str) -> None:
+    """A scheduler and its launch in one cell, the Task in the next (cell id `<test>-task`)."""
+    kernel.run(
+        """
+scheduler = Scheduler.with_threads(2)
+log = []
+
+@scheduler.on_start
+def launch():
+    task(3)
+""",
+        cell_id=f"{test}-setup",
+    )
+    kernel.run(TASK_CELL, cell_id=f"{test}-task")
+
+
+def run_once(kernel: Kernel) -> CellOutput:
+    return kernel.run("log.clear()\nprint(f'exit={scheduler.run()}')\nprint(f'log={log}')")
+
+
+def test_an_edited_lambda_in_a_cell_run_again_replaces_the_old_one(kernel):
+    setup_cell(kernel, "lambda")
+    kernel.run("task.on_returned(lambda result: log.append(('first', result)))", cell_id="lambda-callbacks")
+    kernel.run("task.on_returned(lambda result: log.append(('first', result)))", cell_id="lambda-callbacks")
+    kernel.run("task.on_returned(lambda result: log.append(('edited', result)))", cell_id="lambda-callbacks")
+    out = run_once(kernel)
+    assert out.value("log") == "[('edited', 9)]"  # once, the new one
+    assert callbacks_listed(html_of(kernel.run("task")))["task-returned"] == "<lambda>"
+
+
+def test_a_renamed_def_in_a_cell_run_again_replaces_the_old_one(kernel):
+    setup_cell(kernel, "def")
+    kernel.run(
+        "@task.on_returned\ndef show(result):\n    log.append(('show', result))",
+        cell_id="def-callbacks",
+    )
+    first = run_once(kernel)
+    assert first.value("log") == "[('show', 9)]"
+    kernel.run(
+        "@task.on_returned\ndef report(result):\n    log.append(('report', result))",
+        cell_id="def-callbacks",
+    )
+    out = run_once(kernel)
+    assert out.value("log") == "[('report', 9)]"
+    assert callbacks_listed(html_of(kernel.run("task")))["task-returned"] == "report"
+
+
+def test_running_only_the_task_cell_again_carries_the_callbacks_over_to_the_new_task(kernel):
+    setup_cell(kernel, "task")
+    kernel.run(
+        """
+@task.on_returned
+def show(result):
+    log.append(('show', result))
+
+@task.on_done(every=2)
+def every_other(future):
+    log.append(('every_other', future.result()))
+
+task.on_returned(lambda result: log.append(('lambda', result)))
+""",
+        cell_id="task-callbacks",
+    )
+    before = run_once(kernel)
+    assert before.value("log") == "[('every_other', 9), ('show', 9), ('lambda', 9)]"
+
+    again = kernel.run(TASK_CELL + "print(f'counts={task.counts}')", cell_id="task-task")
+    assert "A Task named 'square' already exists on this scheduler; the new one replaces it and takes over" in (
+        again.stderr
+    )
+    assert again.value("counts") == "{}"  # its counts start afresh
+    listed = callbacks_listed(html_of(kernel.run("task")))
+    assert listed == {"task-returned": "show, <lambda>", "task-done": "every_other (every=2)"}
+    out = run_once(kernel)
+    # every_other saw the old task's one emission: its second is skipped, as it would have been.
+    assert out.value("log") == "[('show', 9), ('lambda', 9)]"
+    check = kernel.run("print(f'same={scheduler.tasks[\"square\"] is task}'); print(f'rows={len(task.df())}')")
+    assert check.value("same") == "True" and check.value("rows") == "1"
+
+    # Running the callbacks cell again too still gives each callback once.
+    kernel.run(
+        "@task.on_returned\ndef show(result):\n    log.append(('show', result))",
+        cell_id="task-callbacks",
+    )
+    out = run_once(kernel)
+    assert out.value("log") == "[('show', 9)]"
+    assert callbacks_listed(html_of(kernel.run("task"))) == {"task-returned": "show"}
+
+
+# -- 4. The end-of-run failure line -----------------------------------------------------------------
+
+
+def test_a_run_with_failed_calls_says_so_once_at_its_end_and_keeps_its_exit_code(kernel):
+    kernel.run(
+        """
+def fails(x):
+    raise ValueError(f"bad {x}")
+
+def square(x):
+    return x * x
+
+def slow_or_bad(x):
+    if x == 0:
+        raise ValueError(f"bad {x}")
+    time.sleep(5)
+"""
+    )
+    failing = kernel.run(
+        """
+scheduler = Scheduler.with_threads(2)
+task, ok = Task(fails, scheduler), Task(square, scheduler)
+
+@scheduler.on_start
+def launch():
+    task.map(range(3), in_flight=1)
+    ok(2)
+
+print(f"exit={scheduler.run()}")
+"""
+    )
+    assert failing.value("exit") == "ExitCode.EXHAUSTED"
+    assert failing.stderr.splitlines() == [
+        "3 of 3 calls of task 'fails' failed in this run (the first: ValueError: bad 0); see task.df(), "
+        "or subscribe @task.on_exception to handle failures"
+    ]
+
+    fine = kernel.run(
+        """
+scheduler = Scheduler.with_threads(2)
+ok = Task(square, scheduler)
+scheduler.on_start(lambda: ok.map(range(3)))
+print(f"exit={scheduler.run()}")
+"""
+    )
+    assert fine.value("exit") == "ExitCode.EXHAUSTED" and fine.stderr == ""
+
+    # A wall-time limit hit is no surprise (the limit was set): only the other failure is counted ...
+    limited = kernel.run(
+        """
+scheduler = Scheduler.with_processes(1)
+task = Task(slow_or_bad, scheduler, wall_time_limit=0.3)
+scheduler.on_start(lambda: task.map([0, 1], in_flight=1))
+print(f"exit={scheduler.run()}")
+print(f"statuses={task.df()['status'].tolist()}")
+""",
+        timeout=120,
+    )
+    assert limited.value("exit") == "ExitCode.EXHAUSTED"
+    assert limited.value("statuses") == "['exception', 'wall_time_limit']"
+    assert limited.stderr.splitlines() == [
+        "1 of 2 calls of task 'slow_or_bad' failed in this run (the first: ValueError: bad 0); see task.df(), "
+        "or subscribe @task.on_exception to handle failures"
+    ]
+    # ... and a run whose only failures are limit hits says nothing.
+    only_hits = kernel.run(
+        """
+scheduler.on_start.remove("<lambda>")
+scheduler.on_start(lambda: task(1))
+print(f"exit={scheduler.run()}")
+print(f"status={task.df()['status'].iloc[-1]}")
+""",
+        timeout=120,
+    )
+    assert only_hits.value("exit") == "ExitCode.EXHAUSTED" and only_hits.value("status") == "wall_time_limit"
+    assert only_hits.stderr == ""
+
+
+# -- 5. The callback listing --------------------------------------------------------------------
+
+
+def test_scheduler_and_task_html_list_the_callbacks_per_event_with_their_options(kernel):
+    kernel.run(
+        """
+def square(x):
+    return x * x
+
+def is_on():
+    return True
+
+def make_keeper():
+    def keep(result):
+        pass
+    return keep
+
+scheduler = Scheduler.with_threads(1)
+task = Task(square, scheduler)
+
+@scheduler.on_start(limit=1)
+def launch():
+    task(2)
+
+scheduler.on_finished(lambda: None, name="tidy")
+
+@task.on_returned(every=2, limit=5)
+def show(result):
+    pass
+
+@task.on_exception(when=is_on)
+def note(exception):
+    pass
+
+task.on_returned(make_keeper())
+task.on_returned(make_keeper())  # two closures: both registered, and both shown
+"""
+    )
+    assert callbacks_listed(html_of(kernel.run("scheduler"))) == {
+        "scheduler-started": "launch (limit=1)",
+        "scheduler-finished": "tidy",
+    }
+    assert callbacks_listed(html_of(kernel.run("task"))) == {
+        "task-returned": "show (limit=5, every=2), make_keeper.<locals>.keep, make_keeper.<locals>.keep",
+        "task-exception": "note (when=is_on)",
+    }
+    # After a run, the listing is the same (firing does not change what is registered).
+    kernel.run("scheduler.run()")
+    assert callbacks_listed(html_of(kernel.run("task")))["task-returned"].count("<locals>.keep") == 2
