@@ -372,3 +372,52 @@ def test_a_run_ends_only_after_its_callback_that_runs_another_scheduler_returns(
     outer.on_finished(lambda: happened.append("outer finished"))
     assert outer.run(timeout=30).name == "EXHAUSTED"
     assert happened == ["outer's last call", "inner EXHAUSTED", "outer finished"]
+
+
+# -- the process pool's own wake-up ----------------------------------------------------
+
+
+class _CountingWriter:
+    """A stand-in for the pool's wake-up pipe end that counts its writes."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+        self.writes = 0
+
+    def send_bytes(self, data: bytes) -> None:
+        self.writes += 1
+        self.writer.send_bytes(data)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def test_a_process_pool_is_woken_once_per_look_and_never_misses_a_submission(no_orphans: None) -> None:
+    """A burst of submissions writes to the manager thread's pipe far fewer times than it submits; and
+    calls submitted one at a time into an idle pool (whose manager waits only for the pipe) all run."""
+    from byop_nb.scheduling._executors import _CoalescedWakeup
+
+    scheduler = Scheduler.with_processes(1)
+    wakeup = scheduler.executor._executor_manager_thread_wakeup  # type: ignore[attr-defined]
+    assert type(wakeup) is _CoalescedWakeup
+    counting = wakeup._writer = _CountingWriter(wakeup._writer)
+    task = Task(sleep_then_return, scheduler)
+    one_by_one = 0
+
+    @scheduler.on_start
+    def burst() -> None:
+        for _ in range(200):
+            task(0.0)
+
+    @task.on_done
+    def then_one_at_a_time(_future: Any) -> None:
+        nonlocal one_by_one
+        if task.n_running == 0 and one_by_one < 50:  # the pool is idle: only the pipe can wake it
+            one_by_one += 1
+            task(0.001)
+
+    exit_code = scheduler.run(timeout=60)
+    assert exit_code.name == "EXHAUSTED", f"{exit_code}: a submission was never picked up"
+    assert task.n_called == 250 and len(task.history) == 250 and one_by_one == 50
+    assert (task.df()["status"] == "returned").all()
+    assert counting.writes < 200, f"{counting.writes} writes for 250 submissions"
