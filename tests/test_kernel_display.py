@@ -306,6 +306,43 @@ def test_an_error_from_run_in_a_cell_shows_the_cell_line_and_the_callback_only(
     assert len(lines) <= 20 and 3 * len(lines) <= len(untrimmed.splitlines()), shown
 
 
+AWAITED_HANDLE = """
+def square(x):
+    return x * x
+
+scheduler = Scheduler.with_threads(1)
+task = Task(square, scheduler)
+
+@scheduler.on_start
+def launch():
+    task(3)
+
+@task.on_returned
+def check(result):
+    raise ValueError(f"too big: {result}")
+
+handle = scheduler.start()
+"""
+
+
+@pytest.mark.parametrize("how", ["await handle", "handle.result()"])
+def test_an_error_of_a_background_run_shows_the_awaiting_line_and_the_callback_only(kernel, how):
+    kernel.run(AWAITED_HANDLE)
+    if how == "handle.result()":
+        kernel.run("import asyncio\nawait asyncio.wait_for(asyncio.shield(handle._task), 30)", check=False)
+    out = kernel.run(how, check=False)
+    assert out.error == "ValueError: too big: 9"
+    shown = shown_text(out)
+    lines = shown.splitlines()
+    awaiting_frame, callback_frame = frames(shown)  # the cell's line, then the callback: nothing between
+    assert awaiting_frame.startswith("Cell In[") and callback_frame.endswith(", in check(result)")
+    assert re.search(rf"^-+> \d+ {re.escape(how)}$", shown, re.MULTILINE), shown
+    assert '---> 13     raise ValueError(f"too big: {result}")' in lines[lines.index(callback_frame) :]
+    assert lines[-1] == "byop_nb: raised by the callback 'check' of the event 'task-returned' (Task(square))"
+    for machinery in ("byop_nb/", "asyncio", "nest_asyncio", "site-packages", "concurrent"):
+        assert machinery not in shown, machinery
+
+
 # -- 3. Re-run cells ------------------------------------------------------------------------------
 
 TASK_CELL = """

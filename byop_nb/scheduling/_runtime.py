@@ -45,12 +45,20 @@ class RunHandle:
         Raises:
             RuntimeError: the run has not ended yet (use `await handle`, or `scheduler.stop()`).
         """
+        __tracebackhide__ = True  # IPython and pytest leave this frame out
         if not self._task.done():
             raise RuntimeError("the run is still going; `await` the handle in a cell, or call scheduler.stop() first")
-        return self._task.result()
+        try:
+            return self._task.result()
+        except Exception as error:  # from a callback: show the user's frames, as run() does
+            raise trim_traceback(error)
 
     def __await__(self) -> Generator[Any, None, ExitCode]:
-        return self._task.__await__()
+        __tracebackhide__ = True
+        try:
+            return (yield from self._task.__await__())
+        except Exception as error:  # from a callback: show the user's frames, as run() does
+            raise trim_traceback(error)
 
     def __repr__(self) -> str:
         if not self._task.done():
