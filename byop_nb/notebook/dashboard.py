@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import ipywidgets as widgets
 
 from byop_nb import _html
+from byop_nb.notebook._log import LogLines
 from byop_nb.notebook.plots import LiveData, PlotFunction, PlotRenderer
 from byop_nb.scheduling._checks import check_run_options
+from byop_nb.scheduling._output import Chunks
 from byop_nb.scheduling.scheduler import ExitCode, RunHandle, Scheduler
 from byop_nb.scheduling.task import Task
 
@@ -133,6 +135,7 @@ class Dashboard(widgets.VBox):
         metric: str | None = None,
         best: Literal["min", "max"] = "min",
         optimizer: Any = None,
+        log_lines: int = 500,
     ) -> None:
         if optimizer is not None:
             metric, best = _metric_and_best(optimizer)
@@ -154,6 +157,8 @@ class Dashboard(widgets.VBox):
             raise ValueError(f"draw_budget= must be a share of the time, above 0 and at most 1, got {draw_budget!r}")
         if metric is not None and not isinstance(metric, str):
             raise TypeError(f"metric= must be a dict key (str) or None, got {metric!r}")
+        if isinstance(log_lines, bool) or not isinstance(log_lines, int) or log_lines < 1:
+            raise ValueError(f"log_lines= must be a number of lines to keep, at least 1, got {log_lines!r}")
 
         self.scheduler = scheduler
         self.timeout = timeout
@@ -188,6 +193,9 @@ class Dashboard(widgets.VBox):
             scheduler.state == "finished" and scheduler.exit_code is not ExitCode.STOPPED
         )
         self._callback_error_seen = scheduler.last_error if stale else None
+        self._log = LogLines(log_lines)
+        self._log_shown = -1  # the log version the pane shows
+        self._log_run: float | None = None  # the run whose output the log got last
 
         self.start_button = widgets.Button(description="Start", icon="play", button_style="success")
         self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger")
@@ -198,6 +206,10 @@ class Dashboard(widgets.VBox):
         self.progress_html = widgets.HTML()
         self.counters_html = widgets.HTML()
         self.plot_image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+        self.log_output = widgets.Output(layout=widgets.Layout(max_height="16em", overflow="auto"))
+        """The log pane's Output widget: what a background run's callbacks wrote, in its `outputs`."""
+        self.log_pane = widgets.Accordion(children=[self.log_output], selected_index=None)
+        """The collapsible box around `log_output`; its title counts the lines."""
         for widget, css in (
             (self.start_button, "byop-start"),
             (self.stop_button, "byop-stop"),
@@ -205,6 +217,7 @@ class Dashboard(widgets.VBox):
             (self.progress_bar, "byop-progress"),
             (self.counters_html, "byop-counters"),
             (self.plot_image, "byop-plot"),
+            (self.log_pane, "byop-log"),
         ):
             widget.add_class(css)
         self.start_button.on_click(self._on_start_click)
@@ -217,6 +230,7 @@ class Dashboard(widgets.VBox):
         ]
         if self._renderer is not None:
             children.append(self.plot_image)
+        children.append(self.log_pane)
         super().__init__(children=children)
         self.add_class("byop-dashboard")
 
@@ -226,6 +240,7 @@ class Dashboard(widgets.VBox):
         manager.on(scheduler.STARTED, self._on_started, name=self._registration)
         manager.on(scheduler.FINISHING, self._on_finishing, name=self._registration)
         manager.on(scheduler.FINISHED, self._on_finished, name=self._registration)
+        scheduler._output.listen(self._registration, self._on_output)
 
         self.refresh(redraw=True)
         self._calibrate()
@@ -243,6 +258,17 @@ class Dashboard(widgets.VBox):
         """The error the status line shows, as `source: Type: message`, or None."""
         candidates = [e for e in (self._data.last_error, self._callback_error, self._own_error) if e is not None]
         return max(candidates, key=lambda e: e[0])[1] if candidates else None
+
+    @property
+    def log_text(self) -> str:
+        """The text the log pane keeps: the last `log_lines` lines the callbacks of background runs wrote."""
+        return self._log.text()
+
+    def clear_log(self) -> None:
+        """Empty the log pane."""
+        self._log.clear()
+        self._log_run = None
+        self._show_log()
 
     @property
     def plot_error(self) -> BaseException | None:
@@ -265,6 +291,7 @@ class Dashboard(widgets.VBox):
         self._update_status()
         self._update_progress(tasks)
         self.counters_html.value = _html.TABLE_CSS + _html.counters_table_html(tasks, run=True)
+        self._show_log()
         if redraw is not False:
             self._maybe_redraw(force=bool(redraw))
 
@@ -324,6 +351,29 @@ class Dashboard(widgets.VBox):
 
         frames = [task.df() for task in tasks]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def _on_output(self, chunks: Chunks) -> None:
+        """What one batch of a background run's callbacks wrote (the scheduler calls this in its loop)."""
+        if self._closed:
+            return
+        run = self.scheduler.started_at
+        if run != self._log_run:
+            if self._log.n_lines and run is not None:  # an earlier run's lines are there: say where this one's begin
+                began = time.strftime("%H:%M:%S", time.localtime(run))
+                self._log.add([("stdout", f"--- run started at {began} ---\n")])
+            self._log_run = run
+        self._log.add(chunks)
+        if self._timer is None:  # no refresh is coming (the run ended): show it now
+            self._safely(self._show_log)
+
+    def _show_log(self) -> None:
+        """Bring the log pane up to date: its outputs (the kernel-side state a notebook saves) and its title."""
+        log = self._log
+        if log.version == self._log_shown:
+            return
+        self._log_shown = log.version
+        self.log_output.outputs = log.outputs()
+        self.log_pane.titles = (log.title(),)
 
     def _note_callback_error(self) -> None:
         error = self.scheduler.last_error
@@ -495,6 +545,7 @@ class Dashboard(widgets.VBox):
             scheduler = self.scheduler
             for event in (scheduler.STARTED, scheduler.FINISHING, scheduler.FINISHED):
                 scheduler.event_manager.remove(self._registration, event)
+            scheduler._output.forget(self._registration)
             if self._renderer is not None:
                 self._renderer.close()
             for widget in (
@@ -505,6 +556,8 @@ class Dashboard(widgets.VBox):
                 self.progress_html,
                 self.counters_html,
                 self.plot_image,
+                self.log_output,
+                self.log_pane,
                 *self.children,
             ):
                 widget.close()
