@@ -92,6 +92,70 @@ def test_unknown_attribute_of_byop_nb_notebook_is_an_attribute_error():
         byop_nb.notebook.Dashbord  # noqa: B018
 
 
+EXIT_SCRIPT = """
+import sys
+{imports}
+from byop_nb import Scheduler, Task
+from byop_nb.notebook import Dashboard
+
+def square(x):
+    return {{"loss": x * x}}
+
+def main():
+    scheduler = Scheduler.with_{executor}(2)
+    task = Task(square, scheduler)
+    scheduler.on_start(lambda: [task(x) for x in range(6)])
+    kept = Dashboard(scheduler, task)
+    scheduler.dashboard(plot=False)  # neither kept nor closed
+    Dashboard(scheduler, task)  # the same, with a plot
+    print(scheduler.run(timeout=120))
+    return kept
+
+if __name__ == "__main__":
+    dashboard = main()
+{ending}
+"""
+
+# What Python 3.12 and later do at exit, made to happen on any version (3.11 never collects an open
+# widget): the last garbage collection calls each open dashboard's __del__ while the interpreter is
+# finalizing and nothing can be imported any more.
+SIMULATED_EXIT = """
+    import builtins
+
+    def no_import(*args, **kwargs):
+        raise ImportError("sys.meta_path is None, Python is likely shutting down")
+
+    really_finalizing, really_import = sys.is_finalizing, builtins.__import__
+    sys.is_finalizing, builtins.__import__ = (lambda: True), no_import
+    try:
+        dashboard.__del__()
+    finally:
+        builtins.__import__, sys.is_finalizing = really_import, really_finalizing
+"""
+
+
+@pytest.mark.parametrize(
+    ("executor", "imports", "ending"),
+    [
+        ("threads", "", ""),
+        ("processes", "import matplotlib.pyplot", ""),
+        ("processes", "", "    dashboard.close()"),
+        ("threads", "", SIMULATED_EXIT),
+    ],
+    ids=["threads", "processes-pyplot", "closed", "simulated-exit"],
+)
+def test_a_plain_script_with_dashboards_exits_silently(no_orphans, tmp_path, executor, imports, ending):
+    """No "Exception ignored in Widget.__del__ ... sys.meta_path is None" at exit (Python 3.12+ printed it
+    for every dashboard left open: collected at exit, closing it cleared its figure, which imports)."""
+    script = tmp_path / "script.py"
+    script.write_text(EXIT_SCRIPT.format(executor=executor, imports=imports, ending=ending))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ExitCode.EXHAUSTED"
+    assert "Exception ignored" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr == "", result.stderr[-3000:]
+
+
 # -- HTML reprs --------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ import collections
 import html
 import logging
 import math
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -562,6 +563,18 @@ class Dashboard(widgets.VBox):
             ):
                 widget.close()
         super().close()
+
+    def __del__(self) -> None:
+        # ipywidgets keeps every open widget, and the scheduler its dashboards: an open Dashboard is
+        # collected only at interpreter exit (Python 3.12 and later do collect it then), when imports
+        # fail ("sys.meta_path is None") and the figure's clearing would print "Exception ignored in
+        # Widget.__del__". There is nothing left to close then: the process is ending.
+        try:
+            finalizing = sys.is_finalizing()
+        except Exception:  # the sys module itself is torn down
+            finalizing = True
+        if not finalizing:
+            self.close()
 
     def __repr__(self) -> str:
         return f"Dashboard(scheduler={self.scheduler.state}, tasks={[t.name for t in self.tasks]})"
