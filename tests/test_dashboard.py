@@ -1035,6 +1035,34 @@ def test_a_blocking_run_streams_widget_updates_before_the_cell_ends(widget_kerne
     assert any(when < ended - 0.5 for when in images)
 
 
+@pytest.mark.kernel
+def test_start_clicked_sends_the_callbacks_output_to_the_log_panes_widget_state(widget_kernel):
+    kernel = widget_kernel
+    setup = """
+import json
+from byop_nb import Scheduler, Task
+from byop_nb.notebook import Dashboard
+
+scheduler = Scheduler.with_threads(2)
+task = Task(abs, scheduler)
+scheduler.on_start(lambda: task.map(range(-3, 0)))
+task.on_returned(lambda result: print(f"abs: {result}"))
+dashboard = Dashboard(scheduler, task, plot=False, interval=0.1)
+display(dashboard)
+print(json.dumps({name: getattr(dashboard, name).model_id for name in ("start_button", "log_output", "log_pane")}))
+"""
+    ids = json.loads(kernel.run(setup).strip().splitlines()[-1])
+    kernel.click(ids["start_button"])
+    kernel.listen(2.0)
+    outputs = kernel.values(ids["log_output"], "outputs")
+    assert outputs, "the log pane's outputs were not sent to the front end"
+    text = "".join(output["text"] for output in outputs[-1][1])
+    assert sorted(text.splitlines()) == ["abs: 1", "abs: 2", "abs: 3"]
+    assert kernel.values(ids["log_pane"], "titles")[-1][1] == ["log: 3 lines"]
+    out = kernel.run("print(dashboard.handle.result(), dashboard.log_text.count('abs'))")
+    assert out.split() == ["ExitCode.EXHAUSTED", "3"]
+
+
 def test_a_redraw_draws_only_what_changed_until_the_data_outgrows_the_axes():
     from byop_nb.notebook.plots import PlotRenderer
 
