@@ -1,11 +1,13 @@
-"""The Dashboard: Start/Stop buttons, live status, counters, progress and plots for a Scheduler.
+"""The Dashboard: Start/Stop buttons, live status, counters, progress, plots and a log pane for a Scheduler.
 
 A thin skin over the engine, in the manner of `tqdm.notebook`: it reads the
 scheduler's state, the tasks' event counts and their histories, and never
 adds work to the hot path. It listens only to the scheduler's STARTED,
 FINISHING and FINISHED events (a few per run); while a run goes on, a timer
 on the run's event loop refreshes the widgets every `interval` seconds, and
-redraws the plot when new calls have ended and the redraw is due.
+redraws the plot when new calls have ended and the redraw is due. Its log
+pane gets what a background run's callbacks write from the scheduler, one
+batch of callbacks at a time (`byop_nb.scheduling._output`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ MAX_REDRAW_PAUSE = 10.0
 
 
 class Dashboard(widgets.VBox):
-    """Start/Stop buttons, a status line, per-task counters, a progress bar and live plots.
+    """Start/Stop buttons, a status line, per-task counters, a progress bar, live plots and a log pane.
 
     Args:
         scheduler: the [`Scheduler`][byop_nb.scheduling.Scheduler] to watch and drive.
@@ -72,6 +74,7 @@ class Dashboard(widgets.VBox):
             `OptunaOptimizer`): the plot shows its metric, and the best so far in
             its direction ("minimize" -> min); it sets `metric` and `best`. For a
             multi-objective study, the first metric.
+        log_lines: how many lines the log pane keeps (the latest; default 500).
 
     Start is enabled when the scheduler is not running, Stop while it runs.
     Start calls `scheduler.start(...)` with the options above and keeps the
@@ -92,6 +95,21 @@ class Dashboard(widgets.VBox):
     handles a click once it is done with the running cell, so a Stop clicked
     during `run()` comes too late. Use `scheduler.start()` (or the Start
     button) for a run you want to stop from the dashboard.
+
+    The log pane (`log_output`, an `ipywidgets.Output` in the collapsed
+    `log_pane`, whose title counts the lines) collects what the callbacks of
+    a background run write while the dashboard is open: a run started by
+    Start, `dashboard.start()` or `scheduler.start()`. That is their `print`s
+    and other writes to `sys.stdout` and `sys.stderr` (warnings too), byop_nb's
+    own warnings, and the traceback of a callback error that ended the run;
+    without a dashboard they would reach the cell that started the run after
+    it finished, or no cell at all. The text is the widget's kernel-side state
+    (`log_output.outputs`, saved with the notebook's widget state; `log_text`
+    reads it), updated at most every `interval`, and bounded: the last
+    `log_lines` lines, each cut at 2000 characters. A blocking `run()` is not
+    captured (its cell shows what it prints), nor are the task's functions (they
+    run in workers), nor the cells that run meanwhile. Several dashboards of one
+    scheduler each get the text.
 
     Every dashboard is a view of the scheduler's own state, so several
     dashboards on one scheduler, or one made after the run started, show the
@@ -117,9 +135,21 @@ class Dashboard(widgets.VBox):
         def submit_next() -> None:
             task(random.random())
 
+        @task.on_returned
+        def report(result: dict[str, float]) -> None:
+            if result["loss"] < 0.001:
+                print(f"close: {result}")   # into the dashboard's log pane
+
         dashboard = Dashboard(scheduler, task, timeout=60)
         dashboard        # shows the widgets; click Start, or:
         handle = dashboard.start()
+        ```
+
+        and in a later cell:
+
+        ```python
+        await handle
+        print(dashboard.log_text)   # the "close: ..." lines, also saved with the notebook
         ```
     """
 
