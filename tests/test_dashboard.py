@@ -849,7 +849,7 @@ def test_without_a_dashboard_nothing_is_captured_and_streams_stay_untouched(caps
     assert seen == [sys.stdout] and board.log_text == ""
 
 
-def test_writes_from_other_threads_during_a_captured_batch_pass_through():
+def test_writes_from_other_threads_or_after_the_batch_pass_through():
     import threading
 
     from byop_nb.scheduling._output import RunOutput
@@ -876,10 +876,12 @@ def test_writes_from_other_threads_during_a_captured_batch_pass_through():
             worker = threading.Thread(target=print, args=("from a worker thread",))
             worker.start()
             worker.join()
+            kept = sys.stdout  # e.g. a logging.StreamHandler made in a callback
+        print("after the batch", file=kept)
     finally:
         sys.stdout = saved
     assert got == [("stdout", "from the loop\n")]
-    assert "".join(elsewhere) == "from a worker thread\n"
+    assert "".join(elsewhere) == "from a worker thread\nafter the batch\n"
     output.begin_run(background=False)
     assert not output.active and isinstance(output.capture(), contextlib.nullcontext)
 

@@ -91,6 +91,7 @@ class _Capture:
     def __init__(self, output: RunOutput) -> None:
         self._output = output
         self._thread = threading.get_ident()
+        self._open = True  # until the batch ends: then a writer kept by a callback passes through
         self._chunks: collections.deque[tuple[str, str]] = collections.deque()
         self._size = 0
         self._dropped = 0
@@ -118,6 +119,7 @@ class _Capture:
     def __exit__(self, *exc_info: object) -> None:
         output = self._output
         assert self._saved is not None and self._writers is not None
+        self._open = False
         # Put back what was there, unless a callback replaced our writer and left its own (then it is its).
         if sys.stdout is self._writers[0]:
             sys.stdout = self._saved[0]
@@ -152,12 +154,13 @@ class _Writer:
         self._original = original
 
     def write(self, text: str) -> int:
-        if threading.get_ident() != self._capture._thread:
+        capture = self._capture
+        if not capture._open or threading.get_ident() != capture._thread:
             return self._original.write(text)
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         if text:
-            self._capture.write(self._stream, text)
+            capture.write(self._stream, text)
         return len(text)
 
     def writelines(self, lines: Any) -> None:
@@ -165,7 +168,7 @@ class _Writer:
             self.write(line)
 
     def flush(self) -> None:
-        if threading.get_ident() != self._capture._thread:
+        if not self._capture._open or threading.get_ident() != self._capture._thread:
             self._original.flush()
 
     def isatty(self) -> bool:
