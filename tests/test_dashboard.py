@@ -153,8 +153,8 @@ def test_a_plain_script_with_dashboards_exits_silently(no_orphans, tmp_path, exe
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ExitCode.EXHAUSTED"
-    assert "Exception ignored" not in result.stderr, result.stderr[-3000:]
-    assert result.stderr == "", result.stderr[-3000:]
+    # (Not stderr == "": a first matplotlib import on a fresh machine says it builds its font cache.)
+    assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
 
 
 # -- HTML reprs --------------------------------------------------------------------------
