@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -265,3 +266,12 @@ def _drive(page, lab: JupyterLab, expect) -> None:
         expect(image).not_to_have_attribute("src", source or "", timeout=30_000)
     dashboard.screenshot(path=str(ARTIFACTS / "dashboard-stopped.png"))
     other.screenshot(path=str(ARTIFACTS / "dashboard-user-plot.png"))
+
+    # The log pane: collapsed, its title counting what the tutorial's callback printed; opened, the lines.
+    log = dashboard.locator(".byop-log")
+    expect(log).to_contain_text(re.compile(r"log: \d+ lines?"))
+    lines = log.get_by_text("new best loss").first
+    expect(lines).to_be_hidden()
+    log.get_by_text(re.compile(r"^\s*log: ")).first.click()
+    expect(lines).to_be_visible(timeout=30_000)
+    dashboard.screenshot(path=str(ARTIFACTS / "dashboard-log-open.png"))

@@ -10,6 +10,7 @@ channel in, state updates on iopub out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -90,6 +91,70 @@ def test_unknown_attribute_of_byop_nb_notebook_is_an_attribute_error():
 
     with pytest.raises(AttributeError, match="no attribute 'Dashbord'"):
         byop_nb.notebook.Dashbord  # noqa: B018
+
+
+EXIT_SCRIPT = """
+import sys
+{imports}
+from byop_nb import Scheduler, Task
+from byop_nb.notebook import Dashboard
+
+def square(x):
+    return {{"loss": x * x}}
+
+def main():
+    scheduler = Scheduler.with_{executor}(2)
+    task = Task(square, scheduler)
+    scheduler.on_start(lambda: [task(x) for x in range(6)])
+    kept = Dashboard(scheduler, task)
+    scheduler.dashboard(plot=False)  # neither kept nor closed
+    Dashboard(scheduler, task)  # the same, with a plot
+    print(scheduler.run(timeout=120))
+    return kept
+
+if __name__ == "__main__":
+    dashboard = main()
+{ending}
+"""
+
+# What Python 3.12 and later do at exit, made to happen on any version (3.11 never collects an open
+# widget): the last garbage collection calls each open dashboard's __del__ while the interpreter is
+# finalizing and nothing can be imported any more.
+SIMULATED_EXIT = """
+    import builtins
+
+    def no_import(*args, **kwargs):
+        raise ImportError("sys.meta_path is None, Python is likely shutting down")
+
+    really_finalizing, really_import = sys.is_finalizing, builtins.__import__
+    sys.is_finalizing, builtins.__import__ = (lambda: True), no_import
+    try:
+        dashboard.__del__()
+    finally:
+        builtins.__import__, sys.is_finalizing = really_import, really_finalizing
+"""
+
+
+@pytest.mark.parametrize(
+    ("executor", "imports", "ending"),
+    [
+        ("threads", "", ""),
+        ("processes", "import matplotlib.pyplot", ""),
+        ("processes", "", "    dashboard.close()"),
+        ("threads", "", SIMULATED_EXIT),
+    ],
+    ids=["threads", "processes-pyplot", "closed", "simulated-exit"],
+)
+def test_a_plain_script_with_dashboards_exits_silently(no_orphans, tmp_path, executor, imports, ending):
+    """No "Exception ignored in Widget.__del__ ... sys.meta_path is None" at exit (Python 3.12+ printed it
+    for every dashboard left open: collected at exit, closing it cleared its figure, which imports)."""
+    script = tmp_path / "script.py"
+    script.write_text(EXIT_SCRIPT.format(executor=executor, imports=imports, ending=ending))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ExitCode.EXHAUSTED"
+    # (Not stderr == "": a first matplotlib import on a fresh machine says it builds its font cache.)
+    assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
 
 
 # -- HTML reprs --------------------------------------------------------------------------
@@ -612,6 +677,231 @@ def test_scheduler_dashboard_and_plot_false():
     board.close()
 
 
+# -- the log pane ------------------------------------------------------------------------
+
+
+def log_lines_of(board: Dashboard) -> list[str]:
+    """The lines the log pane's Output widget holds in its kernel-side state (what a notebook saves)."""
+    return "".join(output["text"] for output in board.log_output.outputs).splitlines()
+
+
+def test_an_empty_log_pane_is_collapsed_and_says_so():
+    scheduler = Scheduler.with_threads(1)
+    board = Dashboard(scheduler, plot=False)
+    assert board.log_pane in board.children and board.log_pane.children == (board.log_output,)
+    assert board.log_pane.selected_index is None  # collapsed
+    assert board.log_pane.titles == ("log: empty",) and board.log_output.outputs == () and board.log_text == ""
+    board.close()
+    assert board.log_output.comm is None and board.log_pane.comm is None
+
+
+def test_a_background_runs_callback_output_goes_to_the_log_pane_not_to_stdout(capsys):
+    scheduler = Scheduler.with_threads(2)
+    task = Task(fails_on_odd, scheduler)
+    streams: list[Any] = []
+
+    @scheduler.on_start
+    def launch() -> None:
+        print("launching")
+        streams.append(sys.stdout)
+        task.map(range(4))
+
+    @task.on_returned
+    def show(result: dict) -> None:
+        print(f"returned {result['value']}")
+
+    @task.on_exception
+    def complain(exception: BaseException) -> None:
+        print(f"raised {exception}", file=sys.stderr)
+
+    @scheduler.on_finished
+    def goodbye() -> None:
+        print("finished")
+
+    board = Dashboard(scheduler, task, plot=False)
+    before = sys.stdout
+
+    async def body() -> None:
+        assert await board.start() is ExitCode.EXHAUSTED
+
+    run_async(body)
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+    lines = log_lines_of(board)
+    assert lines[0] == "launching" and lines[-1] == "finished"
+    assert sorted(lines[1:-1]) == ["raised odd <1>", "raised odd <3>", "returned 0", "returned 2"]
+    assert board.log_text.splitlines() == lines
+    streams_of = {output["name"] for output in board.log_output.outputs if "raised" in output["text"]}
+    assert streams_of == {"stderr"}
+    assert board.log_pane.titles == ("log: 6 lines",)
+    assert streams[0] is not before and sys.stdout is before  # replaced during the batch, put back after it
+
+    # A blocking run prints where its cell prints; the pane keeps what it had.
+    assert scheduler.run() is ExitCode.EXHAUSTED
+    assert capsys.readouterr().out.splitlines()[0] == "launching"
+    assert len(log_lines_of(board)) == 6
+
+    # A second background run: its lines follow a line that says where it begins.
+    run_async(body)
+    lines = log_lines_of(board)
+    assert len(lines) == 13 and lines[6].startswith("--- run started at ") and lines[7] == "launching"
+    board.clear_log()
+    assert board.log_output.outputs == () and board.log_pane.titles == ("log: empty",)
+    board.close()
+
+
+def test_the_log_pane_keeps_the_last_log_lines_of_a_chatty_run_each_line_bounded():
+    from byop_nb.notebook._log import MAX_LINE_CHARS
+
+    scheduler = Scheduler.with_threads(2)
+    task = Task(square, scheduler)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task.map(range(50))
+
+    calls = iter(range(1000))
+
+    @task.on_returned
+    def chatter(result: float) -> None:
+        n = next(calls)
+        for i in range(100):
+            print(f"callback {n} line {i}")
+
+    @scheduler.on_finished
+    def shout() -> None:
+        print("x" * (10 * MAX_LINE_CHARS))
+        print("y", end="")
+        print("z" * (10 * MAX_LINE_CHARS), end="")  # written on the cut line: dropped, not grown
+        print()
+
+    board = Dashboard(scheduler, task, plot=False, log_lines=20)
+
+    async def body() -> None:
+        await board.start()
+
+    run_async(body)
+    lines = log_lines_of(board)
+    assert len(lines) == 20 and board._log.n_lines == 50 * 100 + 2
+    assert board.log_pane.titles == ("log: 5002 lines (the last 20 kept)",)
+    assert lines[:-2] == [f"callback 49 line {i}" for i in range(82, 100)]
+    for line in lines[-2:]:
+        assert len(line) < MAX_LINE_CHARS + 100 and line.endswith("characters]")
+    assert lines[-1].startswith("yzzz")
+    board.close()
+
+
+def test_a_callback_error_and_byop_nb_warnings_of_a_background_run_go_to_the_log_pane(caplog):
+    scheduler = Scheduler.with_threads(1)
+    task = Task(fails_on_odd, scheduler)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task.map([1, 2])
+
+    board = Dashboard(scheduler, task, plot=False)
+
+    async def body() -> None:
+        await board.start()
+
+    run_async(body)  # call 1 failed, and nothing handled it: byop_nb warns at the end of the run
+    assert "WARNING byop_nb.scheduling.scheduler: 1 of 2 calls of task 'fails_on_odd' failed" in board.log_text
+
+    @task.on_returned
+    def broken(result: dict) -> None:
+        raise KeyError("no such key")
+
+    async def failing() -> None:
+        with pytest.raises(KeyError):
+            await board.start()
+        await asyncio.sleep(0)  # the run's task is done: its done callback logs the error
+
+    run_async(failing)
+    text = board.log_text
+    assert "ERROR byop_nb.scheduling.scheduler: the background run ended with an error" in text
+    assert "KeyError: 'no such key'" in text and "in broken" in text
+    board.close()
+
+
+def test_without_a_dashboard_nothing_is_captured_and_streams_stay_untouched(capsys):
+    scheduler = Scheduler.with_threads(1)
+    task = Task(square, scheduler)
+    seen: list[Any] = []
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(2)
+
+    @task.on_returned
+    def show(result: float) -> None:
+        seen.append(sys.stdout)
+        print(f"returned {result}")
+
+    board = Dashboard(scheduler, task, plot=False)
+    board.close()  # a closed dashboard no longer listens
+
+    async def body() -> None:
+        assert not scheduler._output.active
+        await scheduler.start()
+
+    run_async(body)
+    assert capsys.readouterr().out == "returned 4\n"
+    assert seen == [sys.stdout] and board.log_text == ""
+
+
+def test_writes_from_other_threads_or_after_the_batch_pass_through():
+    import threading
+
+    from byop_nb.scheduling._output import RunOutput
+
+    output = RunOutput()
+    got: list[Any] = []
+    output.listen("test", got.extend)
+    output.begin_run(background=True)
+    elsewhere: list[str] = []
+
+    class Stream:
+        def write(self, text: str) -> int:
+            elsewhere.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    saved = sys.stdout
+    sys.stdout = Stream()  # type: ignore[assignment]
+    try:
+        with output.capture():
+            print("from the loop")
+            worker = threading.Thread(target=print, args=("from a worker thread",))
+            worker.start()
+            worker.join()
+            kept = sys.stdout  # e.g. a logging.StreamHandler made in a callback
+        print("after the batch", file=kept)
+    finally:
+        sys.stdout = saved
+    assert got == [("stdout", "from the loop\n")]
+    assert "".join(elsewhere) == "from a worker thread\nafter the batch\n"
+    output.begin_run(background=False)
+    assert not output.active and isinstance(output.capture(), contextlib.nullcontext)
+
+
+def test_log_lines_keeps_the_last_lines_and_joins_partial_writes():
+    from byop_nb.notebook._log import LogLines
+
+    log = LogLines(max_lines=3)
+    log.add([("stdout", "a"), ("stdout", "b\nc"), ("stderr", "oops\n"), ("stdout", "d\n"), ("stdout", "e\nf\n")])
+    assert log.n_lines == 6 and len(log) == 3
+    assert log.text() == "d\ne\nf\n"
+    assert log.title() == "log: 6 lines (the last 3 kept)"
+    log.clear()
+    log.add([("stdout", "a"), ("stdout", "b\nc"), ("stderr", "oops\n")])
+    assert log.text() == "ab\ncoops\n" and log.n_lines == 3
+    assert [o["name"] for o in log.outputs()] == ["stdout", "stderr"]
+    with pytest.raises(ValueError, match="log_lines="):
+        Dashboard(Scheduler.with_threads(1), log_lines=0)
+
+
 # -- a real kernel -----------------------------------------------------------------------
 
 
@@ -745,6 +1035,34 @@ def test_a_blocking_run_streams_widget_updates_before_the_cell_ends(widget_kerne
     assert len(running) >= 6 and began < running[0] and running[-1] < ended and running[-1] - running[0] > 1.5
     images = [when for when, mid, _, buffers in kernel.updates if mid == ids["plot_image"] and buffers]
     assert any(when < ended - 0.5 for when in images)
+
+
+@pytest.mark.kernel
+def test_start_clicked_sends_the_callbacks_output_to_the_log_panes_widget_state(widget_kernel):
+    kernel = widget_kernel
+    setup = """
+import json
+from byop_nb import Scheduler, Task
+from byop_nb.notebook import Dashboard
+
+scheduler = Scheduler.with_threads(2)
+task = Task(abs, scheduler)
+scheduler.on_start(lambda: task.map(range(-3, 0)))
+task.on_returned(lambda result: print(f"abs: {result}"))
+dashboard = Dashboard(scheduler, task, plot=False, interval=0.1)
+display(dashboard)
+print(json.dumps({name: getattr(dashboard, name).model_id for name in ("start_button", "log_output", "log_pane")}))
+"""
+    ids = json.loads(kernel.run(setup).strip().splitlines()[-1])
+    kernel.click(ids["start_button"])
+    kernel.listen(2.0)
+    outputs = kernel.values(ids["log_output"], "outputs")
+    assert outputs, "the log pane's outputs were not sent to the front end"
+    text = "".join(output["text"] for output in outputs[-1][1])
+    assert sorted(text.splitlines()) == ["abs: 1", "abs: 2", "abs: 3"]
+    assert kernel.values(ids["log_pane"], "titles")[-1][1] == ["log: 3 lines"]
+    out = kernel.run("print(dashboard.handle.result(), dashboard.log_text.count('abs'))")
+    assert out.split() == ["ExitCode.EXHAUSTED", "3"]
 
 
 def test_a_redraw_draws_only_what_changed_until_the_data_outgrows_the_axes():

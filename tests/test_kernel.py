@@ -8,6 +8,7 @@ looking at the notebook.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ class CellOutput:
     traceback: str = ""
     results: list[dict[str, Any]] = field(default_factory=list)  # execute_result / display_data bundles
     seconds: float = 0.0  # from sending the cell to the kernel being idle again
+    msg_id: str = ""  # the execute request's id: the parent of everything the cell printed
 
     def lines(self) -> list[str]:
         return self.stdout.splitlines()
@@ -50,6 +52,7 @@ class Kernel:
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
+        self.late_output: dict[str, str] = {}  # stdout and stderr that reached a cell after it finished, by msg_id
 
     def run(self, code: str, *, timeout: float = 60, check: bool = True, cell_id: str | None = None) -> CellOutput:
         """Execute `code` as one cell and wait until the kernel is idle again.
@@ -73,6 +76,7 @@ class Kernel:
             message = self.client.session.msg("execute_request", content, metadata={"cellId": cell_id})
             self.client.shell_channel.send(message)
             msg_id = message["header"]["msg_id"]
+        out.msg_id = msg_id
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -85,6 +89,7 @@ class Kernel:
             except Empty:
                 continue
             if msg["parent_header"].get("msg_id") != msg_id:
+                self._note_late(msg)
                 continue
             kind, content = msg["msg_type"], msg["content"]
             if kind == "stream":
@@ -103,6 +108,20 @@ class Kernel:
         if check and out.error is not None:
             raise AssertionError(f"the cell raised {out.error}:\n{code}\n{out.traceback}\nstderr:\n{out.stderr}")
         return out
+
+    def _note_late(self, msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream":
+            parent = msg["parent_header"].get("msg_id", "")
+            self.late_output[parent] = self.late_output.get(parent, "") + msg["content"]["text"]
+
+    def listen(self, seconds: float) -> None:
+        """Read what the kernel sends for `seconds` while no cell runs (late output goes to `late_output`)."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                self._note_late(self.client.get_iopub_msg(timeout=remaining))
+            except Empty:
+                pass
 
     def shutdown(self) -> None:
         self.client.stop_channels()
@@ -480,6 +499,68 @@ scheduler.run()
         shown = kernel.run(name)
         assert len(shown.results) == 1 and "text/html" in shown.results[0], name
         assert "square" in shown.results[0]["text/html"]
+
+
+LOG_PANE_SETUP = """
+import json
+from byop_nb.notebook import Dashboard
+
+def slow_square(x):
+    time.sleep(0.05)
+    return x * x
+
+scheduler = Scheduler.with_processes(2)
+task = Task(slow_square, scheduler)
+
+@scheduler.on_start
+def launch():
+    print("launching")
+    task.map(range(6))
+
+@task.on_returned
+def show(result):
+    print(f"squared: {result}")
+
+@task.on_exception
+def complain(exception):
+    print(f"failed: {exception}", file=sys.stderr)
+
+dashboard = Dashboard(scheduler, task, plot=False)
+"""
+
+LOG_PANE_STATE = """
+print(f"exit={await handle}")
+print("outputs=" + json.dumps(dashboard.log_output.outputs))
+print(f"title={dashboard.log_pane.titles[0]}")
+"""
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("start", ["dashboard.start()", "scheduler.start()"])
+def test_a_background_runs_prints_go_to_the_dashboards_log_pane_not_to_the_cell_that_started_it(kernel, start):
+    kernel.run(SETUP + "import sys\n" + LOG_PANE_SETUP)
+    started = kernel.run(f"handle = {start}\nprint('started')")
+    ended = kernel.run(LOG_PANE_STATE, timeout=120)
+    kernel.listen(1.0)  # whatever may still be on its way to the cell that started the run
+
+    assert ended.value("exit") == "ExitCode.EXHAUSTED"
+    outputs = json.loads(ended.value("outputs"))
+    text = "".join(output["text"] for output in outputs)
+    assert text.splitlines()[0] == "launching"
+    assert sorted(text.splitlines()[1:]) == sorted(f"squared: {x * x}" for x in range(6))
+    assert {output["output_type"] for output in outputs} == {"stream"}
+    assert ended.value("title") == "log: 7 lines"
+    # Neither the cell that started the run nor the one that awaited it got the callbacks' lines.
+    assert started.stdout == "started\n" and started.stderr == ""
+    for cell in (started, ended):
+        printed = [line for line in cell.lines() if not line.startswith("outputs=")]
+        printed += (cell.stderr + kernel.late_output.get(cell.msg_id, "")).splitlines()
+        assert not any("launching" in line or "squared" in line for line in printed), printed
+    assert not any("squared" in text for text in kernel.late_output.values()), kernel.late_output
+
+    # The same scheduler run blocking in a cell prints there, as any code in that cell does.
+    blocking = kernel.run("print(f'exit={scheduler.run()}')\nprint(f'lines={len(dashboard.log_text.splitlines())}')")
+    assert blocking.lines()[0] == "launching" and blocking.value("lines") == "7"
 
 
 def test_start_without_a_running_loop_says_to_use_run_or_async_run():

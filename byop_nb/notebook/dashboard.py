@@ -1,11 +1,13 @@
-"""The Dashboard: Start/Stop buttons, live status, counters, progress and plots for a Scheduler.
+"""The Dashboard: Start/Stop buttons, live status, counters, progress, plots and a log pane for a Scheduler.
 
 A thin skin over the engine, in the manner of `tqdm.notebook`: it reads the
 scheduler's state, the tasks' event counts and their histories, and never
 adds work to the hot path. It listens only to the scheduler's STARTED,
 FINISHING and FINISHED events (a few per run); while a run goes on, a timer
 on the run's event loop refreshes the widgets every `interval` seconds, and
-redraws the plot when new calls have ended and the redraw is due.
+redraws the plot when new calls have ended and the redraw is due. Its log
+pane gets what a background run's callbacks write from the scheduler, one
+batch of callbacks at a time (`byop_nb.scheduling._output`).
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ import collections
 import html
 import logging
 import math
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
 import ipywidgets as widgets
 
 from byop_nb import _html
+from byop_nb.notebook._log import LogLines
 from byop_nb.notebook.plots import LiveData, PlotFunction, PlotRenderer
 from byop_nb.scheduling._checks import check_run_options
+from byop_nb.scheduling._output import Chunks
 from byop_nb.scheduling.scheduler import ExitCode, RunHandle, Scheduler
 from byop_nb.scheduling.task import Task
 
@@ -38,7 +43,7 @@ MAX_REDRAW_PAUSE = 10.0
 
 
 class Dashboard(widgets.VBox):
-    """Start/Stop buttons, a status line, per-task counters, a progress bar and live plots.
+    """Start/Stop buttons, a status line, per-task counters, a progress bar, live plots and a log pane.
 
     Args:
         scheduler: the [`Scheduler`][byop_nb.scheduling.Scheduler] to watch and drive.
@@ -72,6 +77,7 @@ class Dashboard(widgets.VBox):
             `OptunaOptimizer`): the plot shows its metric, and the best so far in
             its direction ("minimize" -> min); it sets `metric` and `best`. For a
             multi-objective study, the first metric.
+        log_lines: how many lines the log pane keeps (the latest; default 500).
 
     Start is enabled when the scheduler is not running, Stop while it runs.
     Start calls `scheduler.start(...)` with the options above and keeps the
@@ -92,6 +98,21 @@ class Dashboard(widgets.VBox):
     handles a click once it is done with the running cell, so a Stop clicked
     during `run()` comes too late. Use `scheduler.start()` (or the Start
     button) for a run you want to stop from the dashboard.
+
+    The log pane (`log_output`, an `ipywidgets.Output` in the collapsed
+    `log_pane`, whose title counts the lines) collects what the callbacks of
+    a background run write while the dashboard is open: a run started by
+    Start, `dashboard.start()` or `scheduler.start()`. That is their `print`s
+    and other writes to `sys.stdout` and `sys.stderr` (warnings too), byop_nb's
+    own warnings, and the traceback of a callback error that ended the run;
+    without a dashboard they would reach the cell that started the run after
+    it finished, or no cell at all. The text is the widget's kernel-side state
+    (`log_output.outputs`, saved with the notebook's widget state; `log_text`
+    reads it), updated at most every `interval`, and bounded: the last
+    `log_lines` lines, each cut at 2000 characters. A blocking `run()` is not
+    captured (its cell shows what it prints), nor are the task's functions (they
+    run in workers), nor the cells that run meanwhile. Several dashboards of one
+    scheduler each get the text.
 
     Every dashboard is a view of the scheduler's own state, so several
     dashboards on one scheduler, or one made after the run started, show the
@@ -117,9 +138,21 @@ class Dashboard(widgets.VBox):
         def submit_next() -> None:
             task(random.random())
 
+        @task.on_returned
+        def report(result: dict[str, float]) -> None:
+            if result["loss"] < 0.001:
+                print(f"close: {result}")   # into the dashboard's log pane
+
         dashboard = Dashboard(scheduler, task, timeout=60)
         dashboard        # shows the widgets; click Start, or:
         handle = dashboard.start()
+        ```
+
+        and in a later cell:
+
+        ```python
+        await handle
+        print(dashboard.log_text)   # the "close: ..." lines, also saved with the notebook
         ```
     """
 
@@ -136,6 +169,7 @@ class Dashboard(widgets.VBox):
         metric: str | None = None,
         best: Literal["min", "max"] = "min",
         optimizer: Any = None,
+        log_lines: int = 500,
     ) -> None:
         if optimizer is not None:
             metric, best = _metric_and_best(optimizer)
@@ -157,6 +191,8 @@ class Dashboard(widgets.VBox):
             raise ValueError(f"draw_budget= must be a share of the time, above 0 and at most 1, got {draw_budget!r}")
         if metric is not None and not isinstance(metric, str):
             raise TypeError(f"metric= must be a dict key (str) or None, got {metric!r}")
+        if isinstance(log_lines, bool) or not isinstance(log_lines, int) or log_lines < 1:
+            raise ValueError(f"log_lines= must be a number of lines to keep, at least 1, got {log_lines!r}")
 
         self.scheduler = scheduler
         self.timeout = timeout
@@ -193,6 +229,9 @@ class Dashboard(widgets.VBox):
             scheduler.state == "finished" and scheduler.exit_code is not ExitCode.STOPPED
         )
         self._callback_error_seen = scheduler.last_error if stale else None
+        self._log = LogLines(log_lines)
+        self._log_shown = -1  # the log version the pane shows
+        self._log_run: float | None = None  # the run whose output the log got last
 
         self.start_button = widgets.Button(description="Start", icon="play", button_style="success")
         self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger")
@@ -203,6 +242,10 @@ class Dashboard(widgets.VBox):
         self.progress_html = widgets.HTML()
         self.counters_html = widgets.HTML()
         self.plot_image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+        self.log_output = widgets.Output(layout=widgets.Layout(max_height="16em", overflow="auto"))
+        """The log pane's Output widget: what a background run's callbacks wrote, in its `outputs`."""
+        self.log_pane = widgets.Accordion(children=[self.log_output], selected_index=None)
+        """The collapsible box around `log_output`; its title counts the lines."""
         for widget, css in (
             (self.start_button, "byop-start"),
             (self.stop_button, "byop-stop"),
@@ -210,6 +253,7 @@ class Dashboard(widgets.VBox):
             (self.progress_bar, "byop-progress"),
             (self.counters_html, "byop-counters"),
             (self.plot_image, "byop-plot"),
+            (self.log_pane, "byop-log"),
         ):
             widget.add_class(css)
         self.start_button.on_click(self._on_start_click)
@@ -222,6 +266,7 @@ class Dashboard(widgets.VBox):
         ]
         if self._renderer is not None:
             children.append(self.plot_image)
+        children.append(self.log_pane)
         super().__init__(children=children)
         self.add_class("byop-dashboard")
 
@@ -231,6 +276,7 @@ class Dashboard(widgets.VBox):
         manager.on(scheduler.STARTED, self._on_started, name=self._registration)
         manager.on(scheduler.FINISHING, self._on_finishing, name=self._registration)
         manager.on(scheduler.FINISHED, self._on_finished, name=self._registration)
+        scheduler._output.listen(self._registration, self._on_output)
 
         self.refresh(redraw=True)
         self._calibrate()
@@ -249,6 +295,17 @@ class Dashboard(widgets.VBox):
         """The error the status line shows, as `source: Type: message`, or None."""
         candidates = [e for e in (self._data.last_error, self._callback_error, self._own_error) if e is not None]
         return max(candidates, key=lambda e: e[0])[1] if candidates else None
+
+    @property
+    def log_text(self) -> str:
+        """The text the log pane keeps: the last `log_lines` lines the callbacks of background runs wrote."""
+        return self._log.text()
+
+    def clear_log(self) -> None:
+        """Empty the log pane."""
+        self._log.clear()
+        self._log_run = None
+        self._show_log()
 
     @property
     def plot_error(self) -> BaseException | None:
@@ -271,6 +328,7 @@ class Dashboard(widgets.VBox):
         self._update_status()
         self._update_progress(tasks)
         self.counters_html.value = _html.TABLE_CSS + _html.counters_table_html(tasks, run=True)
+        self._show_log()
         if redraw is not False:
             self._maybe_redraw(force=bool(redraw))
 
@@ -337,6 +395,29 @@ class Dashboard(widgets.VBox):
 
         frames = [task.df() for task in tasks]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def _on_output(self, chunks: Chunks) -> None:
+        """What one batch of a background run's callbacks wrote (the scheduler calls this in its loop)."""
+        if self._closed:
+            return
+        run = self.scheduler.started_at
+        if run != self._log_run:
+            if self._log.n_lines and run is not None:  # an earlier run's lines are there: say where this one's begin
+                began = time.strftime("%H:%M:%S", time.localtime(run))
+                self._log.add([("stdout", f"--- run started at {began} ---\n")])
+            self._log_run = run
+        self._log.add(chunks)
+        if self._timer is None:  # no refresh is coming (the run ended): show it now
+            self._safely(self._show_log)
+
+    def _show_log(self) -> None:
+        """Bring the log pane up to date: its outputs (the kernel-side state a notebook saves) and its title."""
+        log = self._log
+        if log.version == self._log_shown:
+            return
+        self._log_shown = log.version
+        self.log_output.outputs = log.outputs()
+        self.log_pane.titles = (log.title(),)
 
     def _note_callback_error(self) -> None:
         error = self.scheduler.last_error
@@ -509,6 +590,7 @@ class Dashboard(widgets.VBox):
             scheduler = self.scheduler
             for event in (scheduler.STARTED, scheduler.FINISHING, scheduler.FINISHED):
                 scheduler.event_manager.remove(self._registration, event)
+            scheduler._output.forget(self._registration)
             if self._renderer is not None:
                 self._renderer.close()
             for widget in (
@@ -519,10 +601,24 @@ class Dashboard(widgets.VBox):
                 self.progress_html,
                 self.counters_html,
                 self.plot_image,
+                self.log_output,
+                self.log_pane,
                 *self.children,
             ):
                 widget.close()
         super().close()
+
+    def __del__(self) -> None:
+        # ipywidgets keeps every open widget, and the scheduler its dashboards: an open Dashboard is
+        # collected only at interpreter exit (Python 3.12 and later do collect it then), when imports
+        # fail ("sys.meta_path is None") and the figure's clearing would print "Exception ignored in
+        # Widget.__del__". There is nothing left to close then: the process is ending.
+        try:
+            finalizing = sys.is_finalizing()
+        except Exception:  # the sys module itself is torn down
+            finalizing = True
+        if not finalizing:
+            self.close()
 
     def __repr__(self) -> str:
         return f"Dashboard(scheduler={self.scheduler.state}, tasks={[t.name for t in self.tasks]})"

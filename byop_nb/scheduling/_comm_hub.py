@@ -244,10 +244,15 @@ class _Hub:
             self.task.scheduler._fail(e)
 
     def _on_readable(self, conn: _Conn) -> None:
+        scheduler = self.task.scheduler
         try:
-            conn.read()
+            if scheduler._output.active:  # the messages' callbacks write to a Dashboard's log pane
+                with scheduler._output.capture():
+                    conn.read()
+            else:
+                conn.read()
         except BaseException as e:
-            self.task.scheduler._fail(e)
+            scheduler._fail(e)
 
     # -- work -----------------------------------------------------------------
     def accept(self, listener: socket.socket) -> None:

@@ -28,6 +28,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from byop_nb.scheduling import _doorbell as _doorbell
+from byop_nb.scheduling._output import RunOutput
 
 __all__ = ["Handoff"]
 
@@ -49,6 +50,8 @@ class Handoff:
             once, then emits the batch's events).
         after_drain: called in the loop after each outermost drain, with whether
             a wake-up was deferred during it (see `defer_wake`).
+        output: where the text the batch's callbacks write goes while it is `active`
+            (a background run with a Dashboard); one check per drain, not per future.
     """
 
     def __init__(
@@ -56,10 +59,12 @@ class Handoff:
         process: Callable[[Future[Any]], Any],
         announce: Callable[[list[Any]], None],
         after_drain: Callable[[bool], None],
+        output: RunOutput | None = None,
     ) -> None:
         self._process = process
         self._announce = announce
         self._after_drain = after_drain
+        self._output = output
         self._finished: collections.deque[Future[Any]] = collections.deque()
         self._scheduled = False  # a drain is on its way: finishing futures need not ring
         self._depth = 0  # drains on the stack: more than one when a callback nests another run
@@ -121,6 +126,14 @@ class Handoff:
     # -- the loop -----------------------------------------------------------------------
     def drain(self) -> None:
         """Process the futures that finished before this wake-up, in the order they finished."""
+        output = self._output
+        if output is not None and output.active:  # one capture for the whole batch's callbacks
+            with output.capture():
+                self._drain()
+        else:
+            self._drain()
+
+    def _drain(self) -> None:
         # Cleared first: a future that finishes from here on rings again. It is left for that
         # next wake-up, so that calls which end as fast as callbacks resubmit them (a sequential
         # executor, instant calls on threads) cannot keep the loop from its timers, other

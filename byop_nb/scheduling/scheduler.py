@@ -38,6 +38,7 @@ from byop_nb.scheduling import _checks, _shipping
 from byop_nb.scheduling import _executors as _executors
 from byop_nb.scheduling._checks import OnException, Policy, check_run_options, exception_policy, positive_int
 from byop_nb.scheduling._handoff import Handoff
+from byop_nb.scheduling._output import RunOutput
 from byop_nb.scheduling._runtime import (
     RunHandle,
     log_background_error,
@@ -174,7 +175,8 @@ class Scheduler:
         self._tasks: dict[str, Task[Any, Any]] = {}
         # The work in flight: future -> its Call (None for plain submit()); insertion ordered.
         self._queue: dict[Future[Any], Call | None] = {}
-        self._handoff = Handoff(self._process_future, self._announce_batch, self._after_drain)
+        self._output = RunOutput()  # a background run's callback output, for a Dashboard's log pane
+        self._handoff = Handoff(self._process_future, self._announce_batch, self._after_drain, self._output)
         self._on_future_done = self._handoff.future_done  # one bound method, not one per call
         self._state = _State.IDLE
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -566,9 +568,9 @@ class Scheduler:
                 "a Jupyter kernel, and there is none here. Use scheduler.run() to run and wait, or "
                 "`await scheduler.async_run()` inside async code."
             )
-        self._begin(loop, on_exception)
+        self._begin(loop, on_exception, background=True)
         task = loop.create_task(self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait))
-        task.add_done_callback(log_background_error)
+        task.add_done_callback(self._log_background_error)
         handle = RunHandle(task, self)
         self._handle = handle
         return handle
@@ -599,7 +601,18 @@ class Scheduler:
         self._begin(asyncio.get_running_loop(), on_exception)
         return await self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait)
 
-    def _begin(self, loop: asyncio.AbstractEventLoop, on_exception: OnException = "continue") -> None:
+    def _log_background_error(self, task: asyncio.Task[ExitCode]) -> None:
+        with self._output.capture():  # into a Dashboard's log pane, with the rest of the run's output
+            log_background_error(task)
+
+    def _emit_run_event(self, event: Event[[]]) -> None:
+        """Emit a scheduler event; a background run's callbacks write to the log pane of a Dashboard."""
+        with self._output.capture():
+            self.event_manager.emit(event)
+
+    def _begin(
+        self, loop: asyncio.AbstractEventLoop, on_exception: OnException = "continue", *, background: bool = False
+    ) -> None:
         """Make the scheduler running on `loop`: work can be submitted from here on."""
         self._exception_policy = exception_policy(on_exception)
         self._ended_by = None
@@ -609,6 +622,7 @@ class Scheduler:
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._handoff.open(loop)
+        self._output.begin_run(background=background)
         self._state = _State.RUNNING
         self._stop_requested = False
         self._error = None
@@ -624,7 +638,7 @@ class Scheduler:
         exit_code = ExitCode.UNKNOWN
         cancelled: BaseException | None = None
         try:
-            self.event_manager.emit(self.STARTED)
+            self._emit_run_event(self.STARTED)
             exit_code = await self._until_end(loop, timeout, end_on_empty)
         except asyncio.CancelledError as e:
             cancelled = e
@@ -649,17 +663,17 @@ class Scheduler:
                 if self._ended_by is not None:
                     return self._ended_by
                 if self._stop_requested:
-                    self.event_manager.emit(self.STOP)
+                    self._emit_run_event(self.STOP)
                     return ExitCode.STOPPED
                 if deadline is not None and loop.time() >= deadline:
-                    self.event_manager.emit(self.TIMEOUT)
+                    self._emit_run_event(self.TIMEOUT)
                     return ExitCode.TIMEOUT
                 if not self._queue:
                     if end_on_empty:
                         return ExitCode.EXHAUSTED
                     if not self._empty_announced:
                         self._empty_announced = True
-                        self.event_manager.emit(self.EMPTY)
+                        self._emit_run_event(self.EMPTY)
                         continue
                 self._wake = loop.create_future()
                 await self._wake
@@ -672,7 +686,7 @@ class Scheduler:
         self._state = _State.FINISHING
         loop = asyncio.get_running_loop()
         try:
-            self.event_manager.emit(self.FINISHING)
+            self._emit_run_event(self.FINISHING)
         except BaseException as e:
             self._fail(e)
             wait = False
@@ -688,7 +702,8 @@ class Scheduler:
         # From here on, every step runs whatever the one before raised (a terminate= hook, a
         # callback on CANCELLED or FINISHED): the run reaches its end, and the first error is raised.
         try:
-            self._cancel_pending()
+            with self._output.capture():
+                self._cancel_pending()
         except BaseException as e:
             self._fail(e)
         self._keeper.shutdown(wait=wait and self._error is None)
@@ -696,9 +711,10 @@ class Scheduler:
         self.exit_code = exit_code
         self.finished_at = time.time()
         if self._error is None:
-            self._say_what_failed()
+            with self._output.capture():
+                self._say_what_failed()
         try:
-            self.event_manager.emit(self.FINISHED)
+            self._emit_run_event(self.FINISHED)
         except BaseException as e:
             self._fail(e)
         finally:
