@@ -4,20 +4,30 @@
 whose notebook display ([`calls_frame`][byop_nb._frames.calls_frame]) shows a
 readable view: `call`, `status`, the `arg.*` columns, the results, the error,
 `duration` and the time it finished (short), and says which columns it left
-out. Frames made from it (a selection, a copy) display as pandas does, and
-`print(df)` shows everything.
+out. Frames made from it that keep every column (`.tail()`, `.head()`, a filter
+of rows, a sort, a copy) show the same readable view; a frame with columns of
+your choosing (`df[[...]]`) displays as pandas does, and `print(df)` shows
+everything.
 
 ```python
 df = task.df()          # a cell shows call, status, arg.x, result, error, duration, finished
+df.tail()               # the same view, of the last 5 rows
 df.columns              # all of them, as before: task, call, args, ..., traceback, submitted, ...
-df[["call", "traceback"]]   # a plain DataFrame, shown whole
+df[["call", "traceback"]]   # the columns you picked, shown whole
 ```
+
+How: the frame carries its columns in `df.attrs` (which pandas hands on to the
+frames made from it), and in an IPython kernel a display formatter for
+DataFrames shows a frame whose columns are still those as the readable view;
+every other frame it hands back to the formatter that was there before, or to
+pandas' own display.
 
 pandas is imported when the first frame is made, never by `import byop_nb`.
 """
 
 from __future__ import annotations
 
+import sys
 import weakref
 from typing import TYPE_CHECKING, Any, cast
 
@@ -81,12 +91,43 @@ class _ReadableHTML:
         return None if shown is None else shown + _footer(left_out, html=True)
 
 
+_MARK = "byop_nb.columns"
+"""The `df.attrs` key of a history frame's columns: frames made from it that still have them display readably."""
+
+_SHELLS: set[int] = set()  # the IPython shells whose DataFrame display knows history frames
+
+
 def calls_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """`df` itself, given the readable notebook display (`_repr_html_`, which IPython looks up on the
-    object); it stays a plain `pandas.DataFrame` in every other way, and frames made from it display
-    as pandas does."""
-    object.__setattr__(df, "_repr_html_", _ReadableHTML(df))
+    """`df` itself, given the readable notebook display; it stays a plain `pandas.DataFrame` in every
+    other way. Frames made from it that keep every column display readably too (in an IPython
+    kernel); frames with other columns display as pandas does."""
+    df.attrs[_MARK] = tuple(df.columns)
+    object.__setattr__(df, "_repr_html_", _ReadableHTML(df))  # IPython looks it up on the object
+    _show_derived_frames_readably()
     return df
+
+
+def _show_derived_frames_readably() -> None:
+    """In an IPython kernel (imported already: never imported here), register the DataFrame
+    display that shows frames made from a history frame readably; once per shell."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None or id(shell) in _SHELLS:
+        return
+    import pandas as pd
+
+    formatter = shell.display_formatter.formatters["text/html"]
+    before = formatter.type_printers.get(pd.DataFrame)
+
+    def html(df: pd.DataFrame) -> str | None:
+        if df.attrs.get(_MARK) == tuple(df.columns):
+            return _ReadableHTML(df)()
+        if before is not None:  # another library's display of DataFrames
+            return cast(str | None, before(df))
+        return cast(Any, df)._repr_html_()  # pandas' own
+
+    formatter.for_type(pd.DataFrame, html)
+    _SHELLS.add(id(shell))
 
 
 def _footer(left_out: list[str], *, html: bool) -> str:

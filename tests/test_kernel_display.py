@@ -166,9 +166,21 @@ print("labels=" + json.dumps([None if pandas.isna(v) else v for v in df["result.
     assert len(finished) == 4, shown  # short times ...
     assert not re.search(r"\d{4}-\d\d-\d\d", shown), shown  # ... and no full timestamps
     assert "more columns in the DataFrame: task, args, kwargs, result, " in shown
+    # Frames made from it that keep every column show the same view: the last rows, a filter, a sort.
+    for derived, rows in (
+        ("task.df().tail(2)", 2),
+        ('task.df()[task.df().status == "returned"]', 3),
+        ('task.df().sort_values("duration")', 4),
+    ):
+        view = html_of(kernel.run(derived))
+        assert header(view)[:3] == ["call", "status", "arg.n"] and "Traceback" not in view, derived
+        assert len(re.findall(r"<td>(\d\d:\d\d:\d\d)</td>", view)) == rows, derived
     # The traceback is in the frame, and a selection of it displays as pandas does, whole.
     selected = html_of(kernel.run('task.df()[["call", "traceback"]]'))
     assert "Traceback (most recent call last)" in selected and "more columns" not in selected
+    # Other DataFrames display as pandas does.
+    other = html_of(kernel.run('pandas.DataFrame({"call": [1], "status": ["x"], "traceback": ["T"]})'))
+    assert header(other) == ["call", "status", "traceback"] and "more columns" not in other
 
     history = kernel.run("task.history").results[0]
     assert history["text/plain"].startswith("History('measure', rows=4: ") and "exception=1" in history["text/plain"]
