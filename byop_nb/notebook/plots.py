@@ -244,6 +244,19 @@ def _step_up(value: float) -> float:
     return 10.0 * power
 
 
+def _round_range(low: float, high: float) -> tuple[float, float]:
+    """A range holding [low, high] whose y ticks (at fixed fractions) fall on round numbers:
+    its step is 1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten, and it starts at a multiple of it."""
+    intervals = _Y_TICKS - 1
+    power = 10.0 ** math.floor(math.log10(max(high - low, 1e-12) / intervals))
+    for factor in (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0):
+        step = factor * power
+        start = math.floor(low / step) * step
+        if start + intervals * step >= high:
+            return start, start + intervals * step
+    return low, high  # (not reached: a step of 20 powers always holds the range)
+
+
 def _tick_text(value: float) -> str:
     """A short tick label: 0.3, 1.5, 2500, 12k, 1.5M."""
     size = abs(value)
@@ -437,12 +450,13 @@ class PlotRenderer:
                 return False
         x_max = _step_up(max(x, 1.0))
         if y_from_zero:
-            low, high = 0.0, _step_up(max(y_high, 10.0))
+            low, high = _round_range(0.0, max(y_high * 1.2, 8.0))
         else:
             span = max(y_high - y_low, abs(y_high) * 1e-3, 1e-9)
             low, high = y_low - 0.25 * span, y_high + 0.25 * span
             if old is not None:  # only ever widen: a value range that jitters would redraw each time
                 low, high = min(low, old[1]), max(high, old[2])
+            low, high = _round_range(low, high)
         self._bounds[ax] = (x_max, low, high)
         ax.set_xlim(0, x_max)
         ax.set_ylim(low, high)
