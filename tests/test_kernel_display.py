@@ -318,23 +318,7 @@ def test_an_error_from_run_in_a_cell_shows_the_cell_line_and_the_callback_only(
     assert len(lines) <= 20 and 3 * len(lines) <= len(untrimmed.splitlines()), shown
 
 
-AWAITED_HANDLE = """
-def square(x):
-    return x * x
-
-scheduler = Scheduler.with_threads(1)
-task = Task(square, scheduler)
-
-@scheduler.on_start
-def launch():
-    task(3)
-
-@task.on_returned
-def check(result):
-    raise ValueError(f"too big: {result}")
-
-handle = scheduler.start()
-"""
+AWAITED_HANDLE = CALLBACK_RAISES.replace("\nscheduler.run()\n", "\nhandle = scheduler.start()\n")
 
 
 @pytest.mark.parametrize("how", ["await handle", "handle.result()"])

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine, Generator
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from byop_nb.scheduling import _doorbell as _doorbell
@@ -106,24 +107,36 @@ _MACHINERY = ("byop_nb.", "asyncio.", "nest_asyncio2", "concurrent.futures", "co
 
 
 def trim_traceback(error: BaseException) -> BaseException:
-    """Drop the machinery's frames (byop_nb, asyncio, nest-asyncio2) from `error`'s traceback, in place.
+    """Give `error` the traceback a user reads: from their line that ran or awaited the run to their
+    callback that raised, without the machinery's frames (byop_nb, asyncio, nest-asyncio2). Returns `error`.
 
-    What is left reads from the user's line that ran the scheduler to the
-    user's callback that raised. A traceback of machinery frames only (an
-    error of byop_nb's own) is left whole. Returns `error`.
+    The callback's frames are those `note_callback` kept when the callback raised: an error
+    that ended a background run is raised again at each `await handle` or `handle.result()`, and
+    each raise adds frames of its own cell to the traceback it carries. Otherwise the error's
+    traceback is trimmed. The traceback is a new chain: one that other code holds (asyncio keeps
+    the run's) is left as it is. A traceback of machinery frames only (an error of byop_nb's
+    own) is left whole.
     """
-    kept = []
-    tb = error.__traceback__
-    while tb is not None:
-        module = tb.tb_frame.f_globals.get("__name__", "")
-        if not (module == "byop_nb" or module.startswith(_MACHINERY)):
-            kept.append(tb)
-        tb = tb.tb_next
-    if kept:
-        for this, after in zip(kept, [*kept[1:], None], strict=True):
-            this.tb_next = after
-        error.__traceback__ = kept[0]
+    kept = getattr(error, "_byop_nb_callback_tb", None)
+    error.__traceback__ = kept if kept is not None else _without_machinery(error.__traceback__)
     return error
+
+
+def _without_machinery(tb: TracebackType | None) -> TracebackType | None:
+    """A new chain of the frames of `tb` that are not the machinery's (`tb` itself if all are)."""
+    kept = []
+    entry = tb
+    while entry is not None:
+        module = entry.tb_frame.f_globals.get("__name__", "")
+        if not (module == "byop_nb" or module.startswith(_MACHINERY)):
+            kept.append(entry)
+        entry = entry.tb_next
+    if not kept:
+        return tb
+    chain = None
+    for entry in reversed(kept):
+        chain = TracebackType(chain, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+    return chain
 
 
 def note_callback(error: BaseException) -> None:
@@ -135,5 +148,7 @@ def note_callback(error: BaseException) -> None:
     try:
         error.add_note(f"byop_nb: raised by the callback {callback!r} of the event {event!r} ({source})")
         error._byop_nb_noted = True  # type: ignore[attr-defined]
+        # The user's frames, from the callback down to where it raised (see trim_traceback).
+        error._byop_nb_callback_tb = _without_machinery(error.__traceback__)  # type: ignore[attr-defined]
     except AttributeError:
         pass
