@@ -303,7 +303,7 @@ class History:
         streaming with a `RuntimeWarning` naming the file, keeps the row in memory,
         and leaves the journal readable (cut back to its last complete line).
         """
-        self._store(_normalize(row), flush=flush)
+        self._store(_normalize(row), flush)
 
     def record_call(
         self,
@@ -351,9 +351,9 @@ class History:
             normal.update(arguments)
         if isinstance(result, dict):
             normal = _spread(normal)
-        self._store(normal, flush=flush)
+        self._store(normal, flush)
 
-    def _store(self, normal: dict[str, Any], *, flush: bool = True) -> None:
+    def _store(self, normal: dict[str, Any], flush: bool) -> None:
         """Append a normalised row, and write it to the journal if there is one (with `flush=False`:
         at the next `flush()`)."""
         self._rows.append(normal)
