@@ -198,6 +198,9 @@ class Task(Generic[P, R]):
         # Event counts, rows per status and rows when the latest run began: what that run did is the difference.
         self._at_run_start: tuple[dict[Any, int], dict[str, int], int] = ({}, {}, 0)
         self.history = History(name=name)
+        # Whether the executor runs the function itself: the `_function_for` hook is not overridden
+        # (decided once per task; calling the hook per call would cost as much as the rest of a check).
+        self._runs_function = type(self)._function_for is Task._function_for
         self._arg_keys, self._varargs_key, self._arg_defaults = _argument_keys(function, self._ARGS_GIVEN_BY_TASK)
         scheduler._register_task(self)
 
@@ -226,7 +229,8 @@ class Task(Generic[P, R]):
             return None
         call = Call(self, self.n_called + 1, args, kwargs, _now())
         call.feed = feed
-        future = call.future = scheduler._submit(self._function_for(call), self.limits, args, kwargs, call)
+        function = self.function if self._runs_function else self._function_for(call)
+        future = call.future = scheduler._submit(function, self.limits, args, kwargs, call)
         self.n_called += 1
         self._n_running += 1
         self.event_manager.emit(self.SUBMITTED, future)
