@@ -90,6 +90,8 @@ class _State(enum.Enum):
     FINISHED = "finished"
 
 
+_get_ident = threading.get_ident  # asked once per call that finished at submission
+
 # The states read once per call (`_accepts`): an Enum member read through its class costs as much
 # as the rest of the check (about 80 ns on CPython 3.11), a module global a fifth of it.
 _RUNNING, _FINISHING = _State.RUNNING, _State.FINISHING
@@ -387,7 +389,12 @@ class Scheduler:
             future.set_exception(e)
         self._queue[future] = call
         self._empty_announced = False
-        future.add_done_callback(self._on_future_done)
+        if type(future) is Future and future._state == _FINISHED and _get_ident() == self._loop_thread:
+            # Finished already (a sequential executor, a refused call): add_done_callback would
+            # call back here, in the loop's thread, under the future's lock; no bell is needed.
+            self._handoff.finished_here(future)
+        else:
+            future.add_done_callback(self._on_future_done)
         return future
 
     # -- ending calls (in the loop, handed over by the Handoff) -------------------------
