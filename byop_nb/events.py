@@ -259,9 +259,10 @@ class EventManager:
         self.counts: dict[Hashable, int] = {}
         """How many times each event was emitted; only events emitted at least once appear."""
         self._handlers: dict[Hashable, list[_Handler]] = {}
-        # event -> callbacks to call directly, present only while every handler of
-        # the event is plain (no options, takes the event's arguments).
-        self._fast: dict[Hashable, tuple[Callable[..., Any], ...]] = {}
+        # What `emit` does for each event that has handlers, found with one lookup: the callbacks
+        # to call directly while every handler of the event is plain (no options, takes the event's
+        # arguments), else None (through the handlers). An event without handlers is absent.
+        self._fast: dict[Hashable, tuple[Callable[..., Any], ...] | None] = {}
         # The Events this manager made subscribers for, by name: a str of one of these names is a mistake.
         self._named: dict[str, Event[Any]] = {}
 
@@ -472,10 +473,12 @@ class EventManager:
 
     def _refresh(self, event: Hashable) -> None:
         handlers = self._handlers.get(event, [])
-        if handlers and all(h.plain for h in handlers):
+        if not handlers:
+            self._fast.pop(event, None)
+        elif all(h.plain for h in handlers):
             self._fast[event] = tuple(h.callback for h in handlers)
         else:
-            self._fast.pop(event, None)
+            self._fast[event] = None
 
     # -- emitting ----------------------------------------------------------
     def emit(self, event: Hashable, *args: Any, **kwargs: Any) -> None:
@@ -488,7 +491,8 @@ class EventManager:
         """
         counts = self.counts
         counts[event] = counts.get(event, 0) + 1
-        fast = self._fast.get(event)
+        # One lookup whatever the event has: most events of a call have no handlers.
+        fast = self._fast.get(event, ())
         if fast is not None:
             for callback in fast:
                 try:
@@ -499,10 +503,7 @@ class EventManager:
                     _name_the_callback(e, _callback_name(callback), event, self.name)
                     raise
             return
-        handlers = self._handlers.get(event)
-        if not handlers:
-            return
-        for handler in tuple(handlers):
+        for handler in tuple(self._handlers[event]):
             try:
                 handler.fire(args, kwargs)
             except BaseException as e:

@@ -136,6 +136,8 @@ conversions). Nothing is ever pickled to disk.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import os
 import threading
 import warnings
@@ -271,9 +273,11 @@ class History:
     def __init__(self, name: str = "history") -> None:
         self.name = name
         self._rows: list[dict[str, Any]] = []
-        # Bookkeeping done on reading, not on recording, for rows[:_tallied]: the distinct key
-        # sequences in the order first seen (they give the columns in order), and rows per status.
+        # Bookkeeping done on reading, not on recording: rows per status for rows[:_tallied], and for
+        # rows[:_shaped] the distinct key sequences in the order first seen (they give the columns in
+        # order). Apart: a run's end asks for the statuses of every row it added, only df() for shapes.
         self._tallied = 0
+        self._shaped = 0
         self._tally_lock = threading.Lock()
         self._shapes: dict[tuple[str, ...], None] = {}
         self._status_counts: dict[str, int] = {}
@@ -299,7 +303,7 @@ class History:
         streaming with a `RuntimeWarning` naming the file, keeps the row in memory,
         and leaves the journal readable (cut back to its last complete line).
         """
-        self._store(_normalize(row), flush=flush)
+        self._store(_normalize(row), flush)
 
     def record_call(
         self,
@@ -336,7 +340,7 @@ class History:
             "kwargs": bounded_repr(kwargs) if kwargs else "{}",
             "status": status,
             "result": result,
-            "traceback": _traceback(traceback),
+            "traceback": None if traceback is None else _traceback(traceback),
             "submitted": submitted,
             "finished": finished,
         }
@@ -347,9 +351,9 @@ class History:
             normal.update(arguments)
         if isinstance(result, dict):
             normal = _spread(normal)
-        self._store(normal, flush=flush)
+        self._store(normal, flush)
 
-    def _store(self, normal: dict[str, Any], *, flush: bool = True) -> None:
+    def _store(self, normal: dict[str, Any], flush: bool) -> None:
         """Append a normalised row, and write it to the journal if there is one (with `flush=False`:
         at the next `flush()`)."""
         self._rows.append(normal)
@@ -387,23 +391,31 @@ class History:
         )
 
     def _tally(self) -> int:
-        """Bring the key shapes and status counts up to date; returns the number of rows they cover."""
+        """Bring the status counts up to date; returns the number of rows they cover."""
         with self._tally_lock:
             rows = self._rows
             n = len(rows)
-            shapes, counts = self._shapes, self._status_counts
+            # Counted in C (no Python per row): a run's end counts every row it added.
+            added = collections.Counter(map(dict.get, rows[self._tallied : n], itertools.repeat("status")))
+            counts = self._status_counts
+            for status, count in added.items():
+                if status is not None:
+                    counts[status] = counts.get(status, 0) + count
+            self._tallied = n
+            return n
+
+    def _shape(self, n: int) -> tuple[tuple[str, ...], ...]:
+        """The key shapes of rows[:n] (n at least those already shaped), in the order first seen."""
+        with self._tally_lock:
+            rows, shapes = self._rows, self._shapes
             last = None
-            for index in range(self._tallied, n):
-                row = rows[index]
-                keys = row.keys()
+            for index in range(self._shaped, n):
+                keys = rows[index].keys()
                 if keys != last:  # rows of one task mostly share their keys: compared in C
                     shapes[tuple(keys)] = None
                     last = keys
-                status = row.get("status")
-                if status is not None:
-                    counts[status] = counts.get(status, 0) + 1
-            self._tallied = n
-            return n
+            self._shaped = max(self._shaped, n)
+            return tuple(shapes)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -456,7 +468,7 @@ class History:
         """
         n = self._tally()
         if self._frame is None or self._frame_rows != n:
-            self._frame = _build(self._rows[:n], tuple(self._shapes))
+            self._frame = _build(self._rows[:n], self._shape(n))
             self._frame_rows = n
         return calls_frame(_own_copy(self._frame))
 

@@ -330,7 +330,8 @@ class ExecutorKeeper:
                 return self._executor.submit(function, *args, **kwargs)
             return self._executor.submit(_worker.call, function, limits, args, kwargs)
         payload = _shipping.payload(function)
-        args, kwargs = _shipping.arguments(args, kwargs)  # by value where a worker could not import them
+        if args or kwargs:  # by value where a worker could not import them
+            args, kwargs = _shipping.arguments(args, kwargs)
         if limits is None and payload is function:
             # The common case goes straight to the executor: the worker wrapper costs a few
             # percent of dispatch throughput, and the remote traceback is recovered on this

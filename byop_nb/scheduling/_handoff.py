@@ -71,6 +71,7 @@ class Handoff:
         self._deferred = False  # a wake-up that waits for the drains on the stack to end
         self._doorbell: _doorbell.Doorbell | None = None  # made at the first open
         self._ring: Callable[[], None] = _no_ring
+        self._loop: asyncio.AbstractEventLoop | None = None  # while open
 
     # -- the loop's side: open for a run, close at its end -------------------------------
     def open(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -81,6 +82,7 @@ class Handoff:
         meanwhile cannot leave the flag set with no drain on its way.
         """
         self._ring = self._ring_for(loop)
+        self._loop = loop
         self._finished.clear()
         self._deferred = False
         self._scheduled = True
@@ -93,6 +95,7 @@ class Handoff:
         holds none; the next run makes a new bell), not when it is garbage collected.
         """
         self._ring = _no_ring
+        self._loop = None
         doorbell, self._doorbell = self._doorbell, None
         if doorbell is not None:
             doorbell.close()
@@ -124,6 +127,20 @@ class Handoff:
         self._ring()
 
     # -- the loop -----------------------------------------------------------------------
+    def finished_here(self, future: Future[Any]) -> None:
+        """`future_done` for a future that had finished when it was submitted, in the loop's thread
+        (a sequential executor, a call refused at submission): queue it, and if no drain is coming,
+        schedule one on the loop directly. Ringing the bell from the loop's own thread would cost a
+        system call to ring and two more to answer (the loop's poll, the bell's read), per drain."""
+        self._finished.append(future)
+        if self._scheduled:
+            return
+        self._scheduled = True
+        loop = self._loop
+        if loop is None:  # between runs: settled by the next run (or already)
+            return
+        loop.call_soon(self.drain)
+
     def drain(self) -> None:
         """Process the futures that finished before this wake-up, in the order they finished."""
         output = self._output

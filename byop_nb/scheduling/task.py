@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
+_now = time.time  # read on the hot path (submitted, finished): one global lookup, not two
+
 _RETURNED, _EXCEPTION, _CANCELLED = Status.RETURNED, Status.EXCEPTION, Status.CANCELLED
 _MEMORY_LIMIT, _CPU_TIME_LIMIT, _WALL_TIME_LIMIT = Status.MEMORY_LIMIT, Status.CPU_TIME_LIMIT, Status.WALL_TIME_LIMIT
 
@@ -196,6 +198,9 @@ class Task(Generic[P, R]):
         # Event counts, rows per status and rows when the latest run began: what that run did is the difference.
         self._at_run_start: tuple[dict[Any, int], dict[str, int], int] = ({}, {}, 0)
         self.history = History(name=name)
+        # Whether the executor runs the function itself: the `_function_for` hook is not overridden
+        # (decided once per task; calling the hook per call would cost as much as the rest of a check).
+        self._runs_function = type(self)._function_for is Task._function_for
         self._arg_keys, self._varargs_key, self._arg_defaults = _argument_keys(function, self._ARGS_GIVEN_BY_TASK)
         scheduler._register_task(self)
 
@@ -210,18 +215,22 @@ class Task(Generic[P, R]):
         return self._call(args, kwargs, None)
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any], feed: TaskMap | None) -> Any:
-        if self.call_limit is not None and self.n_called >= self.call_limit:
+        # Once per call, in the dispatch loop: each attribute is read once.
+        call_limit = self.call_limit
+        if call_limit is not None and self.n_called >= call_limit:
             self.event_manager.emit(self.CALL_LIMIT_REACHED, *args, **kwargs)
             return None
-        if self.concurrent_limit is not None and self._n_running >= self.concurrent_limit:
+        concurrent_limit = self.concurrent_limit
+        if concurrent_limit is not None and self._n_running >= concurrent_limit:
             self.event_manager.emit(self.CONCURRENT_LIMIT_REACHED, *args, **kwargs)
             return None
-        if not self.scheduler._accepts(self.function):
+        scheduler = self.scheduler
+        if not scheduler._accepts(self.function):
             return None
-        call = Call(self, self.n_called + 1, args, kwargs, time.time())
+        call = Call(self, self.n_called + 1, args, kwargs, _now())
         call.feed = feed
-        future = self.scheduler._submit(self._function_for(call), self.limits, args, kwargs, call)
-        call.future = future
+        function = self.function if self._runs_function else self._function_for(call)
+        future = call.future = scheduler._submit(function, self.limits, args, kwargs, call)
         self.n_called += 1
         self._n_running += 1
         self.event_manager.emit(self.SUBMITTED, future)
@@ -404,28 +413,28 @@ class Task(Generic[P, R]):
 
     def _record(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
         """Hook: record the row for this outcome of `call`."""
+        args, kwargs = call.args, call.kwargs
         self.history.record_call(
             self.name,
             call.number,
-            call.args,
-            call.kwargs,
+            args,
+            kwargs,
             status._value_,
             result,
             exception,
             None if exception is None else traceback_text(exception),
             call.submitted,
-            time.time(),
-            self._arguments(call.args, call.kwargs),
+            _now(),
+            # A call without arguments has no cells (the hot path of a no-op call: no call made for it).
+            self._arguments(args, kwargs) if args or kwargs or self._arg_defaults else None,
             flush=False,  # the scheduler flushes the journal once per batch of ended calls
         )
 
     _ARGS_GIVEN_BY_TASK = 0
     """How many leading parameters of the function the task itself passes (a CommTask: the Comm)."""
 
-    def _arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any], first: int = 0) -> dict[str, Any] | None:
+    def _arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any], first: int = 0) -> dict[str, Any]:
         """The call's arguments as `arg.<parameter>` cells, from `args[first:]` and `kwargs`."""
-        if not args and not kwargs and not self._arg_defaults:
-            return None  # a call without arguments (nothing to spread, and the hot path of a no-op call)
         keys = self._arg_keys
         cells = {key: cell_value(value) for key, value in zip(keys[first:], args[first:], strict=False)}
         if len(args) > len(keys) and self._varargs_key is not None:
