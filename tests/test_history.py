@@ -18,6 +18,7 @@ import pytest
 from helpers import square
 
 import byop_nb.history as history_module
+from byop_nb._journal import read_rows
 from byop_nb.history import COLUMNS, History, read_journal, restore_dtypes
 from byop_nb.scheduling import Scheduler, Task
 
@@ -457,6 +458,38 @@ def test_values_json_cannot_hold_are_written_as_documented_never_pickled(tmp_pat
     assert df.loc[3, "result.(1, 2)"] == "tuple key"
     assert df.loc[4, "result"] == "[[...]]"
     assert len(df) == 5
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        0.1 + 0.2,
+        float("nan"),  # orjson would write NaN as null: such a line is left to json, which writes NaN
+        float("-inf"),
+        [1.0, float("nan")],
+        "naïve — ünïcode ✓",
+        "the word null in a message",
+        10**30,  # beyond orjson's integers
+        None,
+        True,
+    ],
+    ids=["float", "nan", "-inf", "nested-nan", "unicode", "null-text", "big-int", "none", "bool"],
+)
+def test_each_value_reads_back_from_the_journal_as_it_was_recorded(tmp_path, result):
+    path = tmp_path / "f.jsonl"
+    history = History("f")
+    history.stream_to(path)
+    history.record(task_row(1, result=result))
+    history.close()
+    (row,) = read_rows(path)
+    read = row["result"]
+    if isinstance(result, float) and math.isnan(result):
+        assert isinstance(read, float) and math.isnan(read)
+    elif isinstance(result, list):
+        assert read[0] == result[0] and math.isnan(read[1])
+    else:
+        assert read == result and type(read) is type(result)
+    assert row["submitted"] == T0 + 1 and row["finished"] == T0 + 1.5  # timestamps to the last digit
 
 
 def test_read_journal_skips_a_torn_last_line(tmp_path):
