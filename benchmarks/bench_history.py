@@ -11,7 +11,9 @@
    round, the order swapping every round, so machine noise hits both; the figure
    that counts is the median of the per-round ratios. A third variant streams
    every row to a JSON-lines journal. Targets: recording costs <= 5 %, recording
-   and journal <= 10 %. Last, the time spent inside `History.record_call` and
+   and journal <= 10 %. A fourth variant runs the no-op again, as a control: its
+   ratio to the no-op shows how far noise alone moves these ratios on this
+   machine (on 2 shared cores, several percent). Last, the time spent inside `History.record_call` and
    `History.flush` is measured in the loop itself, a figure that machine noise
    does not blur.
 
@@ -117,10 +119,11 @@ def bench_overhead(n: int, rounds: int) -> None:
             "no-op": without_recording,
             "record": dispatch,
             "record+journal": lambda k: dispatch(k, journal),
+            "no-op again": without_recording,  # a control: its ratio to no-op is the benchmark's noise
         }
         for variant in variants.values():  # warm imports and caches
             variant(200)
-        ratios: dict[str, list[float]] = {"record": [], "record+journal": []}
+        ratios: dict[str, list[float]] = {"record": [], "record+journal": [], "no-op again": []}
         for i in range(rounds):
             order = list(variants) if i % 2 == 0 else list(reversed(variants))
             rates = {}
@@ -130,6 +133,11 @@ def bench_overhead(n: int, rounds: int) -> None:
             for name in ratios:
                 ratios[name].append(rates[name] / rates["no-op"])
             print(f"round {i + 1}: " + "  ".join(f"{name} {rates[name]:7.0f}/s" for name in variants), flush=True)
+        control = statistics.median(ratios.pop("no-op again"))
+        print(
+            f"median throughput ratio of the control (no-op again)/no-op: {control:.3f}: the same code, so "
+            f"{abs(1 / control - 1) * 100:.1f} % is what this machine's noise alone shows"
+        )
         for name, values in ratios.items():
             median = statistics.median(values)
             cost = (1 / median - 1) * 100
