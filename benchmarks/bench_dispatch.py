@@ -108,19 +108,25 @@ def byop(n: int) -> float:
 
 def compare(n: int, rounds: int, variant=byop, label: str = "byop_nb") -> float:
     bare(200), bare(200, doorbell=True), variant(200)  # warm imports and caches
-    ratios, own = [], []
+    ratios, own, control = [], [], []
     for i in range(rounds):
         b = bare(n)
         o = variant(n)
         d = bare(n, doorbell=True)
+        again = bare(n)  # a control: the same code as `b`, so its ratio to it is the machine's noise
         ratios.append(o / b)
         own.append(o / d)
+        control.append(again / b)
         print(
             f"round {i + 1}: bare {b:8.0f}/s  {label} {o:8.0f}/s  ratio {o / b:.3f}   "
             f"(bare woken like byop_nb {d:8.0f}/s, ratio {o / d:.3f})",
             flush=True,
         )
     median = statistics.median(ratios)
+    print(
+        f"median ratio of the control (bare again)/bare: {statistics.median(control):.3f} "
+        "(the same code: how far noise alone moves these ratios on this machine)"
+    )
     print(
         f"median ratio of {label} to bare woken like byop_nb: {statistics.median(own):.3f} "
         "(what byop_nb's bookkeeping costs)"
