@@ -175,11 +175,7 @@ print(f"results={sorted(task.df()['result'])}")
     assert again.value("exit") == "ExitCode.EXHAUSTED" and again.value("rows") == "10"
 
 
-@pytest.mark.kernel
-def test_a_callback_error_in_a_cell_shows_the_cell_run_and_the_callback_not_the_machinery(kernel):
-    kernel.run(SETUP)
-    out = kernel.run(
-        """
+CALLBACK_RAISES = """
 def square(x):
     return x * x
 
@@ -195,9 +191,14 @@ def check(result):
     raise ValueError(f"too big: {result}")
 
 scheduler.run()
-""",
-        check=False,
-    )
+"""
+"""A cell whose run ends with a callback's error (also used by test_kernel_display.py)."""
+
+
+@pytest.mark.kernel
+def test_a_callback_error_in_a_cell_shows_the_cell_run_and_the_callback_not_the_machinery(kernel):
+    kernel.run(SETUP)
+    out = kernel.run(CALLBACK_RAISES, check=False)
     assert out.error == "ValueError: too big: 9"
     shown = re.sub(r"\x1b\[[0-9;]*m", "", out.traceback)  # IPython colours its tracebacks
     assert "scheduler.run()" in shown and 'raise ValueError(f"too big: {result}")' in shown

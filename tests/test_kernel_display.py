@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 from conftest import assert_no_new_children, live_children
-from test_kernel import CellOutput, Kernel
+from test_kernel import CALLBACK_RAISES, CellOutput, Kernel
 
 import byop_nb
 
@@ -238,24 +238,6 @@ print("losses=" + json.dumps(df["result.loss"].tolist()))
 
 
 # -- 2. Trimmed tracebacks ----------------------------------------------------------------------
-
-CALLBACK_RAISES = """
-def square(x):
-    return x * x
-
-scheduler = Scheduler.with_threads(1)
-task = Task(square, scheduler)
-
-@scheduler.on_start
-def launch():
-    task(3)
-
-@task.on_returned
-def check(result):
-    raise ValueError(f"too big: {result}")
-
-scheduler.run()
-"""
 
 RUN_WHILE_RUNNING = """
 scheduler = Scheduler.with_threads(1)
