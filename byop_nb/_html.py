@@ -44,7 +44,6 @@ __all__ = [
     "task_counters",
     "limit_hits",
     "counters_table_html",
-    "history_rows",
     "row_result",
     "row_error",
     "elapsed",
@@ -156,18 +155,6 @@ def limit_hits(task: Task[Any, Any], *, run: bool = False) -> dict[str, int]:
         "concurrent_limit": counts.get(task.CONCURRENT_LIMIT_REACHED, 0),
     }
     return {limit: n for limit, n in hits.items() if n}
-
-
-def history_rows(task: Task[Any, Any], start: int = 0, stop: int | None = None) -> list[Mapping[str, Any]]:
-    """The task's recorded rows `start` to `stop` (one mapping per ended call, oldest first).
-
-    Costs O(stop - start): only the rows asked for are copied.
-    """
-    history = task.history
-    n = len(history)
-    stop = n if stop is None else min(stop, n)
-    row = history.row
-    return [row(i) for i in range(max(0, start), stop)]
 
 
 # A history's rows share a few key sequences: which of their keys are `result.<key>` fields, by sequence.
