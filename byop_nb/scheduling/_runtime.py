@@ -142,12 +142,11 @@ def _without_machinery(tb: TracebackType | None) -> TracebackType | None:
 def note_callback(error: BaseException) -> None:
     """Add a note naming the callback and event that raised `error` in a run (once)."""
     raised_by = getattr(error, "byop_nb_raised_by", None)
-    if raised_by is None or getattr(error, "_byop_nb_noted", False):
+    if raised_by is None or hasattr(error, "_byop_nb_callback_tb"):  # noted already
         return
     callback, event, source = raised_by
     try:
         error.add_note(f"byop_nb: raised by the callback {callback!r} of the event {event!r} ({source})")
-        error._byop_nb_noted = True  # type: ignore[attr-defined]
         # The user's frames, from the callback down to where it raised (see trim_traceback).
         error._byop_nb_callback_tb = _without_machinery(error.__traceback__)  # type: ignore[attr-defined]
     except AttributeError:
