@@ -84,11 +84,14 @@ class _ReadableHTML:
 
     def __call__(self) -> str | None:
         frame = self._frame()
-        if frame is None:
-            return None
-        view, left_out = readable(frame)
-        shown = cast(Any, view)._repr_html_()  # pandas' own notebook display of the view
-        return None if shown is None else shown + _footer(left_out, html=True)
+        return None if frame is None else _readable_html(frame)
+
+
+def _readable_html(frame: pd.DataFrame) -> str | None:
+    """The readable view of `frame` as HTML, with a line naming the columns it leaves out."""
+    view, left_out = readable(frame)
+    shown = cast(Any, view)._repr_html_()  # pandas' own notebook display of the view
+    return None if shown is None else shown + _footer(left_out, html=True)
 
 
 _MARK = "byop_nb.columns"
@@ -121,7 +124,7 @@ def _show_derived_frames_readably() -> None:
 
     def html(df: pd.DataFrame) -> str | None:
         if df.attrs.get(_MARK) == tuple(df.columns):
-            return _ReadableHTML(df)()
+            return _readable_html(df)
         if before is not None:  # another library's display of DataFrames
             return cast(str | None, before(df))
         return cast(Any, df)._repr_html_()  # pandas' own
