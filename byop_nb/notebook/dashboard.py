@@ -219,8 +219,7 @@ class Dashboard(widgets.VBox):
         self._dirty = True
         self._last_redraw = -math.inf
         self._redraw_costs: collections.deque[float] = collections.deque(maxlen=8)  # the latest redraws' seconds
-        # When the dashboard began to follow the current run, with busy_seconds and redraw_seconds then.
-        self._followed_from = (time.perf_counter(), 0.0, 0.0)
+        self._follow_from_now()
         self._own_error: tuple[float, str] | None = None
         self._callback_error: tuple[float, str] | None = None
         # A callback error ends its run as STOPPED: one already there while a run goes on, or after a
@@ -281,7 +280,7 @@ class Dashboard(widgets.VBox):
         self.refresh(redraw=True)
         self._calibrate()
         if scheduler.running():  # made during a run: follow it from now on
-            self._followed_from = (time.perf_counter(), self.busy_seconds, self.redraw_seconds)
+            self._follow_from_now()
             self._start_timer()
 
     # -- what is shown -------------------------------------------------------
@@ -372,10 +371,10 @@ class Dashboard(widgets.VBox):
         if force:
             self.redraw(throttle=False)
             return
-        # Most redraws draw only what changed; one in a while draws the whole figure (the data outgrew
-        # the axes). The budget holds for their average, so one full drawing does not stall the plot.
-        # The budget holds for everything the dashboard does on the loop: reading the ended calls and
-        # refreshing the widgets take their share first, drawing gets the rest.
+        # The budget holds for everything the dashboard does on the loop since it began to follow the
+        # run: reading the ended calls and refreshing the widgets take their share first, drawing gets
+        # the rest. Most redraws draw only the lines; now and then the labels or the whole figure are
+        # drawn too: the budget holds for the latest redraws' average, so one of those does not stall it.
         costs = self._redraw_costs
         cost = sum(costs) / len(costs) if costs else 0.0
         now = time.perf_counter()
@@ -386,6 +385,11 @@ class Dashboard(widgets.VBox):
         pause = min(max(self.interval, cost / max(share, self.draw_budget / 20)), MAX_REDRAW_PAUSE)
         if now >= self._last_redraw + pause:
             self.redraw()
+
+    def _follow_from_now(self) -> None:
+        """The drawing budget counts from now: when the dashboard began to follow the current run,
+        with `busy_seconds` and `redraw_seconds` then."""
+        self._followed_from = (time.perf_counter(), self.busy_seconds, self.redraw_seconds)
 
     def _frame(self) -> pd.DataFrame:
         tasks = self.tasks
@@ -561,7 +565,7 @@ class Dashboard(widgets.VBox):
         self._callback_error_seen = self.scheduler.last_error  # an error of an earlier run is old news
         self._callback_error = None
         self._own_error = None
-        self._followed_from = (time.perf_counter(), self.busy_seconds, self.redraw_seconds)
+        self._follow_from_now()
         self._safely(lambda: self.refresh(redraw=False))
         self._start_timer()
 
