@@ -234,20 +234,10 @@ class LiveData:
             series.best.append(better(series.best[-1], value) if series.best else value)
 
 
-def _step_up(value: float) -> float:
-    """The next of 1, 1.5, 2, 3, 5, 7 times a power of ten above `value` * 1.2: limits that grow in steps."""
-    target = value * 1.2
-    power = 10.0 ** math.floor(math.log10(target))
-    for factor in (1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0):
-        if factor * power >= target:
-            return factor * power
-    return 10.0 * power
-
-
-def _round_range(low: float, high: float) -> tuple[float, float]:
-    """A range holding [low, high] whose y ticks (at fixed fractions) fall on round numbers:
-    its step is 1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten, and it starts at a multiple of it."""
-    intervals = _Y_TICKS - 1
+def _round_range(low: float, high: float, intervals: int = _Y_TICKS - 1) -> tuple[float, float]:
+    """A range holding [low, high] whose ticks (at `intervals` fixed fractions) fall on round numbers:
+    its step is 1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten, and it starts at a multiple of it.
+    Limits that grow in such steps change now and then, not at every new point."""
     power = 10.0 ** math.floor(math.log10(max(high - low, 1e-12) / intervals))
     for factor in (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0):
         step = factor * power
@@ -448,7 +438,7 @@ class PlotRenderer:
             x_max, low, high = old
             if x <= x_max and low <= y_low and y_high <= high:
                 return False
-        x_max = _step_up(max(x, 1.0))
+        x_max = _round_range(0.0, max(x, 1.0) * 1.2, _X_TICKS - 1)[1]
         if y_from_zero:
             low, high = _round_range(0.0, max(y_high * 1.2, 8.0))
         else:
