@@ -21,12 +21,11 @@ import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures import process as _stdlib_pool
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from byop_nb.scheduling import _processes, _shipping
+from byop_nb.scheduling import _pool_tuning, _processes, _shipping
 from byop_nb.scheduling import _worker as _worker
 
 __all__ = ["SequentialExecutor", "ExecutorKeeper", "fresh_like", "shut_down", "is_shut_down", "worker_processes"]
@@ -145,38 +144,6 @@ def _start_workers_with_byop_nb(executor: ProcessPoolExecutor) -> None:
     ex._initializer = _worker.start_worker
 
 
-class _CoalescedWakeup(_stdlib_pool._ThreadWakeup):
-    """The stdlib pool's wake-up of its manager thread, written to at most once until the thread
-    looks: a submission into a pool whose manager is already due to wake skips the pipe write.
-
-    The stdlib pool writes to its wake-up pipe at every `submit()`. The manager thread drains
-    the pipe after each wake-up (`clear()`), then moves every pending work item to the call
-    queue; so a submission whose item was queued while a wake-up was pending is picked up by that
-    wake-up. `clear()` forgets the pending mark only after draining: a write that races with it is
-    at worst one spare wake-up, never a lost one. Each write costs a system call and a GIL
-    round between the loop and the manager thread, per call: the dispatch loop's largest cost.
-    """
-
-    _pending = False
-
-    def wakeup(self) -> None:
-        if not self._pending:
-            self._pending = True
-            super().wakeup()
-
-    def clear(self) -> None:
-        super().clear()
-        self._pending = False
-
-
-def _coalesce_wakeups(executor: ProcessPoolExecutor) -> None:
-    """Give a stdlib process pool the `_CoalescedWakeup` (the same object: its manager thread and
-    call queue hold it too); a pool whose wake-up is not the stdlib's own is left as it is."""
-    wakeup = getattr(executor, "_executor_manager_thread_wakeup", None)
-    if type(wakeup) is _stdlib_pool._ThreadWakeup:
-        wakeup.__class__ = _CoalescedWakeup
-
-
 def _is_future(value: Any) -> bool:
     return isinstance(value, Future) or all(
         callable(getattr(value, method, None))
@@ -272,7 +239,7 @@ class ExecutorKeeper:
         self._ships = isinstance(executor, ProcessPoolExecutor)  # functions may need to travel by value
         if isinstance(executor, ProcessPoolExecutor):
             _start_workers_with_byop_nb(executor)
-            _coalesce_wakeups(executor)
+            _pool_tuning.tune(executor)
         # A pool whose workers import the main script is checked once, at its first submission.
         self._check_main = _start_method(executor) in ("spawn", "forkserver")
         # dask's ClientExecutor hands keyword arguments to `client.submit` (`key=`, `workers=`, `pure=`

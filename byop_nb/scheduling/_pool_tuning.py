@@ -1,0 +1,189 @@
+"""What byop_nb changes inside a stdlib `ProcessPoolExecutor` it runs on, and why each change is safe.
+
+A stdlib process pool's main-process side is three threads sharing one GIL: the
+caller's (here the event loop's), which submits; the pool's manager thread,
+which moves work to the call queue and results to their futures; and the call
+queue's feeder thread, which pickles each call and writes it to the workers'
+pipe. For short calls that side, not the workers, bounds throughput, and most of
+its time goes to handing each call from thread to thread (a pipe write or a
+condition wake, a GIL round, a selector built for one poll). Each tuning below
+removes one such hand-off per call and keeps the stdlib's behaviour, falling back
+to the stdlib's own path wherever its reasoning does not hold:
+
+- `_CoalescedWakeup`: the manager thread's wake-up pipe is written at most once
+  until the thread looks, and drained with one non-blocking read;
+- `_write_calls_directly`: a small call is written to the workers' pipe by the
+  manager thread itself when that write cannot block, instead of waking the
+  feeder thread to do it.
+
+[`tune`][byop_nb.scheduling._pool_tuning.tune] applies both; a pool whose
+insides are not the ones these were written against (another Python version,
+a subclass) is left as it is.
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import os
+import pickle
+import select
+import termios
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import process as _stdlib_pool
+from multiprocessing.reduction import ForkingPickler
+from queue import Full
+from typing import Any
+
+__all__ = ["tune"]
+
+# Linux's fcntl for a pipe's capacity (not in the fcntl module before Python 3.10's F_GETPIPE_SZ).
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+# The largest call written directly: a pipe write of at most PIPE_BUF bytes is atomic.
+_DIRECT_MAX = getattr(select, "PIPE_BUF", 4096)
+
+
+class _CoalescedWakeup(_stdlib_pool._ThreadWakeup):
+    """The stdlib pool's wake-up of its manager thread, written to at most once until the thread
+    looks: a submission into a pool whose manager is already due to wake skips the pipe write.
+
+    The stdlib pool writes to its wake-up pipe at every `submit()`. The manager thread drains
+    the pipe after each wake-up (`clear()`), then moves every pending work item to the call
+    queue; so a submission whose item was queued while a wake-up was pending is picked up by that
+    wake-up. `clear()` forgets the pending mark only after draining: a write that races with it is
+    at worst one spare wake-up, never a lost one. Each write costs a system call and a GIL
+    round between the loop and the manager thread, per call: the dispatch loop's largest cost.
+
+    `clear()` drains with one non-blocking read of the pipe (the stdlib polls it through a
+    selector built for the purpose, twice per wake-up). The pipe carries only empty messages,
+    each written whole, so reading every byte there is drains whole messages.
+    """
+
+    _pending = False
+    _fd = -1
+
+    def wakeup(self) -> None:
+        if not self._pending:
+            self._pending = True
+            super().wakeup()
+
+    def clear(self) -> None:
+        if self._closed:  # as the stdlib's: closed (and cleared) by the manager thread alone
+            return
+        fd = self._fd
+        if fd < 0:
+            super().clear()
+        else:
+            try:
+                while len(os.read(fd, 4096)) == 4096:
+                    pass
+            except BlockingIOError:
+                pass
+        self._pending = False
+
+
+def _coalesce_wakeups(executor: ProcessPoolExecutor) -> None:
+    """Give a stdlib process pool the `_CoalescedWakeup` (the same object: its manager thread and
+    call queue hold it too); a pool whose wake-up is not the stdlib's own is left as it is."""
+    wakeup = getattr(executor, "_executor_manager_thread_wakeup", None)
+    if type(wakeup) is not _stdlib_pool._ThreadWakeup:
+        return
+    coalesced: Any = wakeup
+    coalesced.__class__ = _CoalescedWakeup
+    try:
+        fd = coalesced._reader.fileno()
+        os.set_blocking(fd, False)  # read only by clear(); the manager's selector polls it, never reads
+    except (AttributeError, OSError, ValueError):
+        return  # clear() drains the stdlib's way
+    coalesced._fd = fd
+
+
+class _Pickled:
+    """A call already pickled, handed to the feeder thread: it unpickles to the call itself."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: memoryview) -> None:
+        self.data = data  # what ForkingPickler.dumps returns
+
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        return pickle.loads, (bytes(self.data),)
+
+
+def _write_calls_directly(executor: ProcessPoolExecutor) -> None:
+    """Have the manager thread write small calls to the workers' pipe itself.
+
+    The stdlib call queue hands every call to its feeder thread (a buffer, a condition
+    notified, the feeder woken to pickle and write), so that the manager thread never blocks
+    on a full pipe: a blocked manager could not read the results that workers blocked on their
+    own writes wait to get rid of. `put` here pickles the call and writes it at once, in the
+    caller's thread, only when that write can neither block nor interleave with another:
+
+    - the feeder has nothing buffered and its write lock is free (taken without waiting, and
+      held for the write, so no other write is under way);
+    - the pickled call is at most `PIPE_BUF` bytes (a pipe write that small is atomic);
+    - the pipe has room for it: its unread bytes (`FIONREAD`) leave at least half its capacity
+      and two more calls' worth free, which no pattern of page use by writes this small fills.
+
+    Otherwise the call takes the stdlib's path to the feeder, already pickled (so a large
+    argument is not pickled twice); if pickling fails it takes that path as it is, and the
+    feeder reports the failure on the call's future, as it always did.
+    """
+    found = getattr(executor, "_call_queue", None)
+    if type(found) is not _stdlib_pool._SafeQueue or "put" in vars(found):
+        return
+    queue: Any = found  # the multiprocessing.Queue's private parts, read as the feeder reads them
+    try:
+        sem, notempty, buffer, wlock = queue._sem, queue._notempty, queue._buffer, queue._wlock
+        send_bytes, fd = queue._writer.send_bytes, queue._writer.fileno()
+        capacity = fcntl.fcntl(fd, _F_GETPIPE_SZ)
+    except (AttributeError, OSError, ValueError):
+        return
+    limit = capacity // 2 - 2 * _DIRECT_MAX
+    if wlock is None or limit < _DIRECT_MAX:
+        return
+    unread = array.array("i", [0])
+    dumps = ForkingPickler.dumps
+
+    def write(obj: Any) -> Any:
+        """Write `obj` to the pipe if that cannot block; else what the feeder should get."""
+        try:
+            data = dumps(obj)
+        except Exception:
+            return obj
+        if len(data) + 4 > _DIRECT_MAX:
+            return _Pickled(data)
+        fcntl.ioctl(fd, termios.FIONREAD, unread)
+        if unread[0] + len(data) > limit:
+            return _Pickled(data)
+        try:
+            send_bytes(data)
+        except OSError:  # the feeder meets it too, and deals with it as it always did
+            return _Pickled(data)
+        return None
+
+    def put(obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        if queue._closed:
+            raise ValueError(f"Queue {queue!r} is closed")
+        if not sem.acquire(block, timeout):
+            raise Full
+        if not buffer and queue._thread is not None and wlock.acquire(False):
+            try:
+                obj = write(obj)
+            finally:
+                wlock.release()
+            if obj is None:
+                return
+        with notempty:  # the stdlib's path: buffer it for the feeder thread
+            if queue._thread is None:
+                queue._start_thread()
+            buffer.append(obj)
+            notempty.notify()
+
+    queue.put = put
+
+
+def tune(executor: ProcessPoolExecutor) -> None:
+    """Apply this module's tunings to a stdlib process pool (idempotent; other pools are left as they are)."""
+    _coalesce_wakeups(executor)
+    _write_calls_directly(executor)
