@@ -12,8 +12,9 @@ Target: ratio >= 1.0 with event counting and recording on.
 A third run per round shows where the figure comes from: the bare pattern
 again, but woken the way byop_nb's Scheduler is woken (finished futures
 queued, a Doorbell rung once per batch instead of `call_soon_threadsafe` per
-future; see byop_nb/scheduling/scheduler.py). Against it, the ratio is what
-byop_nb's own bookkeeping costs (events, counts, recording, checks).
+future; see byop_nb/scheduling/_handoff.py). Against it, the ratio is what
+byop_nb's own bookkeeping costs (events, counts, recording, checks), less what
+its pool tuning (below) saves.
 
 Each round also prints the main process's CPU time per call (all its threads:
 the loop's, and the pool's manager and feeder threads). They share one GIL, so
@@ -147,7 +148,7 @@ def compare(n: int, rounds: int, variant: Callable[[int], float] = byop, label: 
     )
     print(
         f"median ratio of {label} to bare woken like byop_nb: {statistics.median(own):.3f} "
-        "(what byop_nb's bookkeeping costs)"
+        "(byop_nb's bookkeeping costs less what its pool tuning saves)"
     )
     print(
         f"median main-process CPU per call (all its threads): bare {statistics.median(cpu_bare):.0f} µs, "
