@@ -124,15 +124,22 @@ def bench_overhead(n: int, rounds: int) -> None:
         for variant in variants.values():  # warm imports and caches
             variant(200)
         ratios: dict[str, list[float]] = {"record": [], "record+journal": [], "no-op again": []}
+        cpu: dict[str, list[float]] = {name: [] for name in variants}
         for i in range(rounds):
             order = list(variants) if i % 2 == 0 else list(reversed(variants))
             rates = {}
             for name in order:
                 journal.unlink(missing_ok=True)
+                start = time.process_time()
                 rates[name] = variants[name](n)
+                cpu[name].append((time.process_time() - start) / n * 1e6)
             for name in ratios:
                 ratios[name].append(rates[name] / rates["no-op"])
             print(f"round {i + 1}: " + "  ".join(f"{name} {rates[name]:7.0f}/s" for name in variants), flush=True)
+        print(
+            "median main-process CPU per call (all its threads; steadier than the rates): "
+            + "  ".join(f"{name} {statistics.median(values):.1f} µs" for name, values in cpu.items())
+        )
         control = statistics.median(ratios.pop("no-op again"))
         print(
             f"median throughput ratio of the control (no-op again)/no-op: {control:.3f}: the same code, so "
