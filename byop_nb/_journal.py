@@ -125,7 +125,8 @@ def _bounded(value: Any) -> Any:
 
 
 def _orjson_dumps() -> Any:
-    """orjson's `dumps` (a compiled encoder, several times faster than json's), or None without it."""
+    """orjson's `dumps` writing one line (a compiled encoder, several times faster than json's), or
+    None without orjson."""
     try:
         import orjson
     except ImportError:  # the standard library's encoder does all
@@ -137,31 +138,25 @@ def _orjson_dumps() -> Any:
 _fast_dumps: Any = _orjson_dumps()
 
 
-def _fast_line(row: dict[str, Any]) -> bytes | None:
-    """The common row as one line, encoded by orjson; None when only the standard encoder says it
-    as it must be said (orjson refuses it, or would write a float that is not finite as null).
-
-    The journal encodes one row per ended call in the scheduler's loop, where orjson costs about
-    a fifth of json's time. Its lines read back (`json.loads`) as json's do.
-    """
-    try:
-        line: bytes = _fast_dumps(row)
-    except Exception:  # a set, a numpy value, an int beyond 64 bits, a lone surrogate, ...
-        return None
-    # NaN and infinities become null: a line with more nulls than the row has None values is
-    # left to json (which writes NaN), as is anything nested or long.
-    nulls = line.count(b"null")
-    if nulls and nulls != sum(1 for value in row.values() if value is None):
-        return None
-    return line if len(line) <= _JSON_TEXT else None
-
-
 def _json_line(row: dict[str, Any]) -> bytes:
-    """`row` as one line of JSON, newline included; never raises, and never megabytes long."""
+    """`row` as one line of JSON, newline included; never raises, and never megabytes long.
+
+    The common row is encoded by orjson: the journal encodes one row per ended call in the
+    scheduler's loop, where orjson costs about a fifth of json's time, and its lines read back
+    (`json.loads`) as json's do. The standard encoder takes what orjson refuses (a set, a numpy
+    value, an int beyond 64 bits, a lone surrogate, ...) and what it would write otherwise: a float
+    that is not finite (orjson writes null, json NaN: a line with more nulls than the row has None
+    values), and anything long.
+    """
     if _fast_dumps is not None:
-        line = _fast_line(row)
-        if line is not None:
-            return line
+        try:
+            line: bytes = _fast_dumps(row)
+        except Exception:
+            pass
+        else:
+            nulls = line.count(b"null")
+            if (not nulls or nulls == [*row.values()].count(None)) and len(line) <= _JSON_TEXT:
+                return line
     try:  # the common row: short, every value JSON can hold
         short = _ENCODER.encode(row)
         if len(short) <= _JSON_TEXT:
