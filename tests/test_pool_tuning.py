@@ -5,7 +5,7 @@ reorders or blocks nothing."""
 from __future__ import annotations
 
 import collections
-import pickle
+import functools
 import threading
 import types
 from concurrent.futures import ProcessPoolExecutor, wait
@@ -19,7 +19,7 @@ from conftest import run_script
 from helpers import identity, sleep_then_return
 
 from byop_nb.scheduling import Scheduler, Task
-from byop_nb.scheduling._pool_tuning import _CoalescedWakeup, _Pickled, tune
+from byop_nb.scheduling._pool_tuning import _CoalescedWakeup, _plain_call, tune
 
 
 def length(data: bytes) -> int:
@@ -49,29 +49,115 @@ def tuned_pool(workers: int, buffer: _CountingBuffer | None = None) -> ProcessPo
 # -- the call queue: written by the manager thread, or by the feeder ------------------------
 
 
-def test_small_calls_skip_the_feeder_thread_and_large_ones_take_it_pickled_once(no_orphans: None) -> None:
+def test_small_plain_calls_skip_the_feeder_thread_and_large_ones_take_it(no_orphans: None) -> None:
     buffer = _CountingBuffer()
     pool = tuned_pool(2, buffer)
     try:
         assert "put" in vars(pool._call_queue)  # type: ignore[attr-defined]
         small = [pool.submit(identity, i) for i in range(300)]
-        sizes = [10, 5_000, 100_000, 3_000_000]  # under PIPE_BUF, over it, over the pipe, far over it
         assert [f.result(timeout=60) for f in small] == list(range(300))
+        # the first call starts the feeder the stdlib's way; later small calls mostly go straight to the pipe
+        assert 1 <= buffer.kinds["_CallItem"] < 150, buffer.kinds
+        before = buffer.kinds["_CallItem"]
+        sizes = [10, 5_000, 100_000, 3_000_000]  # under PIPE_BUF, over it, over the pipe, far over it
         for n in sizes:  # one at a time: the feeder is idle, so each is up to `put` alone
             assert pool.submit(length, b"x" * n).result(timeout=60) == n
+        # each call too large to write at once went to the feeder as it was (pickled once, by the feeder)
+        assert buffer.kinds["_CallItem"] - before == 3, buffer.kinds
     finally:
         pool.shutdown()
-    # the first call starts the feeder the stdlib's way; later small calls mostly go straight to the pipe
-    assert buffer.kinds["_CallItem"] >= 1
-    assert buffer.kinds["_CallItem"] + buffer.kinds["_Pickled"] < 150, buffer.kinds
-    # each call too large to write at once reached the feeder already pickled (not pickled twice)
-    assert buffer.kinds["_Pickled"] == 3, buffer.kinds
 
 
-def test_a_pickled_call_unpickles_to_the_call_itself() -> None:
-    item = stdlib_pool._CallItem(7, identity, (3,), {})
-    back = pickle.loads(pickle.dumps(_Pickled(ForkingPickler.dumps(item))))
-    assert (type(back), back.work_id, back.fn, back.args, back.kwargs) == (stdlib_pool._CallItem, 7, identity, (3,), {})
+_LOCK = threading.Lock()
+
+
+class _Guarded:
+    """An argument whose pickling takes a lock (a thread-safe object taking a snapshot of its state)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        with _LOCK:
+            return _Guarded, (self.value,)
+
+
+def unwrap(guarded: _Guarded) -> int:
+    return guarded.value
+
+
+def test_an_argument_that_pickles_itself_is_pickled_by_the_feeder_not_the_manager(no_orphans: None) -> None:
+    """Its `__reduce__` may wait (here for a lock the submitting thread holds while it waits for an
+    earlier result): the manager thread must go on delivering results meanwhile, as without tuning."""
+    pool = tuned_pool(1)
+    try:
+        assert pool.submit(unwrap, _Guarded(0)).result(timeout=60) == 0  # the feeder has started
+        with _LOCK:
+            first = pool.submit(sleep_then_return, 0.3, 1)
+            second = pool.submit(unwrap, _Guarded(2))  # its pickling waits for _LOCK
+            assert first.result(timeout=30) == 1, "the manager thread was stuck pickling the next call"
+        assert second.result(timeout=30) == 2
+    finally:
+        pool.shutdown()
+
+
+def test_a_plain_call_is_told_apart_from_one_whose_pickling_runs_code() -> None:
+    budget = 4092
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return stdlib_pool._CallItem(1, identity, args, kwargs)
+
+    class Number(int):
+        pass
+
+    for plain in (call(), call(1, 2.5, True, None, "text", b"bytes"), call([1, (2, {"a": [3]})], key="value")):
+        assert _plain_call(plain, budget)
+    assert _plain_call(None, budget)  # the stop sign
+    for not_plain in (
+        call(object()),
+        call(Number(3)),  # a subclass may pickle itself
+        call(x=_Guarded(1)),
+        call([[[[[1]]]]]),  # nested deeper than is worth looking
+        call("x" * 5000),  # pickles to more than PIPE_BUF bytes
+        call(b"x" * 5000),
+        stdlib_pool._CallItem(1, functools.partial(identity, 1), (), {}),  # pickled by its own reducer
+        "something else",
+    ):
+        assert not _plain_call(not_plain, budget), not_plain
+    # what the estimate lets through does pickle within the budget
+    for fits in (
+        call(list(range(200))),
+        call({str(i): float(i) for i in range(100)}),
+        call("é" * 1000),
+        call("x" * 2000),
+    ):
+        assert _plain_call(fits, budget)
+        assert len(ForkingPickler.dumps(fits)) <= budget
+
+
+def test_without_fcntl_the_package_imports_and_pools_keep_the_stdlib_insides(tmp_path: Path) -> None:
+    """As on Windows, where neither fcntl nor termios exists."""
+    out = run_script(
+        tmp_path,
+        """
+import sys
+sys.modules["fcntl"] = sys.modules["termios"] = None  # imports of them fail, as on Windows
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import process as stdlib_pool
+from byop_nb.scheduling import Scheduler
+from byop_nb.scheduling._pool_tuning import tune
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(1)
+    tune(pool)
+    assert type(pool._executor_manager_thread_wakeup) is stdlib_pool._ThreadWakeup
+    assert "put" not in vars(pool._call_queue)
+    assert pool.submit(abs, -3).result(timeout=60) == 3
+    pool.shutdown()
+    print("ok")
+""",
+    )
+    assert out.strip() == "ok"
 
 
 def test_a_call_that_cannot_be_pickled_fails_on_its_future_as_without_tuning(no_orphans: None) -> None:

@@ -12,23 +12,22 @@ to the stdlib's own path wherever its reasoning does not hold:
 
 - `_CoalescedWakeup`: the manager thread's wake-up pipe is written at most once
   until the thread looks, and drained with one non-blocking read;
-- `_write_calls_directly`: a small call is written to the workers' pipe by the
-  manager thread itself when that write cannot block, instead of waking the
-  feeder thread to do it.
+- `_write_calls_directly`: a small, plain call (numbers, text, functions, and
+  containers of those: pickling it runs no code of its own) is written to the
+  workers' pipe by the manager thread itself when that write cannot block,
+  instead of waking the feeder thread to do it.
 
-[`tune`][byop_nb.scheduling._pool_tuning.tune] applies both; a pool whose
-insides are not the ones these were written against (another Python version,
-a subclass) is left as it is.
+[`tune`][byop_nb.scheduling._pool_tuning.tune] applies both on POSIX systems
+(the direct write on Linux); a pool whose insides are not the ones these were
+written against (another Python version, a subclass) is left as it is.
 """
 
 from __future__ import annotations
 
 import array
-import fcntl
 import os
-import pickle
 import select
-import termios
+import types
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import process as _stdlib_pool
 from multiprocessing.reduction import ForkingPickler
@@ -37,7 +36,13 @@ from typing import Any
 
 __all__ = ["tune"]
 
-# Linux's fcntl for a pipe's capacity (not in the fcntl module before Python 3.10's F_GETPIPE_SZ).
+try:
+    import fcntl
+    import termios
+except ImportError:  # Windows: its pools keep the stdlib's wake-up and feeder as they are
+    fcntl = termios = None  # type: ignore[assignment]
+
+# Linux's fcntl command for a pipe's capacity (elsewhere it fails, and calls take the feeder).
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 # The largest call written directly: a pipe write of at most PIPE_BUF bytes is atomic.
 _DIRECT_MAX = getattr(select, "PIPE_BUF", 4096)
@@ -86,7 +91,7 @@ def _coalesce_wakeups(executor: ProcessPoolExecutor) -> None:
     """Give a stdlib process pool the `_CoalescedWakeup` (the same object: its manager thread and
     call queue hold it too); a pool whose wake-up is not the stdlib's own is left as it is."""
     wakeup = getattr(executor, "_executor_manager_thread_wakeup", None)
-    if type(wakeup) is not _stdlib_pool._ThreadWakeup:
+    if fcntl is None or type(wakeup) is not _stdlib_pool._ThreadWakeup:
         return
     coalesced: Any = wakeup
     coalesced.__class__ = _CoalescedWakeup
@@ -98,81 +103,119 @@ def _coalesce_wakeups(executor: ProcessPoolExecutor) -> None:
     coalesced._fd = fd
 
 
-class _Pickled:
-    """A call already pickled, handed to the feeder thread: it unpickles to the call itself."""
+_ATOMS = frozenset({int, float, bool, type(None)})
+_FUNCTIONS = frozenset({types.FunctionType, types.BuiltinFunctionType})
+_CALL_OVERHEAD = 200  # bytes a pickled _CallItem adds to its fields (class, frame, memo), rounded up
 
-    __slots__ = ("data",)
 
-    def __init__(self, data: memoryview) -> None:
-        self.data = data  # what ForkingPickler.dumps returns
+def _size(value: Any, budget: int, depth: int = 0) -> int:
+    """An upper bound of `value`'s pickled size, if pickling it runs no code but pickle's own; else,
+    or once the bound passes `budget`, a number over `budget`.
 
-    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
-        return pickle.loads, (bytes(self.data),)
+    Plain values only: numbers, text, bytes, None, tuples, lists and dicts of those (exact types: a
+    subclass may pickle itself), and functions (pickled by name). Anything else may run its own
+    `__reduce__`, which may wait for a lock, or take long: that is the feeder thread's to pickle.
+    """
+    kind = type(value)
+    if kind in _ATOMS:  # a pickled number is at most 9 bytes, an int beyond 64 bits its bytes more
+        return 10 if kind is not int or -(2**63) <= value < 2**63 else 10 + value.bit_length() // 8
+    if kind is bytes:
+        return 16 + len(value)
+    if kind is str:  # pickled as UTF-8: at most 4 bytes a character, counted when that matters
+        n = len(value)
+        return 16 + (4 * n if n <= 64 or n > budget else len(value.encode("utf-8", "surrogatepass")))
+    if kind in _FUNCTIONS:  # by module and qualified name
+        return 32 + 4 * len(getattr(value, "__module__", None) or "") + 4 * len(value.__qualname__)
+    if depth > 4 or kind not in (tuple, list, dict):
+        return budget + 1
+    size = 16
+    for item in (part for pair in value.items() for part in pair) if kind is dict else value:
+        size += _size(item, budget, depth + 1) + 1
+        if size > budget:
+            return size
+    return size
+
+
+def _plain_call(obj: Any, budget: int) -> bool:
+    """Whether `obj`, a call for the workers (or the None that stops one), pickles to at most `budget`
+    bytes without running any code but pickle's own."""
+    if obj is None:
+        return True
+    if type(obj) is not _stdlib_pool._CallItem:
+        return False
+    size = _CALL_OVERHEAD + _size(obj.fn, budget)
+    if size <= budget:
+        size += _size(obj.args, budget)
+    if size <= budget:
+        size += _size(obj.kwargs, budget)
+    return size <= budget
 
 
 def _write_calls_directly(executor: ProcessPoolExecutor) -> None:
-    """Have the manager thread write small calls to the workers' pipe itself.
+    """Have the manager thread write small, plain calls to the workers' pipe itself (Linux).
 
     The stdlib call queue hands every call to its feeder thread (a buffer, a condition
-    notified, the feeder woken to pickle and write), so that the manager thread never blocks
-    on a full pipe: a blocked manager could not read the results that workers blocked on their
-    own writes wait to get rid of. `put` here pickles the call and writes it at once, in the
-    caller's thread, only when that write can neither block nor interleave with another:
+    notified, the feeder woken to pickle and write), so that the manager thread never blocks:
+    not on a full pipe (a blocked manager could not read the results that workers blocked on
+    their own writes wait to get rid of), and not on pickling an argument whose `__reduce__`
+    waits for something. `put` here pickles the call and writes it at once, in the caller's
+    thread, only when neither can happen:
 
+    - the call is plain (`_plain_call`): its function, arguments and keyword arguments are
+      numbers, text, bytes, None, functions, or tuples, lists and dicts of those, so pickling it
+      runs no code but pickle's own; and it pickles to at most `PIPE_BUF` bytes (a pipe write
+      that small is atomic);
     - the feeder has nothing buffered and its write lock is free (taken without waiting, and
       held for the write, so no other write is under way);
-    - the pickled call is at most `PIPE_BUF` bytes (a pipe write that small is atomic);
     - the pipe has room for it: its unread bytes (`FIONREAD`) leave at least half its capacity
       and two more calls' worth free, which no pattern of page use by writes this small fills.
 
-    Otherwise the call takes the stdlib's path to the feeder, already pickled (so a large
-    argument is not pickled twice); if pickling fails it takes that path as it is, and the
-    feeder reports the failure on the call's future, as it always did.
+    Every other call, and one whose pickling or write fails, takes the stdlib's path to the
+    feeder as it is: the feeder pickles and writes it, or reports the failure on the call's
+    future, as it always did.
     """
     found = getattr(executor, "_call_queue", None)
-    if type(found) is not _stdlib_pool._SafeQueue or "put" in vars(found):
+    if fcntl is None or type(found) is not _stdlib_pool._SafeQueue or "put" in vars(found):
         return
     queue: Any = found  # the multiprocessing.Queue's private parts, read as the feeder reads them
     try:
         sem, notempty, buffer, wlock = queue._sem, queue._notempty, queue._buffer, queue._wlock
         send_bytes, fd = queue._writer.send_bytes, queue._writer.fileno()
         capacity = fcntl.fcntl(fd, _F_GETPIPE_SZ)
-    except (AttributeError, OSError, ValueError):
+    except (AttributeError, OSError, ValueError):  # not Linux's pipes, or not the queue we know
         return
     limit = capacity // 2 - 2 * _DIRECT_MAX
     if wlock is None or limit < _DIRECT_MAX:
         return
+    budget = _DIRECT_MAX - 4  # send_bytes adds a 4-byte length
     unread = array.array("i", [0])
     dumps = ForkingPickler.dumps
 
-    def write(obj: Any) -> Any:
-        """Write `obj` to the pipe if that cannot block; else what the feeder should get."""
+    def write(obj: Any) -> bool:
+        """Write `obj` to the pipe now, if that cannot block; whether it was written."""
         try:
             data = dumps(obj)
-        except Exception:
-            return obj
-        if len(data) + 4 > _DIRECT_MAX:
-            return _Pickled(data)
-        fcntl.ioctl(fd, termios.FIONREAD, unread)
-        if unread[0] + len(data) > limit:
-            return _Pickled(data)
-        try:
+            if len(data) > budget:
+                return False
+            fcntl.ioctl(fd, termios.FIONREAD, unread)
+            if unread[0] + len(data) > limit:
+                return False
             send_bytes(data)
-        except OSError:  # the feeder meets it too, and deals with it as it always did
-            return _Pickled(data)
-        return None
+        except Exception:  # the feeder meets it too, and deals with it as it always did
+            return False
+        return True
 
     def put(obj: Any, block: bool = True, timeout: float | None = None) -> None:
         if queue._closed:
             raise ValueError(f"Queue {queue!r} is closed")
         if not sem.acquire(block, timeout):
             raise Full
-        if not buffer and queue._thread is not None and wlock.acquire(False):
+        if not buffer and queue._thread is not None and _plain_call(obj, budget) and wlock.acquire(False):
             try:
-                obj = write(obj)
+                written = write(obj)
             finally:
                 wlock.release()
-            if obj is None:
+            if written:
                 return
         with notempty:  # the stdlib's path: buffer it for the feeder thread
             if queue._thread is None:
