@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _tasks import IN_FLIGHT, WORKERS, keep_busy, noop  # noqa: E402
+from _tasks import IN_FLIGHT, WORKERS, keep_busy, noop, with_cpu  # noqa: E402
 
 from byop_nb.scheduling._doorbell import Doorbell  # noqa: E402
 
@@ -115,19 +115,12 @@ def byop(n: int) -> float:
     return keep_busy(n)[0]
 
 
-def _with_cpu(run: Callable[[int], float], n: int) -> tuple[float, float]:
-    """(calls per second, this process's CPU time per call in µs, all its threads)."""
-    cpu = time.process_time()
-    rate = run(n)
-    return rate, (time.process_time() - cpu) / n * 1e6
-
-
 def compare(n: int, rounds: int, variant: Callable[[int], float] = byop, label: str = "byop_nb") -> float:
     bare(200), bare(200, doorbell=True), variant(200)  # warm imports and caches
     ratios, own, control, cpu_bare, cpu_own = [], [], [], [], []
     for i in range(rounds):
-        b, cb = _with_cpu(bare, n)
-        o, co = _with_cpu(variant, n)
+        b, cb = with_cpu(bare, n)
+        o, co = with_cpu(variant, n)
         d = bare(n, doorbell=True)
         again = bare(n)  # a control: the same code as `b`, so its ratio to it is the machine's noise
         ratios.append(o / b)

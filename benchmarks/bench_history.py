@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _tasks import IN_FLIGHT, WORKERS, keep_busy  # noqa: E402
+from _tasks import IN_FLIGHT, WORKERS, keep_busy, with_cpu  # noqa: E402
 
 from byop_nb.history import History  # noqa: E402
 from byop_nb.scheduling import Scheduler, Task  # noqa: E402
@@ -130,9 +130,8 @@ def bench_overhead(n: int, rounds: int) -> None:
             rates = {}
             for name in order:
                 journal.unlink(missing_ok=True)
-                start = time.process_time()
-                rates[name] = variants[name](n)
-                cpu[name].append((time.process_time() - start) / n * 1e6)
+                rates[name], cpu_per_call = with_cpu(variants[name], n)
+                cpu[name].append(cpu_per_call)
             for name in ratios:
                 ratios[name].append(rates[name] / rates["no-op"])
             print(f"round {i + 1}: " + "  ".join(f"{name} {rates[name]:7.0f}/s" for name in variants), flush=True)
