@@ -57,7 +57,7 @@ class _CoalescedWakeup(_stdlib_pool._ThreadWakeup):
     queue; so a submission whose item was queued while a wake-up was pending is picked up by that
     wake-up. `clear()` forgets the pending mark only after draining: a write that races with it is
     at worst one spare wake-up, never a lost one. Each write costs a system call and a GIL
-    round between the loop and the manager thread, per call: the dispatch loop's largest cost.
+    round between the loop and the manager thread, per call.
 
     `clear()` drains with one non-blocking read of the pipe (the stdlib polls it through a
     selector built for the purpose, twice per wake-up). The pipe carries only empty messages,
