@@ -3,6 +3,7 @@ reference) and the dispatch pattern they all measure."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -71,3 +72,30 @@ def with_cpu(run: Callable[[int], float], n: int) -> tuple[float, float]:
     cpu = time.process_time()
     rate = run(n)
     return rate, (time.process_time() - cpu) / n * 1e6
+
+
+def median_ci(values: list[float], confidence: float = 0.95, resamples: int = 2000) -> tuple[float, float, float]:
+    """The median of `values` and a bootstrap confidence interval for it: (median, low, high).
+
+    On 2 shared cores one round's throughput ratio moves by ±20 % or more, so a median over tens
+    of rounds is itself uncertain by several percent: the interval says whether a run tells a
+    5 % target apart from noise at all. Resampling is seeded: the same values give the same interval.
+    """
+    import random
+
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    low = medians[int(tail * resamples)]
+    high = medians[min(resamples - 1, int((1 - tail) * resamples))]
+    return statistics.median(values), low, high
+
+
+def verdict(cost: tuple[float, float, float], target: float) -> str:
+    """Whether a cost (median, low, high, in %) meets `target` % for sure, misses it for sure, or neither."""
+    _median, low, high = cost
+    if high <= target:
+        return "ok"
+    if low > target:
+        return "MISSED"
+    return "not resolved at this noise: run more rounds"
