@@ -4,7 +4,8 @@ Every submission goes through [`call`][byop_nb.scheduling._worker.call] so that,
 whatever the executor,
 
 * a function pickled by value (defined in `__main__` / a notebook cell) is loaded once per worker,
-* memory and CPU-time limits are enforced by pynisher in a child process,
+* memory and CPU-time limits are enforced by pynisher in a child process (whose
+  result is read even when the child exits while pynisher looks away: `_ResultAware`),
 * a wall-time limit is enforced by a watchdog that kills that child at the limit
   (pynisher alone only notices after the function returns or ~5 s late),
 * an exception carries its traceback text as ``remote_traceback``, which
@@ -218,6 +219,7 @@ def _run_limited(function: _Call, limits: Limits, context: Any) -> Any:
 
     _tolerate_gone_children()
 
+    result_aware: Any = _ResultAware(context)  # duck-typed: pynisher uses only its Pipe and Process
     limited = pynisher.limit(
         function,
         memory=limits.memory,
@@ -228,7 +230,7 @@ def _run_limited(function: _Call, limits: Limits, context: Any) -> Any:
         # (see _Call), which is killed in one system call when the call ends.
         terminate_child_processes=False,
         wrap_errors=False,
-        context=context,
+        context=result_aware,
     )
     if limits.wall_time is None:
         try:
@@ -272,6 +274,53 @@ def _run_limited(function: _Call, limits: Limits, context: Any) -> Any:
             f"(stopped after {time.monotonic() - start:.2f}s)."
         )
     return result
+
+
+class _ResultAware:
+    """The multiprocessing `context` given to pynisher: its child counts as alive while the
+    result it sent is unread.
+
+    pynisher waits for a call's result by polling the result pipe for 10 ms and then asking
+    whether the child is still alive. A child that sends its result and exits between those
+    two steps (its parent descheduled, on a busy machine) was taken for one that ended without
+    a result ("Function ended properly but no result was recieved"), and the call's result was
+    lost. Told that such a child is alive, pynisher polls once more and reads the result.
+    A wrapper of one call's context: `Pipe` and `Process` are each made once per call, in order.
+    """
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self._results: Any = None  # the receiving end of the call's result pipe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def Pipe(self, duplex: bool = True) -> tuple[Any, Any]:
+        receive, send = self._context.Pipe(duplex)
+        self._results = receive
+        return receive, send
+
+    def Process(self, *args: Any, **kwargs: Any) -> Any:
+        return _ChildWithResult(self._context.Process(*args, **kwargs), self._results)
+
+
+class _ChildWithResult:
+    """A pynisher child process (delegated to) that is alive until it ended and its result, if any, was read."""
+
+    def __init__(self, process: Any, results: Any) -> None:
+        self._process = process
+        self._results = results
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._process, name)
+
+    def is_alive(self) -> bool:
+        if self._process.is_alive():
+            return True
+        try:  # ended: its result may be waiting in the pipe still
+            return self._results is not None and bool(self._results.poll(0))
+        except (OSError, ValueError):  # the pipe is closed: the call is over
+            return False
 
 
 def _tolerate_gone_children() -> None:
