@@ -317,7 +317,9 @@ class _ChildWithResult:
     def is_alive(self) -> bool:
         if self._process.is_alive():
             return True
-        try:  # ended: its result may be waiting in the pipe still
+        if self._process.exitcode != 0:  # killed: it may have sent part of a message, not to be waited for
+            return False
+        try:  # it exited, having sent its whole result (or nothing): is one waiting in the pipe?
             return self._results is not None and bool(self._results.poll(0))
         except (OSError, ValueError):  # the pipe is closed: the call is over
             return False
