@@ -22,7 +22,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from byop_nb.scheduling._processes import kill_family, kill_session
 from byop_nb.scheduling._shipping import attach_traceback, load, sendable, sendable_exception
@@ -183,35 +183,65 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
             "cluster with dask.config.set({'distributed.worker.daemon': False}) or use "
             "processes=False / a ProcessPoolExecutor."
         )
-    methods = multiprocessing.get_all_start_methods()
-    context: Any
-    if limits.memory is not None and "forkserver" in methods:
-        # A memory limit caps the child's whole address space, and a forked child starts
-        # with all of its parent's (a Jupyter kernel or a test process: gigabytes), so
-        # the limit would be spent before the function runs. A child of the forkserver
-        # starts small. The call travels by value (see _Shipped), so functions from
-        # __main__ or a notebook cell work too; nor does the child import the main script again.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        # Every limited call is a child of this process's warm server (see _warm): a fresh,
+        # single-threaded interpreter that imported what the calls need. Not a fork of this
+        # process: a worker has threads (a kernel too), and a memory limit caps the child's
+        # whole address space, which a fork of a big process would have spent already. The
+        # call travels by value (see _Shipped), so functions from __main__ or a notebook cell
+        # work too; nor does the child import the main script again.
+        from byop_nb.scheduling import _warm
         from byop_nb.scheduling._forkserver import CONTEXT
 
-        context = CONTEXT
-        _own_forkserver()
-        # ctypes: each child sets its parent-death signal through it (see _Call).
-        context.set_forkserver_preload(["byop_nb.scheduling._worker", "pynisher", "cloudpickle", "ctypes"])
-        # The child's parent is the forkserver, which ends when this process does (its alive pipe).
-        function: _Call = _Shipped(fn, args, kwargs, parent=_forkserver_pid())
-    else:
-        # Fork where it exists: the limited child then needs no pickling of `fn`. A worker
-        # started by spawn/forkserver would otherwise use its own start method, and a
-        # function from __main__ or a notebook cell cannot be pickled by reference.
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        function = _Call(fn, args, kwargs, parent=os.getpid() if context.get_start_method() == "fork" else None)
+        _warm.preload(fn)
+        try:
+            return _run_on_warm_server(fn, limits, args, kwargs, CONTEXT)
+        finally:
+            _warm.finished()
+    # No forkserver (Windows): a spawned child, which imports what the call needs itself.
+    context = multiprocessing.get_context()
+    function = _Call(fn, args, kwargs, parent=None)
     try:
         return _run_limited(function, limits, context)
     except pynisher.PynisherException as e:
-        # pynisher ends its messages with the call it ran, which is our wrapper: name the user's call.
-        if e.args and isinstance(e.args[0], str):
-            e.args = (e.args[0].replace(function.callstring, _callstring(fn, args, kwargs)), *e.args[1:])
+        _name_the_call(e, function, fn, args, kwargs)
         raise
+
+
+def _run_on_warm_server(
+    fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...], kwargs: dict[str, Any], context: Any
+) -> Any:
+    import pynisher
+
+    from byop_nb.scheduling import _warm
+
+    server = _warm.server_pid()
+    # The child's parent is the server, which ends when this process does (its alive pipe).
+    function = _Shipped(fn, args, kwargs, parent=server)
+    try:
+        outcome = _run_limited(function, limits, context)
+    except BaseException as e:
+        _warm.learn(e.__dict__.pop("_byop_nb_imported", ()) if hasattr(e, "__dict__") else ())
+        died = _warm.server_died(server) if server is not None else None
+        if died is not None:
+            raise RuntimeError(
+                f"byop_nb: the warm process (pid {server}) that starts this worker's limited calls {died} "
+                f"while {_callstring(fn, args, kwargs)} ran in it; the call is lost. "
+                "A new warm process is started for the next limited call."
+            ) from None
+        if isinstance(e, pynisher.PynisherException):
+            _name_the_call(e, function, fn, args, kwargs)
+        raise
+    _warm.learn(outcome.imported)
+    return outcome.result
+
+
+def _name_the_call(
+    e: BaseException, function: _Call, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """pynisher ends its messages with the call it ran, which is our wrapper: name the user's call."""
+    if e.args and isinstance(e.args[0], str):
+        e.args = (e.args[0].replace(function.callstring, _callstring(fn, args, kwargs)), *e.args[1:])
 
 
 def _run_limited(function: _Call, limits: Limits, context: Any) -> Any:
@@ -237,6 +267,7 @@ def _run_limited(function: _Call, limits: Limits, context: Any) -> Any:
             return limited()
         finally:
             _end_group(limited)
+            _retire(result_aware.child)
 
     finished = threading.Event()
     killed = threading.Event()
@@ -268,6 +299,7 @@ def _run_limited(function: _Call, limits: Limits, context: Any) -> Any:
     finally:
         finished.set()
         _end_group(limited)
+        _retire(result_aware.child)
     if killed.is_set():
         raise pynisher.WallTimeoutException(
             f"The call exceeded its wall-time limit of {limits.wall_time}s "
@@ -291,6 +323,7 @@ class _ResultAware:
     def __init__(self, context: Any) -> None:
         self._context = context
         self._results: Any = None  # the receiving end of the call's result pipe
+        self.child: Any = None  # the multiprocessing Process of the call, once made
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
@@ -301,7 +334,36 @@ class _ResultAware:
         return receive, send
 
     def Process(self, *args: Any, **kwargs: Any) -> Any:
-        return _ChildWithResult(self._context.Process(*args, **kwargs), self._results)
+        self.child = self._context.Process(*args, **kwargs)
+        return _ChildWithResult(self.child, self._results)
+
+
+_retired: list[Any] = []  # the Process objects of ended calls whose child may still be exiting
+_retired_lock = threading.Lock()
+
+
+def _retire(process: Any, wait: float = 0.0) -> None:
+    """Release the pipes that `process` (a limited call's child, or None) and earlier calls' children hold.
+
+    A Process keeps its sentinel pipes open until it is closed or collected, and a call
+    that ended with an exception can keep it alive in a reference cycle until the garbage
+    collector runs: two file descriptors per call (seen: a thread pool's wall-time-limited
+    runs grew by 2 each). The child may still be exiting when the call ends, and waiting
+    for that would slow every call; so each child is closed as soon as it has exited, at
+    this call's end or a later one's (with `wait`, at a run's end, each is waited for).
+    """
+    with _retired_lock:
+        if process is not None and getattr(process, "_popen", None) is not None:
+            _retired.append(process)
+        for each in list(_retired):
+            try:
+                if each.exitcode is None and wait:
+                    each.join(wait)
+                if each.exitcode is not None:
+                    each.close()
+                    _retired.remove(each)
+            except (ValueError, OSError):  # closed already
+                _retired.remove(each)
 
 
 class _ChildWithResult:
@@ -362,75 +424,17 @@ def _end_group(limited: Any) -> None:
         pass
 
 
-_FORKSERVER_USER: int | None = None  # the pid of the process whose limited calls started a forkserver
-_FORKSERVER_CHECKED: tuple[int, int] | None = None  # (this process, its forkserver) once seen to be its own
-
-
-def _own_forkserver() -> None:
-    """Make sure the forkserver this process is about to use is its own.
-
-    multiprocessing keeps one forkserver per process in a module-level object; a
-    forked child (a process-pool worker) inherits its parent's, if the parent
-    started one, and then fails to use it ("No child processes"). Forget such an
-    inherited server, so that this process starts its own.
-    """
-    global _FORKSERVER_USER
-    _FORKSERVER_USER = os.getpid()
-    from multiprocessing import forkserver
-
-    import psutil
-
-    global _FORKSERVER_CHECKED
-    server: Any = forkserver._forkserver
-    pid = getattr(server, "_forkserver_pid", None)
-    if pid is None or _FORKSERVER_CHECKED == (os.getpid(), pid):  # none yet, or found ours already
-        return
-    try:
-        ours = psutil.Process(pid).ppid() == os.getpid()
-    except psutil.NoSuchProcess:
-        ours = False
-    if ours:
-        _FORKSERVER_CHECKED = (os.getpid(), pid)
-    else:
-        # Its alive-pipe end is this process's copy: close it, so that the server
-        # still ends when its real owner does.
-        alive_fd = server._forkserver_alive_fd
-        server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
-        server._lock = threading.Lock()
-        if alive_fd is not None:
-            try:
-                os.close(alive_fd)
-            except OSError:
-                pass
-
-
 def release_forkserver() -> None:
-    """Stop the forkserver that limited calls in this process started, if any.
+    """Stop the warm server that limited calls in this process started, if any.
 
     The scheduler calls this when a run ends, so that calls run in the main
     process (thread pools) leave no process behind. Worker processes need not:
-    their forkserver exits with them.
+    their server exits with them.
     """
-    global _FORKSERVER_USER
-    if _FORKSERVER_USER != os.getpid():
-        return
-    _FORKSERVER_USER = None
-    from multiprocessing import forkserver
+    from byop_nb.scheduling import _warm
 
-    server: Any = forkserver._forkserver
-    try:
-        server._stop()
-    except (OSError, ChildProcessError):
-        pass
-
-
-def _forkserver_pid() -> int | None:
-    """The pid of this process's forkserver, started now if need be."""
-    from multiprocessing import forkserver
-
-    forkserver.ensure_running()
-    pid: int | None = getattr(forkserver._forkserver, "_forkserver_pid", None)
-    return pid
+    _retire(None, wait=1.0)
+    _warm.release()
 
 
 def _callstring(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -523,25 +527,60 @@ _PR_SET_PDEATHSIG = 1
 _PRCTL: Any = None
 
 
+class _Outcome(NamedTuple):
+    """What a warm server's child sends back: the call's result, and the modules it imported that the server had not."""
+
+    result: Any
+    imported: tuple[str, ...]
+
+
 class _Shipped(_Call):
-    """A `_Call` that pickles by value with cloudpickle (for a forkserver's child).
+    """A `_Call` that pickles by value with cloudpickle (for a warm server's child), and reports what it imported.
 
     Unpickling loads the function (and imports what it needs) in the child before
     pynisher sets its limits, so only what the call itself allocates counts; it also
-    asks for the parent-death signal at once.
+    asks for the parent-death signal at once. The child returns an `_Outcome`, or
+    raises with the names in `_byop_nb_imported`: the worker learns from them what its
+    server should import (`_warm.learn`).
     """
+
+    server_modules: frozenset[str] | None = None  # in the child: the modules it had when forked
 
     def __reduce__(self) -> tuple[Any, ...]:
         import cloudpickle
 
         return (_unship, (cloudpickle.dumps((self.fn, self.args, self.kwargs)), self.parent))
 
+    def __call__(self) -> Any:
+        try:
+            result = super().__call__()
+        except BaseException as e:
+            try:
+                e._byop_nb_imported = self._imported()  # type: ignore[attr-defined]
+            except AttributeError:  # an exception without a __dict__
+                pass
+            raise
+        return _Outcome(result, self._imported())
+
+    def _imported(self) -> tuple[str, ...]:
+        if self.server_modules is None:
+            return ()
+        known = self.server_modules
+        return tuple(
+            name
+            for name, module in list(sys.modules.items())
+            if name not in known and name != "__main__" and getattr(module, "__spec__", None) is not None
+        )
+
 
 def _unship(data: bytes, parent: int | None) -> _Shipped:
+    server_modules = frozenset(sys.modules)
     import cloudpickle
 
     if parent is not None:
         _let_the_forkserver_go()
         die_with_parent(parent)
     fn, args, kwargs = cloudpickle.loads(data)
-    return _Shipped(fn, args, kwargs, parent=None)  # asked already
+    shipped = _Shipped(fn, args, kwargs, parent=None)  # asked already
+    shipped.server_modules = server_modules
+    return shipped
