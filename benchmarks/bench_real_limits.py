@@ -84,10 +84,9 @@ def run_byop(limit: str, where: str, trials: int) -> float:
 
 
 def run_amltk(limit: str, trials: int) -> float:
+    from _real_trial import trial as function  # amltk pickles by reference
     from amltk.scheduling import Scheduler as AScheduler
     from amltk.scheduling.plugins.pynisher import PynisherPlugin
-
-    from _real_trial import trial as function  # amltk pickles by reference
 
     start = time.perf_counter()
     scheduler = AScheduler.with_processes(WORKERS)
@@ -150,9 +149,7 @@ def variants(trials: int, quick: bool) -> dict[str, dict]:
             for limit in ("none", "memory"):
                 found[f"amltk {limit} {p}"] = dict(project="amltk", limit=limit, parent=parent)
     if not quick:
-        found["byop memory by-value fresh-parent"] = dict(
-            project="byop", limit="memory", parent=False, where="value"
-        )
+        found["byop memory by-value fresh-parent"] = dict(project="byop", limit="memory", parent=False, where="value")
         found["byop none by-value fresh-parent"] = dict(project="byop", limit="none", parent=False, where="value")
         found["byop none 500MB-parent"] = dict(project="byop", limit="none", parent=False, where="module", big=500)
         found["byop memory 500MB-parent"] = dict(project="byop", limit="memory", parent=False, where="module", big=500)

@@ -316,7 +316,7 @@ def value(seconds):
     return 42
 
 if __name__ == "__main__":
-    for limits in (Limits(memory=2**30), Limits(cpu_time=60)):  # a forkserver child, a forked child
+    for limits in (Limits(memory=2**30), Limits(cpu_time=60)):  # children of the warm server, each limit
         print([_call_limited(value, limits, (0.05,), {}) for _ in range(3)])
 """,
         timeout=120,

@@ -264,6 +264,7 @@ def test_the_modules_a_function_needs_are_read_off_its_code() -> None:
 def test_reading_the_modules_off_a_function_imports_none_and_skips_what_cannot_be_found() -> None:
     def opens_a_browser():
         import antigravity  # noqa: F401
+
         import no_such_top_level_package_here  # noqa: F401
 
     found = modules_for(opens_a_browser)

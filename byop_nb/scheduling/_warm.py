@@ -75,7 +75,8 @@ def modules_for(function: Callable[..., Any]) -> frozenset[str]:
 
     Its own module (unless `__main__`), every module its body imports (`import a.b`,
     `from a.b import c` also gives `a.b.c`, which may be a module), and the module of
-    each global it names (a module, or a class or function defined in one). Names whose
+    each global it names and each variable it closes over (a module, or a class or
+    function defined in one). Names whose
     top-level package cannot be found here are left out; nothing is imported.
 
     >>> import json
@@ -98,17 +99,18 @@ def modules_for(function: Callable[..., Any]) -> frozenset[str]:
         code = getattr(vars(type(target)).get("__call__"), "__code__", None)
         names.add(type(target).__module__)
     names.add(getattr(target, "__module__", None) or "__main__")
+    values = list(_closure_values(target))
     global_values = getattr(target, "__globals__", {})
     for each in _code_objects(code):
         names.update(_imports_of(each))
-        for name in each.co_names:
-            value = global_values.get(name)
-            if isinstance(value, types.ModuleType):
-                names.add(value.__name__)
-            elif value is not None:
-                module = getattr(value, "__module__", None)
-                if isinstance(module, str):
-                    names.add(module)
+        values.extend(global_values.get(name) for name in each.co_names)
+    for value in values:
+        if isinstance(value, types.ModuleType):
+            names.add(value.__name__)
+        elif value is not None:
+            module = getattr(value, "__module__", None)
+            if isinstance(module, str):
+                names.add(module)
     found = frozenset(n for n in names if _importable(n))
     try:
         if len(_scanned) > 256:
@@ -117,6 +119,14 @@ def modules_for(function: Callable[..., Any]) -> frozenset[str]:
     except TypeError:  # unhashable
         pass
     return found
+
+
+def _closure_values(function: Any) -> Iterable[Any]:
+    for cell in getattr(function, "__closure__", None) or ():
+        try:
+            yield cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
 
 
 def _code_objects(code: types.CodeType | None) -> Iterable[types.CodeType]:

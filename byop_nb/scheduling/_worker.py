@@ -4,8 +4,9 @@ Every submission goes through [`call`][byop_nb.scheduling._worker.call] so that,
 whatever the executor,
 
 * a function pickled by value (defined in `__main__` / a notebook cell) is loaded once per worker,
-* memory and CPU-time limits are enforced by pynisher in a child process (whose
-  result is read even when the child exits while pynisher looks away: `_ResultAware`),
+* memory and CPU-time limits are enforced by pynisher in a child process, forked
+  from the worker's warm server (`_warm`), never from the worker itself (its result
+  is read even when the child exits while pynisher looks away: `_ResultAware`),
 * a wall-time limit is enforced by a watchdog that kills that child at the limit
   (pynisher alone only notices after the function returns or ~5 s late),
 * an exception carries its traceback text as ``remote_traceback``, which
