@@ -270,3 +270,33 @@ def test_reading_the_modules_off_a_function_imports_none_and_skips_what_cannot_b
     found = modules_for(opens_a_browser)
     assert "antigravity" in found and "antigravity" not in sys.modules
     assert "no_such_top_level_package_here" not in found
+
+
+FD_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import time
+    from byop_nb.scheduling import Scheduler, Task
+
+    def busy():
+        while True:
+            pass
+
+    if __name__ == "__main__":
+        counts = []
+        for function, arguments in [(time.sleep, (30,)), (busy, ())] * 10:
+            scheduler = Scheduler.with_threads(2)
+            task = Task(function, scheduler, wall_time_limit=0.2)
+            scheduler.on_start(lambda: task(*arguments))
+            scheduler.run(timeout=60)
+            assert task.df()["status"].tolist() == ["wall_time_limit"], task.df()
+            counts.append(len(os.listdir("/proc/self/fd")))
+        print(counts)
+    """
+)
+
+
+def test_wall_time_limited_runs_on_threads_leave_no_file_descriptor_open(tmp_path: Path, no_orphans: None) -> None:
+    """Each killed call's Process kept two pipe ends open until the garbage collector ran (6 -> 8 per run)."""
+    counts = eval(run_script(tmp_path, FD_SCRIPT).strip())
+    assert len(counts) == 20 and len(set(counts[1:])) == 1, counts
