@@ -17,7 +17,8 @@ What the server imports ([`preload`][byop_nb.scheduling._warm.preload]):
 * what calls turned out to import (`learn`): each child reports the modules it
   imported that the server had not. When a call imported many
   (`RESTART_AT`), the server starts again with them once no limited call of this
-  process is running, at most `MAX_RESTARTS` times per process.
+  process is running, at most `MAX_RESTARTS` times per process. (A function whose
+  code imports what the server lacks makes it start again too, once, when idle.)
 
 The server gets its list (and the starting process's `sys.path`) through an environment variable read by
 [`warm_up`][byop_nb.scheduling._warm.warm_up], its one preloaded module of ours,
@@ -58,7 +59,7 @@ RESTART_AT = 10
 """A call that imported at least this many modules the server lacked makes it start again, warmer."""
 
 MAX_RESTARTS = 3
-"""At most this many warmer restarts per process (a function that imports something new each call)."""
+"""At most this many restarts for what calls imported, per process (a function that imports something new each call)."""
 
 _lock = threading.Lock()
 _wanted: set[str] = set()  # what the next server start imports, beyond BASE
@@ -181,10 +182,10 @@ def preload(function: Callable[..., Any]) -> None:
         _own_forkserver()
         _wanted.update(needed)
         running = _running_pid() is not None
-        warmer = bool(needed - _loaded) or _stale
-        if running and warmer and _in_flight == 0 and _restarts < MAX_RESTARTS:
+        learned = _stale and _restarts < MAX_RESTARTS
+        if running and _in_flight == 0 and (needed - _loaded or learned):
             stop()
-            _restarts += 1
+            _restarts += not (needed - _loaded)  # only learning is bounded: a new function is warmed always
             running = False
         if not running:
             names = sorted(_wanted)
