@@ -190,7 +190,8 @@ def preload(function: Callable[..., Any]) -> None:
         if not running:
             names = sorted(_wanted)
             forkserver.set_forkserver_preload(["byop_nb.scheduling._warm"])
-            os.environ[ENVIRONMENT] = json.dumps({"sys_path": sys.path, "modules": [*BASE, *names]})
+            wanted = {"parent": os.getpid(), "sys_path": sys.path, "modules": [*BASE, *names]}
+            os.environ[ENVIRONMENT] = json.dumps(wanted)
             try:
                 forkserver.ensure_running()
             finally:
@@ -343,6 +344,8 @@ def _own_forkserver() -> None:
 def warm_up() -> None:
     """In the warm server, as it starts: import what `ENVIRONMENT` lists, each failure tolerated; freeze them for gc."""
     wanted = json.loads(os.environ.pop(ENVIRONMENT, "{}"))
+    if wanted.get("parent") != os.getppid() or sys.argv[:1] != ["-c"]:
+        return  # not the server it was meant for (another child, started meanwhile, inherited the variable)
     # multiprocessing's forkserver leaves its sys.path as a fresh interpreter's: the
     # modules next to a script, or added to the path, are found as in the worker.
     sys.path[:] = wanted.get("sys_path", sys.path)
