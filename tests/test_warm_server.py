@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import _in_ci, run_script
+from test_kernel import kernel  # noqa: F401  (the fixture)
 
 from byop_nb.scheduling._warm import modules_for
 
@@ -301,3 +302,31 @@ def test_wall_time_limited_runs_on_threads_leave_no_file_descriptor_open(tmp_pat
     """Each killed call's Process kept two pipe ends open until the garbage collector ran (6 -> 8 per run)."""
     counts = eval(run_script(tmp_path, FD_SCRIPT).strip())
     assert len(counts) == 20 and len(set(counts[1:])) == 1, counts
+
+
+@pytest.mark.kernel
+def test_a_cell_defined_function_finds_its_imports_warm_in_a_kernel(kernel) -> None:
+    """In a kernel (threads, a loop, an address space of its own), on a process pool and on threads:
+    a limited call of a function defined in a cell, travelling by value, finds what it imports imported."""
+    kernel.run("from byop_nb.scheduling import Scheduler, Task")
+    out = kernel.run(
+        """
+def probe():
+    import sys
+    warm = "wave" in sys.modules
+    import wave
+    return warm
+
+for make in (lambda: Scheduler.with_processes(1), lambda: Scheduler.with_threads(1)):
+    for limit in [{"memory_limit": (1, "GB")}, {"cpu_time_limit": 60}, {"wall_time_limit": 60}]:
+        scheduler = make()
+        task = Task(probe, scheduler, **limit)
+        scheduler.on_start(lambda: task())
+        task.on_done(lambda: task() if task.n_called < 2 else None)
+        scheduler.run(timeout=120)
+        print("warm=", task.df()["status"].tolist(), task.df()["result"].tolist())
+""",
+        timeout=240,
+    )
+    lines = [line for line in out.lines() if line.startswith("warm=")]
+    assert lines == ["warm= ['returned', 'returned'] [True, True]"] * 6, out.stdout + out.stderr
