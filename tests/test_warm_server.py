@@ -305,7 +305,7 @@ def test_wall_time_limited_runs_on_threads_leave_no_file_descriptor_open(tmp_pat
 
 
 @pytest.mark.kernel
-def test_a_cell_defined_function_finds_its_imports_warm_in_a_kernel(kernel) -> None:
+def test_a_cell_defined_function_finds_its_imports_warm_in_a_kernel(kernel) -> None:  # noqa: F811 (the fixture)
     """In a kernel (threads, a loop, an address space of its own), on a process pool and on threads:
     a limited call of a function defined in a cell, travelling by value, finds what it imports imported."""
     kernel.run("from byop_nb.scheduling import Scheduler, Task")
