@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,33 @@ def send_one(comm: Comm) -> str:
 
 
 # -- the isolated worker ----------------------------------------------------------------
+
+
+def _needed_by_the_worker(hidden: list[str]) -> list[Path]:
+    """What the isolated worker needs to see under the folders hidden from it: the interpreter, its
+    environment and this checkout, when they live there (a venv made in /tmp, say), as another host
+    would have its own install. The outermost folders only; our sockets and files stay hidden."""
+    wanted = {Path(sys.executable).parent, Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), WORKTREE}
+    wanted |= {Path(entry) for entry in sys.path if entry and Path(entry).is_dir()}
+    inside = {p.resolve() for p in wanted if any(p.resolve().is_relative_to(folder) for folder in hidden)}
+    inside |= {p for p in wanted if any(p.is_relative_to(folder) for folder in hidden)}
+    return sorted(p for p in inside if not any(p != q and p.is_relative_to(q) for q in inside))
+
+
+def _hide(hidden: list[str], kept: list[Path]) -> str:
+    """Shell commands (in the worker's own mount namespace) that put a private tmpfs over each of
+    `hidden`, then bind each of `kept` back at its place, by way of a private tmpfs on /mnt."""
+    mount = _program("mount")
+    steps = []
+    if kept:
+        steps.append(f"{mount} -t tmpfs tmpfs /mnt")
+        for i, path in enumerate(kept):
+            steps += [f"mkdir -p /mnt/kept{i}", f"{mount} --bind {shlex.quote(str(path))} /mnt/kept{i}"]
+    steps += [f"{mount} -t tmpfs tmpfs {folder}" for folder in hidden]
+    for i, path in enumerate(kept):
+        where = shlex.quote(str(path))
+        steps += [f"mkdir -p {where}", f"{mount} --bind /mnt/kept{i} {where}"]
+    return " && ".join(steps)
 
 
 @dataclass
@@ -161,7 +189,7 @@ def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Isolated]:
         # The worker's private temporary folder hides every Unix socket and file of ours under it.
         temporary = tempfile.gettempdir()
         hidden = ["/tmp"] if Path(temporary).is_relative_to("/tmp") else ["/tmp", temporary]
-        mounts = " && ".join(f"{_program('mount')} -t tmpfs tmpfs {folder}" for folder in hidden)
+        mounts = _hide(hidden, _needed_by_the_worker(hidden))
         worker_command = (
             f"{mounts} && exec {sys.executable} -m distributed.cli.dask_worker {cluster.scheduler_address} "
             f"--host {worker_host} --nthreads 1 --no-nanny --no-dashboard --name isolated"
@@ -223,6 +251,24 @@ def tcp_listeners() -> set[tuple[str, int]]:
         for c in psutil.Process().net_connections(kind="inet")
         if c.status == psutil.CONN_LISTEN
     }
+
+
+@pytest.fixture
+def no_orphans(isolated: Isolated) -> Iterator[None]:
+    """conftest's `no_orphans`, but for the isolated worker's warm server: a worker keeps the server
+    its limited calls fork from (warm) for as long as it lives, and this worker lives for the module;
+    when it ends, the module's own check (`isolated`) sees that its server ended with it."""
+    before = live_children()
+    yield
+    try:
+        servers = {
+            child.pid
+            for child in psutil.Process(isolated.worker.pid).children()
+            if "multiprocessing.forkserver import main" in " ".join(child.cmdline())
+        }
+    except psutil.NoSuchProcess:
+        servers = set()
+    assert_no_new_children(before | servers)
 
 
 # -- tests ------------------------------------------------------------------------------
