@@ -15,18 +15,68 @@ from __future__ import annotations
 
 import io
 import os
-from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
+import socket
+import sys
+from multiprocessing import (
+    connection,
+    context,
+    forkserver,
+    popen_forkserver,
+    process,
+    reduction,
+    resource_tracker,
+    spawn,
+    util,
+)
 from typing import Any
 
-__all__ = ["CONTEXT"]
+__all__ = ["CONTEXT", "start_server"]
+
+
+def start_server(preload: list[str]) -> None:
+    """Start this process's forkserver, importing `preload` (module names) before it serves.
+
+    `forkserver.ensure_running()` (CPython 3.11-3.13) when no server runs, but without the
+    main module's preparation data, which it reads off `sys.modules["__main__"]`: a
+    Jupyter kernel's `__main__` (and a process-pool worker forked from one) has no
+    `__spec__`, and ensure_running fails there with AttributeError. Our children never
+    import the main module (see `_Popen`), and `_warm` hands the server its `sys.path`.
+    """
+    server: Any = forkserver._forkserver
+    with server._lock:
+        resource_tracker.ensure_running()
+        if server._forkserver_pid is not None:
+            pid, _ = os.waitpid(server._forkserver_pid, os.WNOHANG)
+            if not pid:  # still alive
+                return
+            os.close(server._forkserver_alive_fd)
+            server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
+        command = "from multiprocessing.forkserver import main; main(%d, %d, %r)"
+        with socket.socket(socket.AF_UNIX) as listener:
+            address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
+            listener.bind(address)
+            if not util.is_abstract_socket_namespace(address):
+                os.chmod(address, 0o600)
+            listener.listen()
+            # Every client holds the write end of the "alive" pipe: when all are gone, the server ends.
+            alive_r, alive_w = os.pipe()
+            try:
+                executable = spawn.get_executable()
+                args = [executable, *util._args_from_interpreter_flags()]  # type: ignore[attr-defined]
+                args += ["-c", command % (listener.fileno(), alive_r, preload)]
+                pid = util.spawnv_passfds(executable, args, [listener.fileno(), alive_r])  # type: ignore[arg-type]
+            except BaseException:
+                os.close(alive_w)
+                raise
+            finally:
+                os.close(alive_r)
+            server._forkserver_address, server._forkserver_alive_fd, server._forkserver_pid = address, alive_w, pid
 
 
 class _Popen(popen_forkserver.Popen):
     def _launch(self, process_obj: Any) -> None:
         # popen_forkserver.Popen._launch (CPython 3.11-3.13), but for the two keys left out of the preparation data
-        prep_data = spawn.get_preparation_data(process_obj._name)
-        prep_data.pop("init_main_from_path", None)
-        prep_data.pop("init_main_from_name", None)
+        prep_data = _preparation_data(process_obj._name)
         buf = io.BytesIO()
         context.set_spawning_popen(self)
         try:
@@ -42,6 +92,29 @@ class _Popen(popen_forkserver.Popen):
         with open(w, "wb", closefd=True) as f:
             f.write(buf.getbuffer())
         self.pid = forkserver.read_signed(self.sentinel)
+
+
+def _preparation_data(name: str) -> dict[str, Any]:
+    """`spawn.get_preparation_data(name)` (CPython 3.11-3.13) without the main module's two keys.
+
+    Those keys tell the child to import the main script again, which our children must not;
+    and reading them fails where `__main__` has no `__spec__`: a Jupyter kernel's user
+    module, and a process-pool worker forked from a kernel.
+    """
+    spawn._check_not_importing_main()  # type: ignore[attr-defined]
+    data: dict[str, Any] = {"log_to_stderr": util._log_to_stderr, "authkey": process.current_process().authkey}  # type: ignore[attr-defined]
+    if util._logger is not None:  # type: ignore[attr-defined]
+        data["log_level"] = util._logger.getEffectiveLevel()  # type: ignore[attr-defined]
+    sys_path = [process.ORIGINAL_DIR if entry == "" else entry for entry in sys.path]  # type: ignore[attr-defined]
+    data.update(
+        name=name,
+        sys_path=sys_path,
+        sys_argv=sys.argv,
+        orig_dir=process.ORIGINAL_DIR,  # type: ignore[attr-defined]
+        dir=os.getcwd(),
+        start_method=context._default_context.get_start_method(),
+    )
+    return data
 
 
 class _ChildProcess(context.ForkServerProcess):

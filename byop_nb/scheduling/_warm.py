@@ -175,7 +175,7 @@ def preload(function: Callable[..., Any]) -> None:
     running on the old one) and counts the call as running until `finished()`.
     """
     global _loaded, _stale, _restarts, _in_flight, _owner
-    from multiprocessing import forkserver
+    from byop_nb.scheduling._forkserver import start_server
 
     needed = modules_for(function)
     with _lock:
@@ -189,17 +189,37 @@ def preload(function: Callable[..., Any]) -> None:
             running = False
         if not running:
             names = sorted(_wanted)
-            forkserver.set_forkserver_preload(["byop_nb.scheduling._warm"])
             wanted = {"parent": os.getpid(), "sys_path": sys.path, "modules": [*BASE, *names]}
             os.environ[ENVIRONMENT] = json.dumps(wanted)
             try:
-                forkserver.ensure_running()
+                start_server(["byop_nb.scheduling._warm"])
             finally:
                 os.environ.pop(ENVIRONMENT, None)
             _loaded = frozenset(names)
             _stale = False
             _owner = os.getpid()
+            _wait_until_serving()
         _in_flight += 1
+
+
+def _wait_until_serving() -> None:
+    """Return once the server that was just started has imported its list and forks.
+
+    The server accepts a request only after its imports (seconds, for scikit-learn), and a
+    call's wall-time limit counts from the call's start: without this wait, the first
+    limited call of a worker would spend its limit on the server's warm-up. One no-op
+    child, started and waited for, is the proof.
+    """
+    from byop_nb.scheduling._forkserver import CONTEXT
+
+    child = CONTEXT.Process(target=_serving, name="byop_nb-warm-server-ready")
+    child.start()
+    child.join()
+    child.close()
+
+
+def _serving() -> None:
+    """The no-op child of `_wait_until_serving`."""
 
 
 def finished() -> None:
