@@ -37,10 +37,6 @@ def escapes(trial: Trial) -> Trial.Report:
     raise KeyError(f"escaped from {trial.name}")
 
 
-def returns_no_report(trial: Trial) -> int:
-    return 42
-
-
 def sleeps(trial: Trial, seconds: float) -> Trial.Report:
     with trial.begin():
         time.sleep(seconds)
@@ -283,15 +279,87 @@ def test_an_exception_escaping_the_function_becomes_a_crash_report() -> None:
     assert row["status"] == "crashed" and row["exception_type"] == "KeyError" and row["config.x"] == 1
 
 
-def test_a_return_value_that_is_not_a_report_becomes_a_crash_report() -> None:
+def returns_plain(trial: Trial) -> Any:
+    """Returns what the config's "value" is, as an Optuna objective returns its value."""
+    return trial.config["value"]
+
+
+def plain_returns_of(values: list[Any], **trial_options: Any) -> list[Trial.Report]:
+    scheduler = Scheduler.with_processes(2)
+    task = Trial.Task(returns_plain, scheduler)
+    reports: list[Trial.Report] = []
+    task.on_report(reports.append)
+    scheduler.on_start(
+        lambda: [task(Trial(name=f"t-{i}", config={"value": v}, **trial_options)) for i, v in enumerate(values)]
+    )
+    assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
+    return sorted(reports, key=lambda r: r.trial.name)
+
+
+def test_a_returned_number_is_a_success_under_value_and_a_mapping_of_numbers_a_success_with_it(
+    no_orphans: None,
+) -> None:
+    import numpy as np
+
+    reports = plain_returns_of([0.97, 3, np.float32(0.5), {"accuracy": 0.9, "loss": np.int64(2)}])
+    assert [type(r) for r in reports] == [Trial.SuccessReport] * 4
+    assert [dict(r.results) for r in reports] == [
+        {"value": 0.97},
+        {"value": 3},
+        {"value": 0.5},
+        {"accuracy": 0.9, "loss": 2},
+    ]
+    assert type(reports[2].results["value"]) is float and type(reports[3].results["loss"]) is int
+
+
+def test_a_returned_number_goes_under_the_trials_metric() -> None:
+    (report,) = plain_returns_of([0.25], metric="accuracy")
+    assert isinstance(report, Trial.SuccessReport) and report.results == {"accuracy": 0.25}
+
+
+@pytest.mark.parametrize(
+    ("value", "options", "says"),
+    [
+        (
+            42,
+            {"metric": ["loss", "accuracy"]},
+            "returned 42, one number for the 2 metrics ['loss', 'accuracy']; return {'loss': ..., 'accuracy': ...}",
+        ),
+        (
+            "0.9",
+            {},
+            "returned '0.9'; return a number (recorded as 'value'), a mapping of metric names to numbers "
+            "(e.g. {'value': ...}), or a report: trial.success(...), trial.fail(...) or trial.crashed(...)",
+        ),
+        (None, {"metric": "loss"}, "returned None; return a number (recorded as 'loss')"),
+        (True, {}, "returned True; return a number"),
+        ([0.1, 0.2], {}, "returned [0.1, 0.2]; return a number"),
+        ({"loss": "low"}, {}, "its entry 'loss': 'low' is not a metric name with a number; return a number"),
+        ({"accuracy": 0.9}, {"metric": "loss"}, "without the metric 'loss' of the optimizer that asked the trial"),
+        ({}, {}, "returned {}, an empty mapping"),
+    ],
+)
+def test_any_other_return_value_is_a_crash_that_says_what_to_return(value: Any, options: Any, says: str) -> None:
     scheduler = Scheduler.with_threads(1)
-    task = Trial.Task(returns_no_report, scheduler)  # type: ignore[arg-type]
+    task = Trial.Task(returns_plain, scheduler)
     crashes: list[Trial.Report] = []
     task.on_crashed(crashes.append)
-    scheduler.on_start(lambda: task(Trial(name="t")))
+    scheduler.on_start(lambda: task(Trial(name="t", config={"value": value}, **options)))
     scheduler.run(timeout=30)
     (crash,) = crashes
-    assert isinstance(crash.exception, TypeError) and "returned 42; it must return a report" in str(crash.exception)
+    assert isinstance(crash.exception, TypeError)
+    assert f"the function of Trial.Task 'returns_plain' {says}" in str(crash.exception) or says in str(
+        crash.exception
+    ), str(crash.exception)
+    assert task.df()["exception_message"].iloc[0] == str(crash.exception)
+
+
+def test_a_trials_metric_must_name_results() -> None:
+    with pytest.raises(TypeError, match=r"Trial metric= must be a result's name .* got 3"):
+        Trial(name="t", metric=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"got \[\]"):
+        Trial(name="t", metric=[])
+    assert Trial(name="t").metrics == ["value"] and Trial(name="t", metric=["a", "b"]).metrics == ["a", "b"]
 
 
 def test_calling_a_trial_task_without_a_trial_fails_at_the_call() -> None:

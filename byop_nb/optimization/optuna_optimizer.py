@@ -267,6 +267,7 @@ class OptunaOptimizer:
             name=f"trial-{optuna_trial.number}",
             config=dict(optuna_trial.params),
             info={"optuna_study": self.study.study_name, "optuna_trial": optuna_trial.number},
+            metric=self.metric,
         )
 
     def ask(self) -> Trial:
@@ -274,8 +275,9 @@ class OptunaOptimizer:
 
         Returns:
             `Trial(name=f"trial-{number}", config=<the sampled params>,
-            info={"optuna_study": <study name>, "optuna_trial": <number>})`,
-            `number` being the Optuna trial's number in the study.
+            info={"optuna_study": <study name>, "optuna_trial": <number>}, metric=<the metric>)`,
+            `number` being the Optuna trial's number in the study. A Trial.Task
+            function that returns a plain number reports it under `metric`.
         """
         optuna_trial = self.study.ask(self.space)
         optuna_trial.set_user_attr(ASKED_BY, self._asked_by)
