@@ -453,8 +453,7 @@ print(f"exit={scheduler.run()}")
     )
     assert failing.value("exit") == "ExitCode.EXHAUSTED"
     assert failing.stderr.splitlines() == [
-        "3 of 3 calls of task 'fails' failed in this run (the first: ValueError: bad 0); see task.df(), "
-        "or subscribe @task.on_exception to handle failures"
+        "3 of 3 calls of 'fails' raised; first: ValueError: bad 0 (call 1); see task.df()"
     ]
 
     fine = kernel.run(
@@ -467,7 +466,7 @@ print(f"exit={scheduler.run()}")
     )
     assert fine.value("exit") == "ExitCode.EXHAUSTED" and fine.stderr == ""
 
-    # A wall-time limit hit is no surprise (the limit was set): only the other failure is counted ...
+    # A wall-time limit hit is a failure too, named as one ...
     limited = kernel.run(
         """
 scheduler = Scheduler.with_processes(1)
@@ -481,10 +480,10 @@ print(f"statuses={task.df()['status'].tolist()}")
     assert limited.value("exit") == "ExitCode.EXHAUSTED"
     assert limited.value("statuses") == "['exception', 'wall_time_limit']"
     assert limited.stderr.splitlines() == [
-        "1 of 2 calls of task 'slow_or_bad' failed in this run (the first: ValueError: bad 0); see task.df(), "
-        "or subscribe @task.on_exception to handle failures"
+        "2 of 2 calls of 'slow_or_bad' failed (1 exception, 1 wall_time_limit); first: ValueError: bad 0 (call 1); "
+        "see task.df()"
     ]
-    # ... and a run whose only failures are limit hits says nothing.
+    # ... and a run whose only failures are limit hits says so in its words.
     only_hits = kernel.run(
         """
 scheduler.on_start.remove("<lambda>")
@@ -495,7 +494,11 @@ print(f"status={task.df()['status'].iloc[-1]}")
         timeout=120,
     )
     assert only_hits.value("exit") == "ExitCode.EXHAUSTED" and only_hits.value("status") == "wall_time_limit"
-    assert only_hits.stderr == ""
+    assert only_hits.stderr.splitlines() == [
+        "1 of 1 calls of 'slow_or_bad' hit their wall-time limit; first: WallTimeoutException: "
+        + only_hits.stderr.split("first: WallTimeoutException: ", 1)[-1].splitlines()[0]
+    ]
+    assert "(call 3); see task.df()" in only_hits.stderr
 
 
 # -- 5. The callback listing --------------------------------------------------------------------

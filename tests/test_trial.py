@@ -501,3 +501,79 @@ def test_importing_byop_nb_stays_light_and_trial_is_there_on_first_use() -> None
         "assert Trial is T and byop_nb.Trial is T\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- crashes say so (issue 22, item 2) ---------------------------------------------------------
+
+
+def reads_learning_rate(trial: Trial) -> float:
+    """Crashes unless the config has the key: the typo of a real search space."""
+    return trial.config["learning_rate"] * 2
+
+
+def test_crashed_trials_are_said_at_the_runs_end_even_when_on_report_handled_them(
+    no_orphans: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler = Scheduler.with_processes(2)
+    task = Trial.Task(reads_learning_rate, scheduler, name="evaluate")
+    seen: list[tuple[int, int]] = []
+
+    @task.on_report
+    def watch(report: Trial.Report) -> None:  # handles every report; the run's end still speaks
+        summary = task.failure_summary()  # live, during the run
+        seen.append((summary.failed, summary.ended))
+
+    scheduler.on_start(lambda: task.map([Trial(name=f"t-{i}", config={"lr": 0.1}) for i in range(6)], in_flight=1))
+    with caplog.at_level("WARNING", logger="byop_nb"):
+        assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("byop_nb")]
+    assert said == [
+        "6 of 6 trials of 'evaluate' crashed; first: KeyError: 'learning_rate' (trial t-0, call 1); see task.df()"
+    ]
+    assert seen == [(n, n) for n in range(1, 7)]
+    summary = task.failure_summary()
+    assert summary.line == str(summary) == said[0].removesuffix("; see task.df()")
+    assert (summary.noun, summary.statuses, summary.in_a_row, summary.first_trial) == (
+        "trials",
+        {"crashed": 6},
+        6,
+        "t-0",
+    )
+
+
+def succeeds_unless(trial: Trial) -> Trial.Report:
+    with trial.begin():
+        if trial.config["crash"]:
+            raise ValueError(f"crash {trial.name}")
+    if trial.exception is not None:
+        return trial.crashed()
+    if trial.config.get("fail"):
+        return trial.fail(loss=1.0)
+    return trial.success(loss=0.0)
+
+
+def test_end_after_failures_ends_the_run_after_n_failed_trials_in_a_row(no_orphans: None) -> None:
+    # crash, success (starts the count afresh), fail, crash, crash: the 3rd in a row ends the run.
+    kinds = [(True, False), (False, False), (False, True), (True, False), (True, False), (False, False)]
+    scheduler = Scheduler.with_processes(1)
+    task = Trial.Task(succeeds_unless, scheduler)
+    in_a_row: list[int] = []
+    task.on_report(lambda report: in_a_row.append(task.failure_summary().in_a_row))
+    trials = [Trial(name=f"t-{i}", config={"crash": c, "fail": f}) for i, (c, f) in enumerate(kinds)]
+    scheduler.on_start(lambda: task.map(trials, in_flight=1))
+    assert scheduler.run(timeout=60, end_after_failures=3) is ExitCode.EXCEPTION
+    assert task.df()["status"].tolist() == ["crashed", "success", "fail", "crashed", "crashed"]
+    assert in_a_row == [1, 0, 1, 2, 3]
+    assert str(scheduler.last_error) == (
+        "the run ended after 3 failed trials in a row of 'succeeds_unless' (end_after_failures=3); "
+        "the last: ValueError: crash t-4"
+    )
+    # Without the option the same trials all run.
+    assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED and len(task.df()) == 5 + 6
+
+
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), (2.5, TypeError), (True, TypeError)])
+def test_end_after_failures_takes_a_positive_int(value: Any, error: type[Exception]) -> None:
+    scheduler = Scheduler.with_threads(1)
+    with pytest.raises(error, match=rf"end_after_failures= must be a positive int or None, got {value!r}"):
+        scheduler.run(end_after_failures=value)

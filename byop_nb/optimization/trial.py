@@ -140,9 +140,7 @@ class Trial:
             raise TypeError(f"Trial info= must be a mapping (e.g. a dict) or None, got {self.info!r}")
         metrics = [self.metric] if isinstance(self.metric, str) else self.metric
         if metrics is not None and (
-            not isinstance(metrics, Sequence)
-            or not metrics
-            or not all(isinstance(m, str) and m for m in metrics)
+            not isinstance(metrics, Sequence) or not metrics or not all(isinstance(m, str) and m for m in metrics)
         ):
             raise TypeError(
                 f"Trial metric= must be a result's name (a non-empty str), a list of them, or None, got {self.metric!r}"
@@ -371,9 +369,10 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
     SUCCESSES: ClassVar[frozenset[Status]] = frozenset({Status.SUCCESS})
     """A trial succeeded when it returned a `SuccessReport`."""
     FAILURE_EVENTS: ClassVar[tuple[Event[Any], ...]] = (REPORT, FAILURE, CRASHED, *Task.FAILURE_EVENTS)
-    """A callback on any of these handles failed trials (then no summary is printed at the run's end)."""
+    """A callback on any of these handles failed trials."""
     FAILURES: ClassVar[frozenset[Status]] = frozenset({Status.FAIL, Status.CRASHED})
     """A trial failed when it returned a `FailReport`, or crashed (limit hits included)."""
+    _NOUN = "trials"
 
     def __init__(
         self,
@@ -442,6 +441,10 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
             flush=False,  # the scheduler flushes the journal once per batch of ended calls
         )
 
+    def _row_status(self, call: Call, status: Status) -> Status:
+        report: Trial.Report | None = call.state
+        return report.status if report is not None else Status.CANCELLED
+
     def _emit(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
         """The Task's events (DONE, RETURNED or EXCEPTION and limit events), then the report's."""
         super()._emit(call, status, result, exception)
@@ -474,9 +477,7 @@ def _plain_report(task: str, trial: Trial, result: Any) -> Trial.Report:
     mapping of metric names to numbers is a success; anything else a crash that says what to return."""
     metrics = trial.metrics
     example = ", ".join(f"{m!r}: ..." for m in metrics)
-    accepted = (
-        f"return a number (recorded as {metrics[0]!r})" if len(metrics) == 1 else f"return {{{example}}}"
-    ) + (
+    accepted = (f"return a number (recorded as {metrics[0]!r})" if len(metrics) == 1 else f"return {{{example}}}") + (
         f", a mapping of metric names to numbers (e.g. {{{example}}}), or a report: "
         "trial.success(...), trial.fail(...) or trial.crashed(...)"
     )
