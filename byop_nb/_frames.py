@@ -28,13 +28,16 @@ pandas is imported when the first frame is made, never by `import byop_nb`.
 from __future__ import annotations
 
 import sys
+import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, cast
+
+from byop_nb._text import bounded_repr
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["calls_frame", "readable"]
+__all__ = ["calls_frame", "readable", "exportable"]
 
 _FIRST = ("call", "status")
 _GROUPS = ("arg.", "config.")
@@ -106,6 +109,7 @@ def calls_frame(df: pd.DataFrame) -> pd.DataFrame:
     kernel); frames with other columns display as pandas does."""
     df.attrs[_MARK] = tuple(df.columns)
     object.__setattr__(df, "_repr_html_", _ReadableHTML(df))  # IPython looks it up on the object
+    object.__setattr__(df, "to_parquet", _ToParquet(df))
     _show_derived_frames_readably()
     return df
 
@@ -138,3 +142,80 @@ def _footer(left_out: list[str], *, html: bool) -> str:
         return ""
     text = f"{len(left_out)} more columns in the DataFrame: {', '.join(left_out)}"
     return f'<p style="font-size:11px;opacity:.7">{text}</p>' if html else f"\n[{text}]"
+
+
+# -- exports ----------------------------------------------------------------------------------
+
+
+class _ToParquet:
+    """A history frame's `to_parquet`: pandas' own; when Arrow cannot store a column's mixed values
+    (a `result` of numbers and strings), the frame's `exportable()` copy instead, with a warning."""
+
+    __slots__ = ("_frame",)
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = weakref.ref(frame)  # no cycle: the frame holds this
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import pandas as pd
+
+        frame = self._frame()
+        assert frame is not None  # called through the frame, which is alive
+        try:
+            return pd.DataFrame.to_parquet(frame, *args, **kwargs)
+        except Exception as error:
+            mixed = [c for c in frame.columns if frame[c].dtype == object and not _arrow_takes(frame[c])]
+            if not mixed or type(error).__module__.split(".")[0] != "pyarrow":
+                raise
+        warnings.warn(
+            f"to_parquet: the column(s) {mixed} hold values of several types, which Parquet cannot store as "
+            "one; they were written as text (each value's repr; strings as they are), the rest as it is: "
+            "what byop_nb.history.exportable(df).to_parquet(...) writes. Read the file back with "
+            "byop_nb.history.restore_dtypes(pd.read_parquet(...)).",
+            UserWarning,
+            stacklevel=2,
+        )
+        return pd.DataFrame.to_parquet(exportable(frame), *args, **kwargs)
+
+
+def exportable(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `df` that Parquet (and CSV) can write, whatever the calls returned.
+
+    An `object` column whose values Arrow cannot store as one type (a `result`
+    column of ints and strings, of objects of your own classes, ...) becomes a
+    `string` column: strings stay as they are, other values become their
+    bounded `repr`, missing values stay missing. Other columns are untouched, so
+    a history whose columns already export gives an equal frame. Read the file
+    back with `restore_dtypes(pd.read_parquet(...))`.
+
+    ```python
+    from byop_nb.history import exportable
+
+    exportable(task.df()).to_parquet("calls.parquet")
+    ```
+    """
+    import pandas as pd
+
+    out = df.copy()
+    for name in out.columns:
+        column = out[name]
+        if column.dtype != object or _arrow_takes(column):
+            continue
+        out[name] = pd.array(
+            [None if v is None else v if isinstance(v, str) else bounded_repr(v) for v in column], dtype="string"
+        )
+    return out
+
+
+def _arrow_takes(column: Any) -> bool:
+    """Whether Arrow stores the values of `column` as one type (without pyarrow: plain values of one type)."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        kinds = {type(v) for v in column if v is not None}
+        return len(kinds) <= 1 and kinds <= {int, float, bool, str, bytes}
+    try:
+        pa.array(column.tolist(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError):
+        return False
+    return True

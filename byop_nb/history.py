@@ -145,7 +145,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from byop_nb._frames import calls_frame
+from byop_nb._frames import calls_frame, exportable
 from byop_nb._journal import Journal, read_rows
 from byop_nb._text import TRACEBACK_LIMIT, bounded_repr, bounded_text
 
@@ -664,46 +664,3 @@ def restore_dtypes(df: pd.DataFrame) -> pd.DataFrame:
         elif column.dtype == object:
             out[name] = column.where(column.notna(), None)
     return out
-
-
-def exportable(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy of `df` that Parquet (and CSV) can write, whatever the calls returned.
-
-    An `object` column whose values Arrow cannot store as one type (a `result`
-    column of ints and strings, of objects of your own classes, ...) becomes a
-    `string` column: strings stay as they are, other values become their
-    bounded `repr`, missing values stay missing. Other columns are untouched, so
-    a history whose columns already export gives an equal frame. Read the file
-    back with `restore_dtypes(pd.read_parquet(...))`.
-
-    ```python
-    from byop_nb.history import exportable
-
-    exportable(task.df()).to_parquet("calls.parquet")
-    ```
-    """
-    import pandas as pd
-
-    out = df.copy()
-    for name in out.columns:
-        column = out[name]
-        if column.dtype != object or _arrow_takes(column):
-            continue
-        out[name] = pd.array(
-            [None if v is None else v if isinstance(v, str) else bounded_repr(v) for v in column], dtype="string"
-        )
-    return out
-
-
-def _arrow_takes(column: Any) -> bool:
-    """Whether Arrow stores the values of `column` as one type (without pyarrow: plain values of one type)."""
-    try:
-        import pyarrow as pa
-    except ImportError:
-        kinds = {type(v) for v in column if v is not None}
-        return len(kinds) <= 1 and kinds <= {int, float, bool, str, bytes}
-    try:
-        pa.array(column.tolist(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError):
-        return False
-    return True

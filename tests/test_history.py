@@ -721,3 +721,38 @@ def test_a_history_frame_displays_the_columns_read_first_and_keeps_them_all() ->
     assert "Traceback (most recent call last)" not in shown
     assert "ValueError: x cannot be 3" in shown
     assert "<th>traceback</th>" in df[["call", "traceback"]]._repr_html_()  # a frame made from it: pandas' own
+
+
+def returns_mixed(x: int) -> object:
+    """Numbers, a dict (spread, with a nested dict in one key), text, a tuple: the results of a real search."""
+    return [1, {"loss": 0.5, "extra": {"depth": 3}}, "diverged", 2.5, (1, 2), {"loss": 0.25, "extra": 7}][x]
+
+
+def test_a_task_with_mixed_results_exports_to_csv_and_parquet_and_reads_back(tmp_path: Path) -> None:
+    scheduler = Scheduler.with_threads(1)
+    task = Task(returns_mixed, scheduler)
+    scheduler.on_start(lambda: task.map(range(6), in_flight=1))
+    scheduler.run(timeout=30)
+    df = task.df()
+    assert df["result"].tolist() == [1, None, "diverged", 2.5, (1, 2), None]
+
+    # Parquet: before issue 22 this failed inside pyarrow ("Conversion failed for column result").
+    with pytest.warns(UserWarning, match=r"\['result', 'result.extra'\] hold values of several types.*exportable"):
+        df.to_parquet(tmp_path / "calls.parquet")
+    back = restore_dtypes(pd.read_parquet(tmp_path / "calls.parquet"))
+    assert back["result"].tolist() == ["1", None, "diverged", "2.5", "(1, 2)", None]
+    assert back["result.extra"].dtype == "string"
+    assert back["result.extra"].fillna("-").tolist() == ["-", "{'depth': 3}", "-", "-", "-", "7"]
+    pd.testing.assert_frame_equal(
+        back.drop(columns=["result", "result.extra"]), df.drop(columns=["result", "result.extra"])
+    )
+
+    # CSV writes every frame; numbers in text come back as numbers where a column holds only them.
+    df.to_csv(tmp_path / "calls.csv", index=False)
+    back = restore_dtypes(pd.read_csv(tmp_path / "calls.csv"))
+    assert back["result"].tolist() == ["1", None, "diverged", "2.5", "(1, 2)", None]
+    assert back["result.loss"].tolist()[1::4] == [0.5, 0.25]
+    pd.testing.assert_frame_equal(
+        back[["task", "call", "status", "submitted", "finished", "arg.x"]],
+        df[["task", "call", "status", "submitted", "finished", "arg.x"]],
+    )
