@@ -2,15 +2,16 @@
 
 `History.df()` returns a plain pandas DataFrame (every column, every dtype)
 whose notebook display ([`calls_frame`][byop_nb._frames.calls_frame]) shows a
-readable view: `call`, `status`, the `arg.*` columns, the results, the error,
-`duration` and the time it finished (short), and says which columns it left
+readable view: `call`, `status`, the `arg.*` columns, the results,
+`exception_type` and `exception_message` (a message longer than 300 characters
+shown by its start and its end), `duration` and the time it finished (short), and says which columns it left
 out. Frames made from it that keep every column (`.tail()`, `.head()`, a filter
 of rows, a sort, a copy) show the same readable view; a frame with columns of
 your choosing (`df[[...]]`) displays as pandas does, and `print(df)` shows
 everything.
 
 ```python
-df = task.df()          # a cell shows call, status, arg.x, result, error, duration, finished
+df = task.df()          # a cell shows call, status, arg.x, result, exception_type, exception_message, ...
 df.tail()               # the same view, of the last 5 rows
 df.columns              # all of them, as before: task, call, args, ..., traceback, submitted, ...
 df[["call", "traceback"]]   # the columns you picked, shown whole
@@ -32,7 +33,7 @@ import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, cast
 
-from byop_nb._text import bounded_repr
+from byop_nb._text import bounded_repr, clipped
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,7 +44,8 @@ _FIRST = ("call", "status")
 _GROUPS = ("arg.", "config.")
 _RESULTS = ("result.",)
 _LAST = ("duration",)
-_ERROR_WIDTH = 80
+_MESSAGE_WIDTH = 300
+"""Characters of an exception's message the view shows (its start and its end around an ellipsis)."""
 
 
 def readable(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -60,12 +62,14 @@ def readable(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     if "result" in columns and df["result"].notna().any():
         chosen.append("result")
     chosen += [c for prefix in _RESULTS for c in columns if c.startswith(prefix)]
-    view = pd.DataFrame(df[chosen])
     if "exception_type" in columns and df["exception_type"].notna().any():
-        kind, message = df["exception_type"], df["exception_message"].fillna("")
-        error = (kind + ": " + message).where(kind.notna())
-        view["error"] = error.str.slice(0, _ERROR_WIDTH)
-    shown_extra = {"exception_type", "exception_message"} if "error" in view.columns else set()
+        chosen += ["exception_type", "exception_message"]  # real columns: df["exception_message"] finds them
+    view = pd.DataFrame(df[chosen])
+    if "exception_message" in view.columns:  # long messages keep their end, where advice often is
+        view["exception_message"] = df["exception_message"].map(
+            lambda message: clipped(message, _MESSAGE_WIDTH) if isinstance(message, str) else message
+        )
+    shown_extra: set[str] = set()
     chosen += [c for c in _LAST if c in columns]
     for column in _LAST:
         if column in columns:
@@ -93,7 +97,10 @@ class _ReadableHTML:
 def _readable_html(frame: pd.DataFrame) -> str | None:
     """The readable view of `frame` as HTML, with a line naming the columns it leaves out."""
     view, left_out = readable(frame)
-    shown = cast(Any, view)._repr_html_()  # pandas' own notebook display of the view
+    import pandas as pd
+
+    with pd.option_context("display.max_colwidth", _MESSAGE_WIDTH + 10):  # pandas' 50 would cut messages
+        shown = cast(Any, view)._repr_html_()  # pandas' own notebook display of the view
     return None if shown is None else shown + _footer(left_out, html=True)
 
 

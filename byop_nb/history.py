@@ -44,8 +44,10 @@ filters and exports the same everywhere (`df[df.status == "exception"]`,
 `df.status.value_counts()`).
 
 Text in rows is bounded: `args`, `kwargs` and `exception_message` keep at most
-about 2,000 characters. A longer text is cut, and ends with an ellipsis and the
-value's type and size (`[0.0, 1.0, ...] … (list of 1000000 items)`); long
+about 2,000 characters. A longer message keeps its start and its last 500
+characters (where advice often is) around a note of how long it was; a longer
+argument text is cut, and ends with an ellipsis and the value's type and size
+(`[0.0, 1.0, ...] … (list of 1000000 items)`); long
 containers, strings and bytes are never turned into text whole, so a call with
 a million-float argument costs no more to record than any other. A value whose
 `repr` raises (a detached ORM object) is shown as
@@ -147,7 +149,7 @@ from typing import TYPE_CHECKING, Any
 
 from byop_nb._frames import calls_frame, exportable
 from byop_nb._journal import Journal, read_rows
-from byop_nb._text import TRACEBACK_LIMIT, bounded_repr, bounded_text
+from byop_nb._text import TRACEBACK_LIMIT, bounded_message, bounded_repr, bounded_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -186,7 +188,7 @@ def _exception_message(exception: BaseException) -> str:
         message = str(exception)
     except Exception as e:  # a broken __str__ must not lose the row
         return f"<str() of the {type(exception).__qualname__} raised {type(e).__qualname__}>"
-    return bounded_text(message)
+    return bounded_message(message)  # its start and its end: advice is often at the end
 
 
 def _traceback(text: str | None) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -713,13 +714,14 @@ def test_a_history_frame_displays_the_columns_read_first_and_keeps_them_all() ->
     assert type(df) is pd.DataFrame and "traceback" in df.columns  # a plain frame, every column
     shown = df._repr_html_()
     header = shown.split("<tbody>")[0]
-    for column in ("call", "status", "arg.x", "result", "error", "duration", "finished"):
+    for column in ("call", "status", "arg.x", "result", "exception_type", "exception_message", "duration", "finished"):
         assert f"<th>{column}</th>" in header, column
+        assert column in df.columns, column  # every column the view shows is one of the frame's (issue 22)
     for column in ("traceback", "args", "submitted"):
         assert f"<th>{column}</th>" not in header, column
-    assert "5 more columns in the DataFrame: task, args, kwargs, traceback, submitted" in shown
+    assert "5 more columns in the DataFrame: task, args, kwargs, traceback, submitted" in shown, shown
     assert "Traceback (most recent call last)" not in shown
-    assert "ValueError: x cannot be 3" in shown
+    assert "<td>ValueError</td>" in shown and "<td>x cannot be 3</td>" in shown
     assert "<th>traceback</th>" in df[["call", "traceback"]]._repr_html_()  # a frame made from it: pandas' own
 
 
@@ -756,3 +758,28 @@ def test_a_task_with_mixed_results_exports_to_csv_and_parquet_and_reads_back(tmp
         back[["task", "call", "status", "submitted", "finished", "arg.x"]],
         df[["task", "call", "status", "submitted", "finished", "arg.x"]],
     )
+
+
+def raises_long(n: int) -> None:
+    raise ValueError("x" * n + " -- the advice: return a number")
+
+
+def test_the_display_shows_real_columns_and_a_long_message_keeps_its_end() -> None:
+    scheduler = Scheduler.with_threads(1)
+    task = Task(raises_long, scheduler)
+    scheduler.on_start(lambda: task.map([200, 5000], in_flight=1))
+    scheduler.run(timeout=30)
+    df = task.df()
+    shown = df._repr_html_()
+    header = shown.split("<tbody>")[0]
+    assert "<th>error</th>" not in header  # it was a column df["error"] could not find
+    for column in re.findall(r"<th>([^<]+)</th>", header):
+        assert column in df.columns, column
+    # pandas' 50-character cut would have left out the advice at the message's end.
+    assert "x" * 200 + " -- the advice: return a number</td>" in shown
+    long_cell = re.findall(r"<td>(x+\u2026x* -- the advice: return a number)</td>", shown)
+    assert len(long_cell) == 1 and len(long_cell[0]) == 300
+    # The row keeps the start and the end of a message too long to keep whole.
+    kept = df["exception_message"].iloc[1]
+    assert kept.startswith("x" * 1500) and kept.endswith("x -- the advice: return a number")
+    assert "… (5031 characters; the middle left out) …" in kept and len(kept) < 2100

@@ -156,11 +156,12 @@ print("labels=" + json.dumps([None if pandas.isna(v) else v for v in df["result.
         "arg.mode",
         "result.total",
         "result.label",
-        "error",
+        "exception_type",
+        "exception_message",
         "duration",
         "finished",
     ]
-    assert "ValueError: n cannot be 2" in shown  # the error, in one short column
+    assert "<td>ValueError</td>" in shown and "<td>n cannot be 2</td>" in shown  # the error, in its real columns
     assert "Traceback (most recent call last)" not in shown and "measure" not in shown
     finished = re.findall(r"<td>(\d\d:\d\d:\d\d)</td>", shown)
     assert len(finished) == 4, shown  # short times ...

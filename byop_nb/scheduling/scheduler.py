@@ -33,7 +33,7 @@ from concurrent.futures._base import FINISHED as _FINISHED
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
-from byop_nb._text import bounded_text
+from byop_nb._text import clipped
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.scheduling import _checks, _shipping
 from byop_nb.scheduling import _executors as _executors
@@ -468,7 +468,7 @@ class Scheduler:
         self._ended_by = ExitCode.EXCEPTION
         self.last_error = RuntimeError(
             f"the run ended after {in_a_row} failed {task._NOUN} in a row of {task.name!r} "
-            f"(end_after_failures={limit}); the last: {bounded_text(last, 500)}"
+            f"(end_after_failures={limit}); the last: {clipped(last, 500)}"
         )
         self._wake_up()
 

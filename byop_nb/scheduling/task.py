@@ -29,7 +29,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypedDict, TypeVar
 
-from byop_nb._text import bounded_repr, bounded_text, cell_value
+from byop_nb._text import bounded_repr, cell_value, clipped
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.history import History
 from byop_nb.scheduling import _checks
@@ -588,7 +588,7 @@ class FailureSummary:
         where = f"call {self.first_call}" if self.first_call is not None else ""
         if self.first_trial is not None:
             where = f"trial {self.first_trial}, {where}" if where else f"trial {self.first_trial}"
-        first = bounded_text(self.first_error or "", _FIRST_ERROR_WIDTH)
+        first = clipped(self.first_error or "", _FIRST_ERROR_WIDTH)
         return f"{self.failed} of {self.ended} {self.noun} of {self.task!r} {verb}; first: {first}" + (
             f" ({where})" if where else ""
         )
