@@ -551,3 +551,145 @@ task.on_returned(make_keeper())  # two closures: both registered, and both shown
     # After a run, the listing is the same (firing does not change what is registered).
     kernel.run("scheduler.run()")
     assert callbacks_listed(html_of(kernel.run("task")))["task-returned"].count("<locals>.keep") == 2
+
+
+# -- 6. What a researcher is told (issue 22) -----------------------------------------------------------
+
+
+def test_worker_tracebacks_of_cell_functions_name_the_cell_and_show_its_lines(kernel):
+    kernel.run(
+        """def helper(config):
+    return config["learning_rate"] * 2
+
+def evaluate(trial):
+    return helper(trial.config)
+"""
+    )
+    ran = kernel.run(
+        """
+scheduler = Scheduler.with_processes(1)
+task = Trial.Task(evaluate, scheduler)
+scheduler.on_start(lambda: task(Trial(name="t", config={"lr": 0.1})))
+scheduler.run()
+print(json.dumps({"traceback": task.df()["traceback"].iloc[0]}))
+""",
+        timeout=120,
+    )
+    text = json.loads(ran.stdout.splitlines()[0])["traceback"]
+    assert "<dynamic-code>" not in text and "ipykernel_" not in text, text
+    found = re.search(r"Cell In\[(\d+)\], line 5, in evaluate\n    return helper\(trial.config\)", text)
+    assert found is not None, text
+    cell = found.group(1)  # the cell that defined both functions
+    assert f'Cell In[{cell}], line 2, in helper\n    return config["learning_rate"] * 2' in text, text
+
+    # Raised from run(on_exception="raise"): the notebook's traceback shows the worker's, cells named.
+    raised = kernel.run(
+        """
+def plain(x):
+    return helper({})
+
+scheduler = Scheduler.with_processes(1)
+task = Task(plain, scheduler)
+scheduler.on_start(lambda: task(1))
+scheduler.run(on_exception="raise")
+""",
+        timeout=120,
+        check=False,
+    )
+    shown = shown_text(raised)
+    assert raised.error == "KeyError: 'learning_rate'"
+    assert "<dynamic-code>" not in shown and f"Cell In[{cell}], line 2, in helper" in shown, shown
+
+
+def test_an_interrupted_run_shows_the_users_line_and_no_event_loop_internals(kernel):
+    kernel.run(
+        """
+def slow(x):
+    time.sleep(60)
+
+scheduler = Scheduler.with_processes(1)
+task = Task(slow, scheduler)
+scheduler.on_start(lambda: task(1))
+"""
+    )
+    msg_id = kernel.client.execute("scheduler.run()")
+    time.sleep(3)  # the call is running in its worker
+    kernel.manager.interrupt_kernel()
+    error, streams = None, ""
+    while True:
+        msg = kernel.client.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "error":
+            error = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(msg["content"]["traceback"]))
+        elif msg["msg_type"] == "stream":
+            streams += msg["content"]["text"]
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    assert error is not None and error.splitlines()[1].startswith("KeyboardInterrupt"), error
+    for internal in ("asyncio", "nest_asyncio2", "selectors", "run_until_complete", "_run_once", "_runtime.py"):
+        assert internal not in error, (internal, error)
+    assert "----> 1 scheduler.run()" in error
+    assert "byop_nb: the run was interrupted; its running calls were cancelled and its workers ended" in error
+    assert "Traceback" not in streams and "asyncio" not in streams, streams
+    after = kernel.run("print(f'state={scheduler.state}'); print(f'statuses={task.df().status.tolist()}')")
+    assert after.value("state") == "finished" and after.value("statuses") == "['cancelled']"
+
+
+def test_a_run_with_nothing_to_do_says_so_in_one_line(kernel):
+    kernel.run(
+        """
+def square(x):
+    return x * x
+
+scheduler = Scheduler.with_threads(1)
+task = Task(square, scheduler)
+scheduler.on_start(lambda: task(2))
+"""
+    )
+    assert kernel.run("print(f'exit={scheduler.run()}')").stderr == ""
+    # The scheduler cell run again: a new scheduler, without the on_start of the other cell.
+    kernel.run("scheduler = Scheduler.with_threads(1)\ntask = Task(square, scheduler)")
+    empty = kernel.run("print(f'exit={scheduler.run()}')")
+    assert empty.value("exit") == "ExitCode.EXHAUSTED"
+    assert empty.stderr.splitlines() == [
+        "the run had nothing to do and ended at once: no callback is subscribed to scheduler.on_start (was the "
+        "scheduler made anew by a re-run cell?). Submit work from a callback, e.g. @scheduler.on_start def "
+        "launch(): task(...)"
+    ]
+    kernel.run("def launch():\n    pass\nscheduler.on_start(launch)")
+    assert "its on_start callbacks (launch) submitted no work" in kernel.run("scheduler.run()").stderr
+
+
+def test_an_optuna_search_with_plain_returns_writes_no_red_lines(kernel):
+    ran = kernel.run(
+        """
+from byop_nb.optimization import OptunaOptimizer
+
+def accuracy(trial):
+    return 1.0 - abs(trial.config["x"]) / 10     # as an Optuna objective returns it
+
+optimizer = OptunaOptimizer({"x": (-5.0, 5.0)}, direction="maximize", metric="accuracy")
+scheduler = Scheduler.with_processes(2)
+task = Trial.Task(accuracy, scheduler)
+
+@scheduler.on_start(repeat=2)
+def launch():
+    task(optimizer.ask())
+
+@task.on_report
+def tell(report):
+    optimizer.tell(report)
+    if task.n_called < 6:
+        task(optimizer.ask())
+
+print(f"exit={scheduler.run()}")
+print(f"states={sorted({t.state.name for t in optimizer.study.trials})}")
+print(f"told={len(optimizer.study.trials)}")
+print(f"best={optimizer.study.best_value == task.df()['result.accuracy'].max()}")
+""",
+        timeout=180,
+    )
+    assert ran.stderr == "", ran.stderr  # no "A new study created ..." nor "Trial 0 finished ..." in red
+    assert ran.value("exit") == "ExitCode.EXHAUSTED" and ran.value("states") == "['COMPLETE']"
+    assert ran.value("told") == "6" and ran.value("best") == "True"

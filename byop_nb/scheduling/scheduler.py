@@ -198,6 +198,7 @@ class Scheduler:
         self._ended_by: ExitCode | None = None  # set when on_exception="end" ends the run
         self._end_after_failures: int | None = None  # the run's option
         self._failures_in_a_row: dict[str, int] = {}  # per task name, during a run with that option
+        self._n_submitted = 0  # calls submitted in the latest run
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.exit_code: ExitCode | None = None
@@ -393,6 +394,7 @@ class Scheduler:
             future.set_exception(e)
         self._queue[future] = call
         self._empty_announced = False
+        self._n_submitted += 1
         if type(future) is Future and future._state == _FINISHED and _get_ident() == self._loop_thread:
             # Finished already (a sequential executor, a refused call): add_done_callback would
             # call back here, in the loop's thread, under the future's lock; no bell is needed.
@@ -419,6 +421,7 @@ class Scheduler:
                     self._keeper.explain_broken(exception)
                 if call is None:  # a plain submit() keeps the worker's traceback too
                     _shipping.attach_traceback(exception)
+                    _shipping.name_cells(exception)
                 if self._exception_policy is not None:  # before the call's events: what they submit is refused
                     self._on_call_exception(exception, self._exception_policy(exception))
             if call is not None:
@@ -587,6 +590,13 @@ class Scheduler:
             return run_nested(loop, coroutine)
         except Exception as error:  # from a callback (or a wrong use in one): show the user's frames
             raise trim_traceback(error)
+        except KeyboardInterrupt as interrupt:  # the kernel's interrupt: the user's line, not the event loop's
+            interrupt.__traceback__ = None
+            interrupt.add_note(
+                "byop_nb: the run was interrupted; its running calls were cancelled and its workers ended "
+                f"(scheduler.exit_code is {self.exit_code})"
+            )
+            raise interrupt from None
 
     def start(
         self,
@@ -682,6 +692,7 @@ class Scheduler:
         self._exception_policy = exception_policy(on_exception)
         self._end_after_failures = end_after_failures
         self._failures_in_a_row = {}
+        self._n_submitted = 0
         self._ended_by = None
         self._keeper.renew()
         for task in self._tasks.values():
@@ -780,6 +791,8 @@ class Scheduler:
         if self._error is None:
             with self._output.capture():
                 self._say_what_failed()
+                if exit_code is ExitCode.EXHAUSTED and not self._n_submitted:
+                    self._say_nothing_was_done()
         try:
             self._emit_run_event(self.FINISHED)
         except BaseException as e:
@@ -797,6 +810,20 @@ class Scheduler:
         """
         for summary in self.failure_summaries():
             logger.warning("%s; see task.df()", summary.line)
+
+    def _say_nothing_was_done(self) -> None:
+        """A run that ended at once with nothing submitted (a re-run cell made the scheduler anew, and
+        the cell that subscribed `on_start` was not run again): one line, not silence."""
+        names = [str(getattr(c, "__name__", c)) for c in self.event_manager.callbacks(self.STARTED)]
+        if names:
+            why = f"its on_start callbacks ({', '.join(names)}) submitted no work"
+        else:
+            why = "no callback is subscribed to scheduler.on_start (was the scheduler made anew by a re-run cell?)"
+        logger.warning(
+            "the run had nothing to do and ended at once: %s. Submit work from a callback, e.g. "
+            "@scheduler.on_start def launch(): task(...)",
+            why,
+        )
 
     def failure_summaries(self) -> list[FailureSummary]:
         """The [`FailureSummary`][byop_nb.scheduling.FailureSummary] of each task with failed calls in the

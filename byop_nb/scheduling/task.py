@@ -36,7 +36,7 @@ from byop_nb.scheduling import _checks
 from byop_nb.scheduling._call import Call, Status
 from byop_nb.scheduling._checks import positive_int
 from byop_nb.scheduling._limits import MemoryLimit, TimeLimit, limit_hit, parse_limits
-from byop_nb.scheduling._shipping import attach_traceback, traceback_text
+from byop_nb.scheduling._shipping import attach_traceback, name_cells, traceback_text
 from byop_nb.scheduling._worker import make_limit_exceptions_picklable
 from byop_nb.scheduling.scheduler import Scheduler
 
@@ -411,6 +411,7 @@ class Task(Generic[P, R]):
             status = _RETURNED
         else:
             attach_traceback(exception)  # one place to find the worker's traceback text, whatever the executor
+            name_cells(exception)  # in a notebook: "Cell In[5], line 7", as IPython names its cells
             limit = limit_hit(exception) if self.limits is not None else None
             status = Status.of_limit(limit) if limit else _EXCEPTION
         try:
