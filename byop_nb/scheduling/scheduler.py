@@ -803,13 +803,15 @@ class Scheduler:
             self._loop_thread = None
 
     def _say_what_failed(self) -> None:
-        """Once per run: one line per task whose calls failed, handled by a callback or not.
+        """Once per run: one line per task whose calls failed, handled by a callback or not (a plain
+        Task whose only failures are resource-limit hits is left out: the limits were set).
 
         The exit code stays the guide's (`EXHAUSTED` when every call ended, failed or not); the
         line tells a notebook user what the DataFrame would (`failure_summaries()` holds the same).
         """
         for summary in self.failure_summaries():
-            logger.warning("%s; see task.df()", summary.line)
+            if not summary.only_limit_hits:  # hitting a limit that was set is no surprise
+                logger.warning("%s; see task.df()", summary.line)
 
     def _say_nothing_was_done(self) -> None:
         """A run that ended at once with nothing submitted (a re-run cell made the scheduler anew, and

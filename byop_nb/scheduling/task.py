@@ -578,6 +578,13 @@ class FailureSummary:
         return self.failed > 0
 
     @property
+    def only_limit_hits(self) -> bool:
+        """Whether every failure is a plain Task's resource-limit hit (`memory_limit`, `cpu_time_limit`,
+        `wall_time_limit`): the limits were set, so the run's end does not call them out. A Trial.Task's
+        limit hits are crashes, and are."""
+        return bool(self.statuses) and all(_LIMIT_STATUSES.get(status, False) for status in self.statuses)
+
+    @property
     def line(self) -> str:
         """One sentence: how many failed, how, and the first error; "" when none failed."""
         if not self.failed:
@@ -598,6 +605,7 @@ class FailureSummary:
         return self.line
 
 
+_LIMIT_STATUSES = {status.value: status.limit is not None for status in Status}
 _FIRST_ERROR_WIDTH = 500  # characters of the first error in a summary's line (the row keeps it whole)
 
 
