@@ -651,12 +651,15 @@ scheduler.on_start(lambda: task(2))
     empty = kernel.run("print(f'exit={scheduler.run()}')")
     assert empty.value("exit") == "ExitCode.EXHAUSTED"
     assert empty.stderr.splitlines() == [
-        "the run had nothing to do and ended at once: no callback is subscribed to scheduler.on_start (was the "
-        "scheduler made anew by a re-run cell?). Submit work from a callback, e.g. @scheduler.on_start def "
-        "launch(): task(...)"
+        "the run had nothing to do and ended at once: no callback is subscribed to scheduler.on_start (a re-run "
+        "cell that made the scheduler anew leaves the callbacks of other cells on the old one). Call a task from "
+        "a callback, e.g. @scheduler.on_start def launch(): square(...)"
     ]
     kernel.run("def launch():\n    pass\nscheduler.on_start(launch)")
-    assert "its on_start callbacks (launch) submitted no work" in kernel.run("scheduler.run()").stderr
+    assert "its on_start callbacks (launch) called none of its tasks" in kernel.run("scheduler.run()").stderr
+    # A scheduler without tasks (the guide's first examples: a run that only prints) says nothing.
+    bare = kernel.run("bare = Scheduler.with_threads(1)\nbare.on_start(lambda: print('hello'))\nbare.run()")
+    assert bare.stdout == "hello\n" and bare.stderr == ""
 
 
 def test_an_optuna_search_with_plain_returns_writes_no_red_lines(kernel):

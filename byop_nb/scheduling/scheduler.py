@@ -814,17 +814,24 @@ class Scheduler:
                 logger.warning("%s; see task.df()", summary.line)
 
     def _say_nothing_was_done(self) -> None:
-        """A run that ended at once with nothing submitted (a re-run cell made the scheduler anew, and
-        the cell that subscribed `on_start` was not run again): one line, not silence."""
+        """A run of a scheduler with tasks that ended at once with nothing submitted: one line, not
+        silence (a re-run cell made the scheduler anew, and the cell that subscribed `on_start` was
+        not run again). A scheduler without tasks (the guide's first examples) is left alone."""
+        if not self._tasks:
+            return
         names = [str(getattr(c, "__name__", c)) for c in self.event_manager.callbacks(self.STARTED)]
         if names:
-            why = f"its on_start callbacks ({', '.join(names)}) submitted no work"
+            why = f"its on_start callbacks ({', '.join(names)}) called none of its tasks"
         else:
-            why = "no callback is subscribed to scheduler.on_start (was the scheduler made anew by a re-run cell?)"
+            why = (
+                "no callback is subscribed to scheduler.on_start (a re-run cell that made the scheduler "
+                "anew leaves the callbacks of other cells on the old one)"
+            )
         logger.warning(
-            "the run had nothing to do and ended at once: %s. Submit work from a callback, e.g. "
-            "@scheduler.on_start def launch(): task(...)",
+            "the run had nothing to do and ended at once: %s. Call a task from a callback, e.g. "
+            "@scheduler.on_start def launch(): %s(...)",
             why,
+            next(iter(self._tasks)),
         )
 
     def failure_summaries(self) -> list[FailureSummary]:
