@@ -599,19 +599,11 @@ scheduler.run(on_exception="raise")
     assert "<dynamic-code>" not in shown and f"Cell In[{cell}], line 2, in helper" in shown, shown
 
 
-def test_an_interrupted_run_shows_the_users_line_and_no_event_loop_internals(kernel):
-    kernel.run(
-        """
-def slow(x):
-    time.sleep(60)
-
-scheduler = Scheduler.with_processes(1)
-task = Task(slow, scheduler)
-scheduler.on_start(lambda: task(1))
-"""
-    )
-    msg_id = kernel.client.execute("scheduler.run()")
-    time.sleep(3)  # the call is running in its worker
+def interrupted_cell(kernel, code: str) -> tuple[str | None, str]:
+    """Send `code`, interrupt the kernel 3 s later (its call is running), and return the error's
+    traceback as shown (without colours) and the cell's streams."""
+    msg_id = kernel.client.execute(code)
+    time.sleep(3)
     kernel.manager.interrupt_kernel()
     error, streams = None, ""
     while True:
@@ -623,15 +615,44 @@ scheduler.on_start(lambda: task(1))
         elif msg["msg_type"] == "stream":
             streams += msg["content"]["text"]
         elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-    assert error is not None and error.splitlines()[1].startswith("KeyboardInterrupt"), error
-    for internal in ("asyncio", "nest_asyncio2", "selectors", "run_until_complete", "_run_once", "_runtime.py"):
+            return error, streams
+
+
+@pytest.mark.parametrize(
+    ("cell", "raised", "line"),
+    [
+        ("scheduler.run()", "KeyboardInterrupt", "----> 1 scheduler.run()"),
+        ("await scheduler.async_run()", "CancelledError", "----> 1 await scheduler.async_run()"),
+        ("handle = scheduler.start()\nawait handle", "CancelledError", "----> 2 await handle"),
+    ],
+)
+def test_an_interrupted_run_shows_the_users_line_and_no_event_loop_internals(kernel, cell, raised, line):
+    kernel.run(
+        """
+def slow(x):
+    time.sleep(10)
+
+scheduler = Scheduler.with_processes(1)
+task = Task(slow, scheduler)
+scheduler.on_start(lambda: task(1))
+"""
+    )
+    error, streams = interrupted_cell(kernel, cell)
+    assert error is not None and error.splitlines()[1].startswith(raised), error
+    for internal in ("asyncio/", "nest_asyncio2.py", "selectors.py", "run_until_complete", "_run_once", "_until_end"):
         assert internal not in error, (internal, error)
-    assert "----> 1 scheduler.run()" in error
-    assert "byop_nb: the run was interrupted; its running calls were cancelled and its workers ended" in error
+    assert line in error, error
+    assert (
+        "byop_nb: the run was interrupted; its running calls were cancelled and its workers ended "
+        "(scheduler.exit_code is ExitCode.UNKNOWN)" in error
+    )
     assert "Traceback" not in streams and "asyncio" not in streams, streams
     after = kernel.run("print(f'state={scheduler.state}'); print(f'statuses={task.df().status.tolist()}')")
-    assert after.value("state") == "finished" and after.value("statuses") == "['cancelled']"
+    assert after.value("state") == "finished"
+    if raised == "KeyboardInterrupt":
+        assert after.value("statuses") == "['cancelled']"
+    # (An interrupt of an `await` reaches the cell only when the running call ends: ipykernel cancels
+    # the cell's task then. Seen before issue 22 as after it; not what this test pins.)
 
 
 def test_a_run_with_nothing_to_do_says_so_in_one_line(kernel):

@@ -42,6 +42,7 @@ from byop_nb.scheduling._handoff import Handoff
 from byop_nb.scheduling._output import RunOutput
 from byop_nb.scheduling._runtime import (
     RunHandle,
+    interrupted,
     log_background_error,
     note_callback,
     run_nested,
@@ -591,12 +592,7 @@ class Scheduler:
         except Exception as error:  # from a callback (or a wrong use in one): show the user's frames
             raise trim_traceback(error)
         except KeyboardInterrupt as interrupt:  # the kernel's interrupt: the user's line, not the event loop's
-            interrupt.__traceback__ = None
-            interrupt.add_note(
-                "byop_nb: the run was interrupted; its running calls were cancelled and its workers ended "
-                f"(scheduler.exit_code is {self.exit_code})"
-            )
-            raise interrupt from None
+            raise interrupted(interrupt, self) from None
 
     def start(
         self,
@@ -669,7 +665,10 @@ class Scheduler:
         check_run_options(timeout, end_on_empty, wait, on_exception, end_after_failures)
         self._check_not_running("async_run()")
         self._begin(asyncio.get_running_loop(), on_exception, end_after_failures)
-        return await self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait)
+        try:
+            return await self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait)
+        except asyncio.CancelledError as cancelled:  # Kernel -> Interrupt of `await async_run()`
+            raise interrupted(cancelled, self) from None
 
     def _log_background_error(self, task: asyncio.Task[ExitCode]) -> None:
         with self._output.capture():  # into a Dashboard's log pane, with the rest of the run's output
