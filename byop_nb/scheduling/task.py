@@ -350,15 +350,7 @@ class Task(Generic[P, R]):
         ran = {s: n - statuses_then.get(s, 0) for s, n in statuses.items() if s != _CANCELLED}
         failures = {s: n for s, n in ran.items() if n > 0 and s in self.FAILURES}
         first = self._first_failure(rows_then) if failures else None
-        in_a_row = 0
-        if failures:
-            failing = self.FAILURES
-            for row in reversed(self.history._stored(rows_then, len(self.history))):
-                status = row.get("status")
-                if status in failing:
-                    in_a_row += 1
-                elif status != _CANCELLED:
-                    break
+        in_a_row = self._failures_in_a_row(rows_then) if failures else 0
         error = None
         if first is not None:
             kind, message = first.get("exception_type"), first.get("exception_message")
@@ -374,6 +366,22 @@ class Task(Generic[P, R]):
             first_trial=first.get("trial") if first is not None else None,
             in_a_row=in_a_row,
         )
+
+    def _failures_in_a_row(self, rows_then: int) -> int:
+        """Failed rows since the last row of the run that began at `rows_then` that did not fail (cancelled
+        rows skipped), counted back from the end in chunks: no copy of the run's rows."""
+        failing, history = self.FAILURES, self.history
+        in_a_row, end = 0, len(history)
+        while end > rows_then:
+            start = max(rows_then, end - 256)
+            for row in reversed(history._stored(start, end)):
+                status = row.get("status")
+                if status in failing:
+                    in_a_row += 1
+                elif status != _CANCELLED:
+                    return in_a_row
+            end = start
+        return in_a_row
 
     def _first_failure(self, rows_then: int) -> dict[str, Any] | None:
         """The first failed row of the run that began at row `rows_then`; rows are scanned once per run."""
