@@ -668,3 +668,13 @@ def test_an_objective_that_returns_a_plain_number_tells_the_study_its_value(optu
     for trial in trials:
         assert trial.value == pytest.approx(1.0 - abs(trial.params["x"]) / 10)
     assert optimizer.study.best_value == task.df()["result.accuracy"].max()
+
+
+def test_a_long_crash_message_keeps_its_end_in_the_studys_user_attributes(optuna: Any) -> None:
+    optimizer = OptunaOptimizer({"x": (0.0, 1.0)})
+    trial = optimizer.ask()
+    optimizer.tell(trial.crashed(ValueError("x" * 3000 + "; pass learning_rate= instead")))
+    (frozen,) = optimizer.study.trials
+    kept = frozen.user_attrs["byop_nb.exception"]
+    assert kept.startswith("ValueError: xxx") and kept.endswith("xx; pass learning_rate= instead")
+    assert len(kept) < 1100 and "characters; the middle left out)" in kept

@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from byop_nb._text import bounded_message
 from byop_nb.optimization.optimizers import _check_direction, _Choice, _is_number, _metric_value, _parse_space
 from byop_nb.optimization.trial import Trial
 
@@ -102,7 +103,8 @@ def _finite(value: object) -> float | None:
 
 
 def _bounded(text: str) -> str:
-    return text if len(text) <= _TEXT_CAP else text[: _TEXT_CAP - 20] + f"... [{len(text)} chars]"
+    """`text` in about `_TEXT_CAP` characters: its start and its end (a message's advice is often there)."""
+    return bounded_message(text, _TEXT_CAP)
 
 
 class OptunaOptimizer:
