@@ -511,3 +511,23 @@ def test_a_run_whose_calls_failed_says_so_once_at_its_end_handled_or_not(caplog:
         scheduler.run()  # nothing failed in this run: nothing said, the summary is empty
     assert not [r for r in caplog.records if r.name.startswith("byop_nb")]
     assert not task.failure_summary() and task.failure_summary().line == "" and scheduler.failure_summaries() == []
+
+
+def test_a_run_whose_calls_were_all_refused_by_a_spent_call_limit_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    scheduler = Scheduler.with_threads(1)
+    task = Task(square, scheduler, call_limit=2)
+    scheduler.on_start(lambda: task.map(range(5)))
+    with caplog.at_level("WARNING", logger="byop_nb"):
+        scheduler.run()
+        assert not caplog.records and len(task.df()) == 2
+        scheduler.run()  # the cell run again: the limit is spent, nothing runs
+    assert [r.getMessage() for r in caplog.records] == [
+        "the run had nothing to do and ended at once: every call was refused, as the call_limit of 'square' "
+        "(call_limit=2, called 2 times) was spent in earlier runs. Make the task anew (re-run its cell) to start "
+        "counting again"
+    ]
+    caplog.clear()
+    bare = Scheduler.with_threads(1)  # no tasks: a run that does nothing is no surprise (the guide has some)
+    with caplog.at_level("WARNING", logger="byop_nb"):
+        assert bare.run() is ExitCode.EXHAUSTED
+    assert not caplog.records

@@ -819,6 +819,20 @@ class Scheduler:
         if not self._tasks:
             return
         names = [str(getattr(c, "__name__", c)) for c in self.event_manager.callbacks(self.STARTED)]
+        refused = [
+            task
+            for task in self._tasks.values()
+            if task.event_manager.counts.get(task.CALL_LIMIT_REACHED, 0)
+            > task._at_run_start[0].get(task.CALL_LIMIT_REACHED, 0)
+        ]
+        if refused:
+            spent = ", ".join(f"{t.name!r} (call_limit={t.call_limit}, called {t.n_called} times)" for t in refused)
+            logger.warning(
+                "the run had nothing to do and ended at once: every call was refused, as the call_limit of %s "
+                "was spent in earlier runs. Make the task anew (re-run its cell) to start counting again",
+                spent,
+            )
+            return
         if names:
             why = f"its on_start callbacks ({', '.join(names)}) called none of its tasks"
         else:

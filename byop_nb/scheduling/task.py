@@ -342,8 +342,11 @@ class Task(Generic[P, R]):
         ```
 
         At the end of every run in which calls of a task failed, that line is
-        logged as a warning (on `byop_nb.scheduling.task`; in a notebook it shows
-        under the cell), whether a callback handled the failures or not.
+        logged as a warning (on the `byop_nb.scheduling.scheduler` logger; in a
+        notebook it shows under the cell, in a Dashboard's log pane for a
+        background run), whether a callback handled the failures or not; a plain
+        Task whose only failures are hits of its resource limits is left out
+        (`only_limit_hits`). See also `Scheduler.failure_summaries()`.
         """
         _, statuses_then, rows_then = self._at_run_start
         statuses = self.history.status_counts
