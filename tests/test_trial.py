@@ -577,3 +577,13 @@ def test_end_after_failures_takes_a_positive_int(value: Any, error: type[Excepti
     scheduler = Scheduler.with_threads(1)
     with pytest.raises(error, match=rf"end_after_failures= must be a positive int or None, got {value!r}"):
         scheduler.run(end_after_failures=value)
+
+
+def test_a_fail_report_without_an_exception_is_summarised_by_its_results() -> None:
+    scheduler = Scheduler.with_threads(1)
+    task = Trial.Task(succeeds_unless, scheduler)
+    scheduler.on_start(lambda: task(Trial(name="far", config={"crash": False, "fail": True})))
+    scheduler.run(timeout=30)
+    summary = task.failure_summary()
+    assert summary.first_error == "fail (loss=1.0)"
+    assert summary.line == "1 of 1 trials of 'succeeds_unless' failed; first: fail (loss=1.0) (trial far, call 1)"

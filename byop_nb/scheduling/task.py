@@ -357,7 +357,7 @@ class Task(Generic[P, R]):
         error = None
         if first is not None:
             kind, message = first.get("exception_type"), first.get("exception_message")
-            error = f"{kind}: {message}" if kind and message else kind or message or str(first.get("status"))
+            error = f"{kind}: {message}" if kind and message else kind or message or _without_exception(first)
         return FailureSummary(
             task=self.name,
             noun=self._NOUN,
@@ -614,6 +614,12 @@ class FailureSummary:
 
     def __str__(self) -> str:
         return self.line
+
+
+def _without_exception(row: dict[str, Any]) -> str:
+    """What a failed row without an exception says (a trial's fail report): its status and results."""
+    results = ", ".join(f"{key[7:]}={bounded_repr(value, 60)}" for key, value in row.items() if key[:7] == "result.")
+    return f"{row.get('status')} ({results})" if results else str(row.get("status"))
 
 
 _LIMIT_STATUSES = {status.value: status.limit is not None for status in Status}
