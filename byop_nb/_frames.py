@@ -2,15 +2,16 @@
 
 `History.df()` returns a plain pandas DataFrame (every column, every dtype)
 whose notebook display ([`calls_frame`][byop_nb._frames.calls_frame]) shows a
-readable view: `call`, `status`, the `arg.*` columns, the results, the error,
-`duration` and the time it finished (short), and says which columns it left
+readable view: `call`, `status`, the `arg.*` columns, the results,
+`exception_type` and `exception_message` (a message longer than 300 characters
+shown by its start and its end), `duration` and the time it finished (short), and says which columns it left
 out. Frames made from it that keep every column (`.tail()`, `.head()`, a filter
 of rows, a sort, a copy) show the same readable view; a frame with columns of
 your choosing (`df[[...]]`) displays as pandas does, and `print(df)` shows
 everything.
 
 ```python
-df = task.df()          # a cell shows call, status, arg.x, result, error, duration, finished
+df = task.df()          # a cell shows call, status, arg.x, result, exception_type, exception_message, ...
 df.tail()               # the same view, of the last 5 rows
 df.columns              # all of them, as before: task, call, args, ..., traceback, submitted, ...
 df[["call", "traceback"]]   # the columns you picked, shown whole
@@ -28,19 +29,23 @@ pandas is imported when the first frame is made, never by `import byop_nb`.
 from __future__ import annotations
 
 import sys
+import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, cast
+
+from byop_nb._text import bounded_repr, clipped
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["calls_frame", "readable"]
+__all__ = ["calls_frame", "readable", "exportable"]
 
 _FIRST = ("call", "status")
 _GROUPS = ("arg.", "config.")
 _RESULTS = ("result.",)
 _LAST = ("duration",)
-_ERROR_WIDTH = 80
+_MESSAGE_WIDTH = 300
+"""Characters of an exception's message the view shows (its start and its end around an ellipsis)."""
 
 
 def readable(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -57,12 +62,14 @@ def readable(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     if "result" in columns and df["result"].notna().any():
         chosen.append("result")
     chosen += [c for prefix in _RESULTS for c in columns if c.startswith(prefix)]
-    view = pd.DataFrame(df[chosen])
     if "exception_type" in columns and df["exception_type"].notna().any():
-        kind, message = df["exception_type"], df["exception_message"].fillna("")
-        error = (kind + ": " + message).where(kind.notna())
-        view["error"] = error.str.slice(0, _ERROR_WIDTH)
-    shown_extra = {"exception_type", "exception_message"} if "error" in view.columns else set()
+        chosen += ["exception_type", "exception_message"]  # real columns: df["exception_message"] finds them
+    view = pd.DataFrame(df[chosen])
+    if "exception_message" in view.columns:  # long messages keep their end, where advice often is
+        view["exception_message"] = df["exception_message"].map(
+            lambda message: clipped(message, _MESSAGE_WIDTH) if isinstance(message, str) else message
+        )
+    shown_extra: set[str] = set()
     chosen += [c for c in _LAST if c in columns]
     for column in _LAST:
         if column in columns:
@@ -90,7 +97,10 @@ class _ReadableHTML:
 def _readable_html(frame: pd.DataFrame) -> str | None:
     """The readable view of `frame` as HTML, with a line naming the columns it leaves out."""
     view, left_out = readable(frame)
-    shown = cast(Any, view)._repr_html_()  # pandas' own notebook display of the view
+    import pandas as pd
+
+    with pd.option_context("display.max_colwidth", _MESSAGE_WIDTH + 10):  # pandas' 50 would cut messages
+        shown = cast(Any, view)._repr_html_()  # pandas' own notebook display of the view
     return None if shown is None else shown + _footer(left_out, html=True)
 
 
@@ -106,6 +116,7 @@ def calls_frame(df: pd.DataFrame) -> pd.DataFrame:
     kernel); frames with other columns display as pandas does."""
     df.attrs[_MARK] = tuple(df.columns)
     object.__setattr__(df, "_repr_html_", _ReadableHTML(df))  # IPython looks it up on the object
+    object.__setattr__(df, "to_parquet", _ToParquet(df))
     _show_derived_frames_readably()
     return df
 
@@ -138,3 +149,80 @@ def _footer(left_out: list[str], *, html: bool) -> str:
         return ""
     text = f"{len(left_out)} more columns in the DataFrame: {', '.join(left_out)}"
     return f'<p style="font-size:11px;opacity:.7">{text}</p>' if html else f"\n[{text}]"
+
+
+# -- exports ----------------------------------------------------------------------------------
+
+
+class _ToParquet:
+    """A history frame's `to_parquet`: pandas' own; when Arrow cannot store a column's mixed values
+    (a `result` of numbers and strings), the frame's `exportable()` copy instead, with a warning."""
+
+    __slots__ = ("_frame",)
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = weakref.ref(frame)  # no cycle: the frame holds this
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import pandas as pd
+
+        frame = self._frame()
+        assert frame is not None  # called through the frame, which is alive
+        try:
+            return pd.DataFrame.to_parquet(frame, *args, **kwargs)
+        except Exception as error:
+            mixed = [c for c in frame.columns if frame[c].dtype == object and not _arrow_takes(frame[c])]
+            if not mixed or type(error).__module__.split(".")[0] != "pyarrow":
+                raise
+        warnings.warn(
+            f"to_parquet: the column(s) {mixed} hold values of several types, which Parquet cannot store as "
+            "one; they were written as text (each value's repr; strings as they are), the rest as it is: "
+            "what byop_nb.history.exportable(df).to_parquet(...) writes. Read the file back with "
+            "byop_nb.history.restore_dtypes(pd.read_parquet(...)).",
+            UserWarning,
+            stacklevel=2,
+        )
+        return pd.DataFrame.to_parquet(exportable(frame), *args, **kwargs)
+
+
+def exportable(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `df` that Parquet (and CSV) can write, whatever the calls returned.
+
+    An `object` column whose values Arrow cannot store as one type (a `result`
+    column of ints and strings, of objects of your own classes, ...) becomes a
+    `string` column: strings stay as they are, other values become their
+    bounded `repr`, missing values stay missing. Other columns are untouched, so
+    a history whose columns already export gives an equal frame. Read the file
+    back with `restore_dtypes(pd.read_parquet(...))`.
+
+    ```python
+    from byop_nb.history import exportable
+
+    exportable(task.df()).to_parquet("calls.parquet")
+    ```
+    """
+    import pandas as pd
+
+    out = df.copy()
+    for name in out.columns:
+        column = out[name]
+        if column.dtype != object or _arrow_takes(column):
+            continue
+        out[name] = pd.array(
+            [None if v is None else v if isinstance(v, str) else bounded_repr(v) for v in column], dtype="string"
+        )
+    return out
+
+
+def _arrow_takes(column: Any) -> bool:
+    """Whether Arrow stores the values of `column` as one type (without pyarrow: plain values of one type)."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        kinds = {type(v) for v in column if v is not None}
+        return len(kinds) <= 1 and kinds <= {int, float, bool, str, bytes}
+    try:
+        pa.array(column.tolist(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError):
+        return False
+    return True

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from byop_nb._status import Status
-from byop_nb._text import bounded_repr
+from byop_nb._text import bounded_repr, clipped
 
 if TYPE_CHECKING:
     from byop_nb.events import EventManager
@@ -107,8 +107,7 @@ def short_error(error: BaseException | str | None, limit: int = 160) -> str:
         except Exception:  # a broken __str__ must not break the view
             message = "<str() raised>"
         text = f"{type(error).__name__}: {message}".rstrip(": ")
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+    return clipped(" ".join(text.split()), limit)  # the end kept: a message's advice is often there
 
 
 def task_counters(task: Task[Any, Any], *, run: bool = False) -> dict[str, int]:
@@ -314,8 +313,9 @@ def history_html(history: History, last: int = 5) -> str:
         result = row_result(row)
         if isinstance(result, dict):  # spread over result.<key> columns: shown as key=value
             result = ", ".join(f"{key}={value!r}" for key, value in result.items())
-        cells = (row.get("call"), row.get("args"), row.get("status"), result, row_error(row), _duration(row))
-        lines.append("<tr>" + "".join(f'<td class="byop-text">{_e(_cell(v))}</td>' for v in cells) + "</tr>")
+        cells = (row.get("call"), row.get("args"), row.get("status"), result)
+        shown = [_cell(v) for v in cells] + [row_error(row) or "", _cell(_duration(row))]
+        lines.append("<tr>" + "".join(f'<td class="byop-text">{_e(v)}</td>' for v in shown) + "</tr>")
     table = ""
     if lines:
         names = "".join(f"<th>{name}</th>" for name in ("call", "args", "status", "result", "exception", "duration"))

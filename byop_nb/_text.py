@@ -23,7 +23,16 @@ import reprlib
 from itertools import islice
 from typing import Any
 
-__all__ = ["TEXT_LIMIT", "TRACEBACK_LIMIT", "bounded_repr", "bounded_text", "cell_value", "size_of"]
+__all__ = [
+    "TEXT_LIMIT",
+    "TRACEBACK_LIMIT",
+    "bounded_repr",
+    "bounded_message",
+    "bounded_text",
+    "cell_value",
+    "clipped",
+    "size_of",
+]
 
 TEXT_LIMIT = 2000
 """Characters kept of an argument's, a result's or an exception message's text."""
@@ -66,6 +75,24 @@ def bounded_text(text: str, limit: int = TEXT_LIMIT, *, about: str | None = None
     if keep_end:
         return f"{ELLIPSIS} ({what}; the first {len(text) - limit} characters left out)\n{text[-limit:]}"
     return f"{text[:limit]}{ELLIPSIS} ({what})"
+
+
+def bounded_message(text: str, limit: int = TEXT_LIMIT) -> str:
+    """`text`, or its start and its end (a quarter of `limit`) around a note of what was left out: an
+    exception's message, whose advice is often at its end, bounded without losing it."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 4
+    return f"{text[: limit - tail]}{ELLIPSIS} ({len(text)} characters; the middle left out) {ELLIPSIS}{text[-tail:]}"
+
+
+def clipped(text: str, limit: int) -> str:
+    """`text`, or its start and its end around an ellipsis, in `limit` characters: for messages in a
+    narrow place, whose useful part is often at the end ("...; return a number, or trial.success(...)")."""
+    if len(text) <= limit:
+        return text
+    tail = max(1, limit // 3)
+    return f"{text[: max(0, limit - tail - 1)]}{ELLIPSIS}{text[-tail:]}"
 
 
 def bounded_repr(value: Any, limit: int = TEXT_LIMIT) -> str:

@@ -44,8 +44,10 @@ filters and exports the same everywhere (`df[df.status == "exception"]`,
 `df.status.value_counts()`).
 
 Text in rows is bounded: `args`, `kwargs` and `exception_message` keep at most
-about 2,000 characters. A longer text is cut, and ends with an ellipsis and the
-value's type and size (`[0.0, 1.0, ...] … (list of 1000000 items)`); long
+about 2,000 characters. A longer message keeps its start and its last 500
+characters (where advice often is) around a note of how long it was; a longer
+argument text is cut, and ends with an ellipsis and the value's type and size
+(`[0.0, 1.0, ...] … (list of 1000000 items)`); long
 containers, strings and bytes are never turned into text whole, so a call with
 a million-float argument costs no more to record than any other. A value whose
 `repr` raises (a detached ORM object) is shown as
@@ -145,9 +147,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from byop_nb._frames import calls_frame
+from byop_nb._frames import calls_frame, exportable
 from byop_nb._journal import Journal, read_rows
-from byop_nb._text import TRACEBACK_LIMIT, bounded_repr, bounded_text
+from byop_nb._text import TRACEBACK_LIMIT, bounded_message, bounded_repr, bounded_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -186,7 +188,7 @@ def _exception_message(exception: BaseException) -> str:
         message = str(exception)
     except Exception as e:  # a broken __str__ must not lose the row
         return f"<str() of the {type(exception).__qualname__} raised {type(e).__qualname__}>"
-    return bounded_text(message)
+    return bounded_message(message)  # its start and its end: advice is often at the end
 
 
 def _traceback(text: str | None) -> str | None:
@@ -664,46 +666,3 @@ def restore_dtypes(df: pd.DataFrame) -> pd.DataFrame:
         elif column.dtype == object:
             out[name] = column.where(column.notna(), None)
     return out
-
-
-def exportable(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy of `df` that Parquet (and CSV) can write, whatever the calls returned.
-
-    An `object` column whose values Arrow cannot store as one type (a `result`
-    column of ints and strings, of objects of your own classes, ...) becomes a
-    `string` column: strings stay as they are, other values become their
-    bounded `repr`, missing values stay missing. Other columns are untouched, so
-    a history whose columns already export gives an equal frame. Read the file
-    back with `restore_dtypes(pd.read_parquet(...))`.
-
-    ```python
-    from byop_nb.history import exportable
-
-    exportable(task.df()).to_parquet("calls.parquet")
-    ```
-    """
-    import pandas as pd
-
-    out = df.copy()
-    for name in out.columns:
-        column = out[name]
-        if column.dtype != object or _arrow_takes(column):
-            continue
-        out[name] = pd.array(
-            [None if v is None else v if isinstance(v, str) else bounded_repr(v) for v in column], dtype="string"
-        )
-    return out
-
-
-def _arrow_takes(column: Any) -> bool:
-    """Whether Arrow stores the values of `column` as one type (without pyarrow: plain values of one type)."""
-    try:
-        import pyarrow as pa
-    except ImportError:
-        kinds = {type(v) for v in column if v is not None}
-        return len(kinds) <= 1 and kinds <= {int, float, bool, str, bytes}
-    try:
-        pa.array(column.tolist(), from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError):
-        return False
-    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -713,11 +714,72 @@ def test_a_history_frame_displays_the_columns_read_first_and_keeps_them_all() ->
     assert type(df) is pd.DataFrame and "traceback" in df.columns  # a plain frame, every column
     shown = df._repr_html_()
     header = shown.split("<tbody>")[0]
-    for column in ("call", "status", "arg.x", "result", "error", "duration", "finished"):
+    for column in ("call", "status", "arg.x", "result", "exception_type", "exception_message", "duration", "finished"):
         assert f"<th>{column}</th>" in header, column
+        assert column in df.columns, column  # every column the view shows is one of the frame's (issue 22)
     for column in ("traceback", "args", "submitted"):
         assert f"<th>{column}</th>" not in header, column
-    assert "5 more columns in the DataFrame: task, args, kwargs, traceback, submitted" in shown
+    assert "5 more columns in the DataFrame: task, args, kwargs, traceback, submitted" in shown, shown
     assert "Traceback (most recent call last)" not in shown
-    assert "ValueError: x cannot be 3" in shown
+    assert "<td>ValueError</td>" in shown and "<td>x cannot be 3</td>" in shown
     assert "<th>traceback</th>" in df[["call", "traceback"]]._repr_html_()  # a frame made from it: pandas' own
+
+
+def returns_mixed(x: int) -> object:
+    """Numbers, a dict (spread, with a nested dict in one key), text, a tuple: the results of a real search."""
+    return [1, {"loss": 0.5, "extra": {"depth": 3}}, "diverged", 2.5, (1, 2), {"loss": 0.25, "extra": 7}][x]
+
+
+def test_a_task_with_mixed_results_exports_to_csv_and_parquet_and_reads_back(tmp_path: Path) -> None:
+    scheduler = Scheduler.with_threads(1)
+    task = Task(returns_mixed, scheduler)
+    scheduler.on_start(lambda: task.map(range(6), in_flight=1))
+    scheduler.run(timeout=30)
+    df = task.df()
+    assert df["result"].tolist() == [1, None, "diverged", 2.5, (1, 2), None]
+
+    # Parquet: before issue 22 this failed inside pyarrow ("Conversion failed for column result").
+    with pytest.warns(UserWarning, match=r"\['result', 'result.extra'\] hold values of several types.*exportable"):
+        df.to_parquet(tmp_path / "calls.parquet")
+    back = restore_dtypes(pd.read_parquet(tmp_path / "calls.parquet"))
+    assert back["result"].tolist() == ["1", None, "diverged", "2.5", "(1, 2)", None]
+    assert back["result.extra"].dtype == "string"
+    assert back["result.extra"].fillna("-").tolist() == ["-", "{'depth': 3}", "-", "-", "-", "7"]
+    pd.testing.assert_frame_equal(
+        back.drop(columns=["result", "result.extra"]), df.drop(columns=["result", "result.extra"])
+    )
+
+    # CSV writes every frame; numbers in text come back as numbers where a column holds only them.
+    df.to_csv(tmp_path / "calls.csv", index=False)
+    back = restore_dtypes(pd.read_csv(tmp_path / "calls.csv"))
+    assert back["result"].tolist() == ["1", None, "diverged", "2.5", "(1, 2)", None]
+    assert back["result.loss"].tolist()[1::4] == [0.5, 0.25]
+    pd.testing.assert_frame_equal(
+        back[["task", "call", "status", "submitted", "finished", "arg.x"]],
+        df[["task", "call", "status", "submitted", "finished", "arg.x"]],
+    )
+
+
+def raises_long(n: int) -> None:
+    raise ValueError("x" * n + " -- the advice: return a number")
+
+
+def test_the_display_shows_real_columns_and_a_long_message_keeps_its_end() -> None:
+    scheduler = Scheduler.with_threads(1)
+    task = Task(raises_long, scheduler)
+    scheduler.on_start(lambda: task.map([200, 5000], in_flight=1))
+    scheduler.run(timeout=30)
+    df = task.df()
+    shown = df._repr_html_()
+    header = shown.split("<tbody>")[0]
+    assert "<th>error</th>" not in header  # it was a column df["error"] could not find
+    for column in re.findall(r"<th>([^<]+)</th>", header):
+        assert column in df.columns, column
+    # pandas' 50-character cut would have left out the advice at the message's end.
+    assert "x" * 200 + " -- the advice: return a number</td>" in shown
+    long_cell = re.findall(r"<td>(x+\u2026x* -- the advice: return a number)</td>", shown)
+    assert len(long_cell) == 1 and len(long_cell[0]) == 300
+    # The row keeps the start and the end of a message too long to keep whole.
+    kept = df["exception_message"].iloc[1]
+    assert kept.startswith("x" * 1500) and kept.endswith("x -- the advice: return a number")
+    assert "… (5031 characters; the middle left out) …" in kept and len(kept) < 2100

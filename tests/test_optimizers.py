@@ -647,3 +647,34 @@ def test_the_docstring_examples_run_as_written(optuna: Any, tmp_path: Path, no_o
     assert namespace["trial"].config["depth"] == 7 and namespace["trial"].config["kernel"] == "rbf"
     (protocol_example,) = python_blocks(Optimizer.__doc__ or "")
     exec(protocol_example, {})
+
+
+def accuracy_of(trial: Trial) -> float:
+    """An Optuna-style objective: returns the number, no report."""
+    return 1.0 - abs(trial.config["x"]) / 10
+
+
+def test_an_objective_that_returns_a_plain_number_tells_the_study_its_value(optuna: Any, no_orphans: None) -> None:
+    optimizer = OptunaOptimizer(
+        {"x": (-5.0, 5.0)}, direction="maximize", metric="accuracy", sampler=optuna.samplers.RandomSampler(seed=0)
+    )
+    scheduler = Scheduler.with_processes(2)
+    task = Trial.Task(accuracy_of, scheduler)
+    reports = ask_tell_loop(optimizer, task, scheduler, n_workers=2, n_trials=6)
+
+    assert [r.status for r in reports] == ["success"] * 6
+    trials = optimizer.study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+    for trial in trials:
+        assert trial.value == pytest.approx(1.0 - abs(trial.params["x"]) / 10)
+    assert optimizer.study.best_value == task.df()["result.accuracy"].max()
+
+
+def test_a_long_crash_message_keeps_its_end_in_the_studys_user_attributes(optuna: Any) -> None:
+    optimizer = OptunaOptimizer({"x": (0.0, 1.0)})
+    trial = optimizer.ask()
+    optimizer.tell(trial.crashed(ValueError("x" * 3000 + "; pass learning_rate= instead")))
+    (frozen,) = optimizer.study.trials
+    kept = frozen.user_attrs["byop_nb.exception"]
+    assert kept.startswith("ValueError: xxx") and kept.endswith("xx; pass learning_rate= instead")
+    assert len(kept) < 1100 and "characters; the middle left out)" in kept

@@ -477,26 +477,57 @@ def fails(x: int) -> int:
     raise ValueError(f"bad {x}")
 
 
-def test_a_run_whose_calls_failed_unhandled_says_so_once_at_its_end(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_run_whose_calls_failed_says_so_once_at_its_end_handled_or_not(caplog: pytest.LogCaptureFixture) -> None:
     scheduler = Scheduler.with_threads(2)
     task = Task(fails, scheduler)
     ok = Task(square, scheduler)
+    failing = [True]
 
     @scheduler.on_start
     def launch() -> None:
-        task.map(range(3), in_flight=1)
+        if failing[0]:
+            task.map(range(3), in_flight=1)
         ok(2)
 
     with caplog.at_level("WARNING", logger="byop_nb"):
         assert scheduler.run() is ExitCode.EXHAUSTED  # the guide's exit code, failed calls or not
     said = [r.getMessage() for r in caplog.records if r.name.startswith("byop_nb")]
-    assert said == [
-        "3 of 3 calls of task 'fails' failed in this run (the first: ValueError: bad 0); see task.df(), "
-        "or subscribe @task.on_exception to handle failures"
-    ]
+    assert said == ["3 of 3 calls of 'fails' raised; first: ValueError: bad 0 (call 1); see task.df()"]
+    summary = task.failure_summary()
+    assert (summary.failed, summary.ended, summary.in_a_row, summary.first_call) == (3, 3, 3, 1)
+    assert summary.statuses == {"exception": 3} and summary.first_error == "ValueError: bad 0"
+    assert scheduler.failure_summaries() == [summary] and not ok.failure_summary()
 
     caplog.clear()
-    task.on_exception(lambda exception: None)  # handled by the user: nothing more to say
+    task.on_exception(lambda exception: None)  # handled by the user: still said (issue 22)
     with caplog.at_level("WARNING", logger="byop_nb"):
         scheduler.run()
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("byop_nb")]
+    assert said == ["3 of 3 calls of 'fails' raised; first: ValueError: bad 0 (call 4); see task.df()"]
+
+    caplog.clear()
+    failing[0] = False
+    with caplog.at_level("WARNING", logger="byop_nb"):
+        scheduler.run()  # nothing failed in this run: nothing said, the summary is empty
     assert not [r for r in caplog.records if r.name.startswith("byop_nb")]
+    assert not task.failure_summary() and task.failure_summary().line == "" and scheduler.failure_summaries() == []
+
+
+def test_a_run_whose_calls_were_all_refused_by_a_spent_call_limit_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    scheduler = Scheduler.with_threads(1)
+    task = Task(square, scheduler, call_limit=2)
+    scheduler.on_start(lambda: task.map(range(5)))
+    with caplog.at_level("WARNING", logger="byop_nb"):
+        scheduler.run()
+        assert not caplog.records and len(task.df()) == 2
+        scheduler.run()  # the cell run again: the limit is spent, nothing runs
+    assert [r.getMessage() for r in caplog.records] == [
+        "the run had nothing to do and ended at once: every call was refused, as the call_limit of 'square' "
+        "(call_limit=2, called 2 times) was spent in earlier runs. Make the task anew (re-run its cell) to start "
+        "counting again"
+    ]
+    caplog.clear()
+    bare = Scheduler.with_threads(1)  # no tasks: a run that does nothing is no surprise (the guide has some)
+    with caplog.at_level("WARNING", logger="byop_nb"):
+        assert bare.run() is ExitCode.EXHAUSTED
+    assert not caplog.records

@@ -37,10 +37,6 @@ def escapes(trial: Trial) -> Trial.Report:
     raise KeyError(f"escaped from {trial.name}")
 
 
-def returns_no_report(trial: Trial) -> int:
-    return 42
-
-
 def sleeps(trial: Trial, seconds: float) -> Trial.Report:
     with trial.begin():
         time.sleep(seconds)
@@ -283,15 +279,87 @@ def test_an_exception_escaping_the_function_becomes_a_crash_report() -> None:
     assert row["status"] == "crashed" and row["exception_type"] == "KeyError" and row["config.x"] == 1
 
 
-def test_a_return_value_that_is_not_a_report_becomes_a_crash_report() -> None:
+def returns_plain(trial: Trial) -> Any:
+    """Returns what the config's "value" is, as an Optuna objective returns its value."""
+    return trial.config["value"]
+
+
+def plain_returns_of(values: list[Any], **trial_options: Any) -> list[Trial.Report]:
+    scheduler = Scheduler.with_processes(2)
+    task = Trial.Task(returns_plain, scheduler)
+    reports: list[Trial.Report] = []
+    task.on_report(reports.append)
+    scheduler.on_start(
+        lambda: [task(Trial(name=f"t-{i}", config={"value": v}, **trial_options)) for i, v in enumerate(values)]
+    )
+    assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
+    return sorted(reports, key=lambda r: r.trial.name)
+
+
+def test_a_returned_number_is_a_success_under_value_and_a_mapping_of_numbers_a_success_with_it(
+    no_orphans: None,
+) -> None:
+    import numpy as np
+
+    reports = plain_returns_of([0.97, 3, np.float32(0.5), {"accuracy": 0.9, "loss": np.int64(2)}])
+    assert [type(r) for r in reports] == [Trial.SuccessReport] * 4
+    assert [dict(r.results) for r in reports] == [
+        {"value": 0.97},
+        {"value": 3},
+        {"value": 0.5},
+        {"accuracy": 0.9, "loss": 2},
+    ]
+    assert type(reports[2].results["value"]) is float and type(reports[3].results["loss"]) is int
+
+
+def test_a_returned_number_goes_under_the_trials_metric() -> None:
+    (report,) = plain_returns_of([0.25], metric="accuracy")
+    assert isinstance(report, Trial.SuccessReport) and report.results == {"accuracy": 0.25}
+
+
+@pytest.mark.parametrize(
+    ("value", "options", "says"),
+    [
+        (
+            42,
+            {"metric": ["loss", "accuracy"]},
+            "returned 42, one number for the 2 metrics ['loss', 'accuracy']; return {'loss': ..., 'accuracy': ...}",
+        ),
+        (
+            "0.9",
+            {},
+            "returned '0.9'; return a number (recorded as 'value'), a mapping of metric names to numbers "
+            "(e.g. {'value': ...}), or a report: trial.success(...), trial.fail(...) or trial.crashed(...)",
+        ),
+        (None, {"metric": "loss"}, "returned None; return a number (recorded as 'loss')"),
+        (True, {}, "returned True; return a number"),
+        ([0.1, 0.2], {}, "returned [0.1, 0.2]; return a number"),
+        ({"loss": "low"}, {}, "its entry 'loss': 'low' is not a metric name with a number; return a number"),
+        ({"accuracy": 0.9}, {"metric": "loss"}, "without the metric 'loss' of the optimizer that asked the trial"),
+        ({}, {}, "returned {}, an empty mapping"),
+    ],
+)
+def test_any_other_return_value_is_a_crash_that_says_what_to_return(value: Any, options: Any, says: str) -> None:
     scheduler = Scheduler.with_threads(1)
-    task = Trial.Task(returns_no_report, scheduler)  # type: ignore[arg-type]
+    task = Trial.Task(returns_plain, scheduler)
     crashes: list[Trial.Report] = []
     task.on_crashed(crashes.append)
-    scheduler.on_start(lambda: task(Trial(name="t")))
+    scheduler.on_start(lambda: task(Trial(name="t", config={"value": value}, **options)))
     scheduler.run(timeout=30)
     (crash,) = crashes
-    assert isinstance(crash.exception, TypeError) and "returned 42; it must return a report" in str(crash.exception)
+    assert isinstance(crash.exception, TypeError)
+    assert f"the function of Trial.Task 'returns_plain' {says}" in str(crash.exception) or says in str(
+        crash.exception
+    ), str(crash.exception)
+    assert task.df()["exception_message"].iloc[0] == str(crash.exception)
+
+
+def test_a_trials_metric_must_name_results() -> None:
+    with pytest.raises(TypeError, match=r"Trial metric= must be a result's name .* got 3"):
+        Trial(name="t", metric=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"got \[\]"):
+        Trial(name="t", metric=[])
+    assert Trial(name="t").metrics == ["value"] and Trial(name="t", metric=["a", "b"]).metrics == ["a", "b"]
 
 
 def test_calling_a_trial_task_without_a_trial_fails_at_the_call() -> None:
@@ -433,3 +501,89 @@ def test_importing_byop_nb_stays_light_and_trial_is_there_on_first_use() -> None
         "assert Trial is T and byop_nb.Trial is T\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- crashes say so (issue 22, item 2) ---------------------------------------------------------
+
+
+def reads_learning_rate(trial: Trial) -> float:
+    """Crashes unless the config has the key: the typo of a real search space."""
+    return trial.config["learning_rate"] * 2
+
+
+def test_crashed_trials_are_said_at_the_runs_end_even_when_on_report_handled_them(
+    no_orphans: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler = Scheduler.with_processes(2)
+    task = Trial.Task(reads_learning_rate, scheduler, name="evaluate")
+    seen: list[tuple[int, int]] = []
+
+    @task.on_report
+    def watch(report: Trial.Report) -> None:  # handles every report; the run's end still speaks
+        summary = task.failure_summary()  # live, during the run
+        seen.append((summary.failed, summary.ended))
+
+    scheduler.on_start(lambda: task.map([Trial(name=f"t-{i}", config={"lr": 0.1}) for i in range(6)], in_flight=1))
+    with caplog.at_level("WARNING", logger="byop_nb"):
+        assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("byop_nb")]
+    assert said == [
+        "6 of 6 trials of 'evaluate' crashed; first: KeyError: 'learning_rate' (trial t-0, call 1); see task.df()"
+    ]
+    assert seen == [(n, n) for n in range(1, 7)]
+    summary = task.failure_summary()
+    assert summary.line == str(summary) == said[0].removesuffix("; see task.df()")
+    assert (summary.noun, summary.statuses, summary.in_a_row, summary.first_trial) == (
+        "trials",
+        {"crashed": 6},
+        6,
+        "t-0",
+    )
+
+
+def succeeds_unless(trial: Trial) -> Trial.Report:
+    with trial.begin():
+        if trial.config["crash"]:
+            raise ValueError(f"crash {trial.name}")
+    if trial.exception is not None:
+        return trial.crashed()
+    if trial.config.get("fail"):
+        return trial.fail(loss=1.0)
+    return trial.success(loss=0.0)
+
+
+def test_end_after_failures_ends_the_run_after_n_failed_trials_in_a_row(no_orphans: None) -> None:
+    # crash, success (starts the count afresh), fail, crash, crash: the 3rd in a row ends the run.
+    kinds = [(True, False), (False, False), (False, True), (True, False), (True, False), (False, False)]
+    scheduler = Scheduler.with_processes(1)
+    task = Trial.Task(succeeds_unless, scheduler)
+    in_a_row: list[int] = []
+    task.on_report(lambda report: in_a_row.append(task.failure_summary().in_a_row))
+    trials = [Trial(name=f"t-{i}", config={"crash": c, "fail": f}) for i, (c, f) in enumerate(kinds)]
+    scheduler.on_start(lambda: task.map(trials, in_flight=1))
+    assert scheduler.run(timeout=60, end_after_failures=3) is ExitCode.EXCEPTION
+    assert task.df()["status"].tolist() == ["crashed", "success", "fail", "crashed", "crashed"]
+    assert in_a_row == [1, 0, 1, 2, 3]
+    assert str(scheduler.last_error) == (
+        "the run ended after 3 failed trials in a row of 'succeeds_unless' (end_after_failures=3); "
+        "the last: ValueError: crash t-4"
+    )
+    # Without the option the same trials all run.
+    assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED and len(task.df()) == 5 + 6
+
+
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), (2.5, TypeError), (True, TypeError)])
+def test_end_after_failures_takes_a_positive_int(value: Any, error: type[Exception]) -> None:
+    scheduler = Scheduler.with_threads(1)
+    with pytest.raises(error, match=rf"end_after_failures= must be a positive int or None, got {value!r}"):
+        scheduler.run(end_after_failures=value)
+
+
+def test_a_fail_report_without_an_exception_is_summarised_by_its_results() -> None:
+    scheduler = Scheduler.with_threads(1)
+    task = Trial.Task(succeeds_unless, scheduler)
+    scheduler.on_start(lambda: task(Trial(name="far", config={"crash": False, "fail": True})))
+    scheduler.run(timeout=30)
+    summary = task.failure_summary()
+    assert summary.first_error == "fail (loss=1.0)"
+    assert summary.line == "1 of 1 trials of 'succeeds_unless' failed; first: fail (loss=1.0) (trial far, call 1)"

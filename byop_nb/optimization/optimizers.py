@@ -287,10 +287,11 @@ class RandomSearch:
         self._best_value = math.nan
 
     def ask(self) -> Trial:
-        """The next trial: `Trial(name=f"trial-{n}", config=<a sample of the space>, info={"number": n})`."""
+        """The next trial: `Trial(name=f"trial-{n}", config=<a sample of the space>, info={"number": n},
+        metric=<this search's metric>)` (a plain number the function returns is recorded under `metric`)."""
         number = self.n_asked
         config = {name: dimension.sample(self._rng) for name, dimension in self.space.items()}
-        trial = Trial(name=f"trial-{number}", config=config, info={"number": number})
+        trial = Trial(name=f"trial-{number}", config=config, info={"number": number}, metric=self.metric)
         self.n_asked += 1
         self._pending[trial.name] = trial
         return trial

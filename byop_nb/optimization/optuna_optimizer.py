@@ -7,12 +7,14 @@ by `import byop_nb`. The protocol and the search spaces are in
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from byop_nb._text import bounded_message
 from byop_nb.optimization.optimizers import _check_direction, _Choice, _is_number, _metric_value, _parse_space
 from byop_nb.optimization.trial import Trial
 
@@ -72,6 +74,23 @@ def _asker_is_gone(asked_by: object) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _without_info_lines(optuna: Any) -> Iterator[None]:
+    """Optuna at its default verbosity (INFO) writes a line to stderr when a study is created ("A new
+    study created in memory with name: ...") and per trial told; a notebook shows stderr as a red box,
+    as if something failed. At that verbosity, only warnings and errors are written meanwhile; a
+    verbosity the user chose (`optuna.logging.set_verbosity(...)`, DEBUG for every line) is kept."""
+    logging = optuna.logging
+    if logging.get_verbosity() != logging.INFO:
+        yield
+        return
+    logging.set_verbosity(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(logging.INFO)
+
+
 def _finite(value: object) -> float | None:
     """`value` as a finite float (numpy scalars included), or None."""
     if isinstance(value, bool | str | bytes) or value is None:
@@ -84,7 +103,8 @@ def _finite(value: object) -> float | None:
 
 
 def _bounded(text: str) -> str:
-    return text if len(text) <= _TEXT_CAP else text[: _TEXT_CAP - 20] + f"... [{len(text)} chars]"
+    """`text` in about `_TEXT_CAP` characters: its start and its end (a message's advice is often there)."""
+    return bounded_message(text, _TEXT_CAP)
 
 
 class OptunaOptimizer:
@@ -111,7 +131,15 @@ class OptunaOptimizer:
             a list (multi-objective).
         sampler: an Optuna sampler for a new study (default: Optuna's, TPE).
         metric: the key of a report's `results` that is the objective value,
-            or a list of keys for a multi-objective study.
+            or a list of keys for a multi-objective study. The trials it asks
+            carry it: a Trial.Task function may return the plain number (or
+            a mapping `{metric: number, ...}`), as an Optuna objective does.
+
+    At Optuna's default verbosity (INFO), its INFO lines ("A new study created
+    ...", "Trial 3 finished with value ...") are not written while this
+    optimizer creates the study or tells it: they went to stderr, which a
+    notebook shows as a red box. Warnings still are; a verbosity you set is
+    kept (`optuna.logging.set_verbosity(optuna.logging.DEBUG)` writes them all).
 
     Raises:
         ImportError: Optuna is not installed.
@@ -217,13 +245,14 @@ class OptunaOptimizer:
             if isinstance(storage, os.PathLike):
                 journal = module.storages.journal
                 storage = journal.JournalStorage(journal.JournalFileBackend(os.fspath(storage)))
-            study = module.create_study(
-                storage=storage,
-                sampler=sampler,
-                study_name=study_name,
-                directions=directions,
-                load_if_exists=study_name is not None,
-            )
+            with _without_info_lines(module):
+                study = module.create_study(
+                    storage=storage,
+                    sampler=sampler,
+                    study_name=study_name,
+                    directions=directions,
+                    load_if_exists=study_name is not None,
+                )
             found = [d.name.lower() for d in study.directions]
             if found != directions:
                 raise ValueError(
@@ -267,6 +296,7 @@ class OptunaOptimizer:
             name=f"trial-{optuna_trial.number}",
             config=dict(optuna_trial.params),
             info={"optuna_study": self.study.study_name, "optuna_trial": optuna_trial.number},
+            metric=self.metric,
         )
 
     def ask(self) -> Trial:
@@ -274,8 +304,9 @@ class OptunaOptimizer:
 
         Returns:
             `Trial(name=f"trial-{number}", config=<the sampled params>,
-            info={"optuna_study": <study name>, "optuna_trial": <number>})`,
-            `number` being the Optuna trial's number in the study.
+            info={"optuna_study": <study name>, "optuna_trial": <number>}, metric=<the metric>)`,
+            `number` being the Optuna trial's number in the study. A Trial.Task
+            function that returns a plain number reports it under `metric`.
         """
         optuna_trial = self.study.ask(self.space)
         optuna_trial.set_user_attr(ASKED_BY, self._asked_by)
@@ -354,7 +385,8 @@ class OptunaOptimizer:
             else:
                 for key, value in attrs.items():
                     trial.set_user_attr(key, value)
-            self.study.tell(trial, values, state=state)
+            with _without_info_lines(self._optuna):
+                self.study.tell(trial, values, state=state)
         except (ValueError, RuntimeError) as e:  # optuna: "Cannot tell a COMPLETE trial.", "... finished ..."
             raise ValueError(
                 f"OptunaOptimizer.tell(): cannot tell trial {number} of study {self.study.study_name!r}: {e} "

@@ -18,6 +18,16 @@ def evaluate(trial: Trial) -> Trial.Report:
     return trial.success(loss=loss)
 ```
 
+The function may also return a plain number, as an Optuna objective does: it
+is a success with that number under the trial's `metric` (the optimizer's,
+`"value"` for a trial made by hand); a mapping of metric names to numbers is a
+success with those results:
+
+```python
+def evaluate(trial: Trial) -> float:
+    return (trial.config["x"] - 3) ** 2       # a success: results {"loss": ...} under metric "loss"
+```
+
 A report carries the trial, the timings of the `begin()` block, the results,
 and the exception with its traceback text. Reports pickle small (no frames, no
 live objects), so they travel back from process workers cheaply.
@@ -26,14 +36,16 @@ live objects), so they travel back from process workers cheaply.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import pickle
 import threading
 import time
 import traceback as _traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec
 
+from byop_nb._text import bounded_repr
 from byop_nb.events import Event, Subscriber
 from byop_nb.scheduling._call import Call, Status
 from byop_nb.scheduling._shipping import traceback_text
@@ -74,6 +86,9 @@ class Trial:
         name: the trial's name (a column of the recorded reports).
         config: the configuration to evaluate.
         info: anything else to keep with the trial (seed, fidelity, ...).
+        metric: the name (or names, for several objectives) of the result a
+            plain returned number is recorded under; optimizers set it to
+            their `metric` in `ask()`. None (a trial made by hand) means "value".
 
     After `begin()` the worker-side trial holds `timings`, `exception` and
     `traceback` (the text of the exception's traceback). Trials are equal when
@@ -94,6 +109,7 @@ class Trial:
     name: str
     config: Mapping[str, Any] = field(default_factory=dict)
     info: Mapping[str, Any] = field(default_factory=dict)
+    metric: str | Sequence[str] | None = field(default=None, compare=False, repr=False)
     timings: Trial.Timings | None = field(default=None, init=False, compare=False)
     exception: BaseException | None = field(default=None, init=False, compare=False, repr=False)
     traceback: str | None = field(default=None, init=False, compare=False, repr=False)
@@ -122,6 +138,20 @@ class Trial:
             self.info = {}
         if not isinstance(self.info, Mapping):
             raise TypeError(f"Trial info= must be a mapping (e.g. a dict) or None, got {self.info!r}")
+        metrics = [self.metric] if isinstance(self.metric, str) else self.metric
+        if metrics is not None and (
+            not isinstance(metrics, Sequence) or not metrics or not all(isinstance(m, str) and m for m in metrics)
+        ):
+            raise TypeError(
+                f"Trial metric= must be a result's name (a non-empty str), a list of them, or None, got {self.metric!r}"
+            )
+
+    @property
+    def metrics(self) -> list[str]:
+        """The names a plain returned value is recorded under: `metric` as a list, `["value"]` without one."""
+        if self.metric is None:
+            return ["value"]
+        return [self.metric] if isinstance(self.metric, str) else list(self.metric)
 
     @dataclass(frozen=True)
     class Timings:
@@ -273,13 +303,17 @@ class Trial:
         )
 
 
-class TrialTask(Task[Concatenate[Trial, P], Trial.Report], Generic[P]):
+class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
     """A Task for optimization: calling it with a [`Trial`][byop_nb.optimization.Trial] evaluates it.
 
     Spelled `Trial.Task(function, scheduler, ...)`; takes every
     [`Task`][byop_nb.scheduling.Task] option (limits included). The function
     gets the trial first and returns `trial.success(...)`, `trial.fail(...)` or
-    `trial.crashed(...)`.
+    `trial.crashed(...)`; or, as an Optuna objective does, a plain number (a
+    success with `{trial.metric: number}`; the metric is the optimizer's when
+    an optimizer asked the trial, else `"value"`) or a mapping of metric names
+    to numbers (a success with those results). Any other value is a crash
+    whose message says what to return.
 
     Events, after the Task's own `DONE` and `RETURNED`/`EXCEPTION`:
 
@@ -289,7 +323,7 @@ class TrialTask(Task[Concatenate[Trial, P], Trial.Report], Generic[P]):
 
     An exception escaping the function, a limit hit (the CrashReport's `limit`
     names it: "memory", "cpu_time" or "wall_time"), or a return value that is
-    not a report become a CrashReport. A cancelled trial (a `wait=False` stop)
+    neither a report, a number nor a mapping of numbers become a CrashReport. A cancelled trial (a `wait=False` stop)
     makes no report.
 
     Each report is recorded in `task.history` (`task.df()`): columns `task`,
@@ -335,13 +369,14 @@ class TrialTask(Task[Concatenate[Trial, P], Trial.Report], Generic[P]):
     SUCCESSES: ClassVar[frozenset[Status]] = frozenset({Status.SUCCESS})
     """A trial succeeded when it returned a `SuccessReport`."""
     FAILURE_EVENTS: ClassVar[tuple[Event[Any], ...]] = (REPORT, FAILURE, CRASHED, *Task.FAILURE_EVENTS)
-    """A callback on any of these handles failed trials (then no summary is printed at the run's end)."""
+    """A callback on any of these handles failed trials."""
     FAILURES: ClassVar[frozenset[Status]] = frozenset({Status.FAIL, Status.CRASHED})
     """A trial failed when it returned a `FailReport`, or crashed (limit hits included)."""
+    _NOUN = "trials"
 
     def __init__(
         self,
-        function: Callable[Concatenate[Trial, P], Trial.Report],
+        function: Callable[Concatenate[Trial, P], Trial.Report | float | Mapping[str, float]],
         scheduler: Scheduler,
         **options: Unpack[TaskOptions],
     ) -> None:
@@ -372,11 +407,7 @@ class TrialTask(Task[Concatenate[Trial, P], Trial.Report], Generic[P]):
         if status is Status.RETURNED:
             if isinstance(result, Trial.Report):
                 return result
-            error = TypeError(
-                f"the function of Trial.Task {self.name!r} returned {result!r}; it must return a report: "
-                "trial.success(...), trial.fail(...) or trial.crashed(...)"
-            )
-            return Trial.CrashReport(trial=trial, exception=error, traceback=None)
+            return _plain_report(self.name, trial, result)
         assert exception is not None
         return Trial.CrashReport(
             trial=trial, exception=exception, traceback=traceback_text(exception), limit=status.limit
@@ -410,6 +441,10 @@ class TrialTask(Task[Concatenate[Trial, P], Trial.Report], Generic[P]):
             flush=False,  # the scheduler flushes the journal once per batch of ended calls
         )
 
+    def _row_status(self, call: Call, status: Status) -> Status:
+        report: Trial.Report | None = call.state
+        return report.status if report is not None else Status.CANCELLED
+
     def _emit(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
         """The Task's events (DONE, RETURNED or EXCEPTION and limit events), then the report's."""
         super()._emit(call, status, result, exception)
@@ -424,6 +459,50 @@ class TrialTask(Task[Concatenate[Trial, P], Trial.Report], Generic[P]):
             em.emit(self.FAILURE, report)
         else:
             em.emit(self.CRASHED, report)
+
+
+def _number(value: Any) -> bool:
+    """Whether `value` is a real number (numpy's included); bools are not."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as its Python number (what an optimizer and a DataFrame cell want)."""
+    item = getattr(value, "item", None)
+    return item() if type(value).__module__ == "numpy" and item is not None else value
+
+
+def _plain_report(task: str, trial: Trial, result: Any) -> Trial.Report:
+    """The report of a Trial.Task function that returned `result` instead of a report: a number or a
+    mapping of metric names to numbers is a success; anything else a crash that says what to return."""
+    metrics = trial.metrics
+    example = ", ".join(f"{m!r}: ..." for m in metrics)
+    accepted = (f"return a number (recorded as {metrics[0]!r})" if len(metrics) == 1 else f"return {{{example}}}") + (
+        f", a mapping of metric names to numbers (e.g. {{{example}}}), or a report: "
+        "trial.success(...), trial.fail(...) or trial.crashed(...)"
+    )
+    returned = f"the function of Trial.Task {task!r} returned {bounded_repr(result, 200)}"
+    why: str | None = None
+    if _number(result):
+        if len(metrics) == 1:
+            return Trial.SuccessReport(trial=trial, results={metrics[0]: _plain(result)})
+        why = f"{returned}, one number for the {len(metrics)} metrics {metrics}"
+    elif isinstance(result, Mapping):
+        not_numbers = {k: v for k, v in result.items() if not (isinstance(k, str) and _number(v))}
+        missing = [m for m in metrics if m not in result] if trial.metric is not None else []
+        if not result:
+            why = f"{returned}, an empty mapping"
+        elif not_numbers:
+            key, value = next(iter(not_numbers.items()))
+            why = f"{returned}; its entry {key!r}: {bounded_repr(value, 100)} is not a metric name with a number"
+        elif missing:
+            why = f"{returned}, without the metric {missing[0]!r} of the optimizer that asked the trial"
+        else:
+            return Trial.SuccessReport(trial=trial, results={k: _plain(v) for k, v in result.items()})
+    else:
+        why = returned
+    error = TypeError(f"{why}; {accepted}")
+    return Trial.CrashReport(trial=trial, exception=error, traceback=None)
 
 
 Trial.Task = TrialTask

@@ -4,13 +4,14 @@ from byop_nb._status import Status
 from byop_nb.scheduling._executors import SequentialExecutor
 from byop_nb.scheduling.comms import Comm, CommError, CommTask
 from byop_nb.scheduling.scheduler import ExitCode, RunHandle, Scheduler
-from byop_nb.scheduling.task import Task, TaskMap, TaskOptions
+from byop_nb.scheduling.task import FailureSummary, Task, TaskMap, TaskOptions
 
 __all__ = [
     "Scheduler",
     "Task",
     "TaskOptions",
     "TaskMap",
+    "FailureSummary",
     "Status",
     "ExitCode",
     "RunHandle",

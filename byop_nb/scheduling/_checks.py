@@ -24,10 +24,15 @@ def positive_int(option: str, value: Any) -> int | None:
 
 
 def check_run_options(
-    timeout: float | None, end_on_empty: bool, wait: bool, on_exception: OnException = "continue"
+    timeout: float | None,
+    end_on_empty: bool,
+    wait: bool,
+    on_exception: OnException = "continue",
+    end_after_failures: int | None = None,
 ) -> None:
     """The options of `run`, `start` and `async_run`, checked at the call."""
     exception_policy(on_exception)
+    positive_int("end_after_failures", end_after_failures)
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
             raise TypeError(f"timeout= must be a number of seconds or None, got {timeout!r}")

@@ -20,7 +20,15 @@ from byop_nb.scheduling import _doorbell as _doorbell
 if TYPE_CHECKING:
     from byop_nb.scheduling.scheduler import ExitCode, Scheduler
 
-__all__ = ["RunHandle", "running_loop", "run_nested", "log_background_error", "trim_traceback", "note_callback"]
+__all__ = [
+    "RunHandle",
+    "running_loop",
+    "run_nested",
+    "log_background_error",
+    "trim_traceback",
+    "note_callback",
+    "interrupted",
+]
 
 logger = logging.getLogger("byop_nb.scheduling.scheduler")
 
@@ -60,6 +68,8 @@ class RunHandle:
             return (yield from self._task.__await__())
         except Exception as error:  # from a callback: show the user's frames, as run() does
             raise trim_traceback(error)
+        except asyncio.CancelledError as cancelled:  # Kernel -> Interrupt: the user's line, not the loop's
+            raise interrupted(cancelled, self.scheduler) from None
 
     def __repr__(self) -> str:
         if not self._task.done():
@@ -68,6 +78,16 @@ class RunHandle:
             return "RunHandle(cancelled)"
         error = self._task.exception()
         return f"RunHandle(error={error!r})" if error else f"RunHandle({self._task.result()})"
+
+
+def interrupted(error: BaseException, scheduler: Scheduler) -> BaseException:
+    """`error` (a KeyboardInterrupt, or the CancelledError of an interrupted `await`) as the user sees it:
+    without the event loop's and byop_nb's frames, and with a note on what became of the run (once)."""
+    error.__traceback__ = None
+    note = "byop_nb: the run was interrupted; its running calls were cancelled and its workers ended"
+    if not any(n.startswith(note) for n in getattr(error, "__notes__", ())):
+        error.add_note(f"{note} (scheduler.exit_code is {scheduler.exit_code})")
+    return error
 
 
 def log_background_error(task: asyncio.Task[ExitCode]) -> None:

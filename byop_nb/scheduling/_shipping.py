@@ -34,7 +34,7 @@ import traceback
 from collections.abc import Callable
 from itertools import islice
 from types import FunctionType, MethodType
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "needs_by_value",
@@ -49,6 +49,8 @@ __all__ = [
     "dumps",
     "UnpicklableError",
     "FunctionNotShippable",
+    "cells_named",
+    "name_cells",
 ]
 
 _CACHE_MAX = 256
@@ -85,45 +87,92 @@ def payload(function: Callable[..., Any] | bytes) -> Callable[..., Any] | bytes:
     return shipped
 
 
-class _WithSource:
-    """A function defined in a notebook cell (or another file-less place) and the source lines of its
-    code, so that a traceback in the worker shows them: the worker's `linecache` gets them."""
-
-    def __init__(self, function: Callable[..., Any], filename: str, lines: list[str]) -> None:
-        self.function, self.filename, self.lines = function, filename, lines
-
-    def register(self) -> Callable[..., Any]:
-        """Give the worker's `linecache` the lines, and the function's code its file's name back
-        (cloudpickle names every code it rebuilds "<dynamic-code>")."""
-        import linecache
-
-        linecache.cache[self.filename] = (sum(map(len, self.lines)), None, self.lines, self.filename)
-        code = getattr(self.function, "__code__", None)
-        if code is not None:
-            try:
-                self.function.__code__ = _named(code, self.filename)
-            except (AttributeError, TypeError, ValueError):
-                pass
-        return self.function
-
-
-def _named(code: Any, filename: str) -> Any:
-    """`code`, and the code objects inside it, with `filename` as the file they come from."""
-    consts = tuple(_named(c, filename) if isinstance(c, type(code)) else c for c in code.co_consts)
-    return code.replace(co_filename=filename, co_consts=consts)
-
-
-def _with_source(function: Callable[..., Any]) -> Any:
-    """`function`, wrapped with its source lines when they exist only in this process's linecache."""
+def _code_reduce(code: Any) -> tuple[Any, ...]:
+    """How a code object travels by value: cloudpickle's way, plus its file's name (cloudpickle names
+    every code it rebuilds "<dynamic-code>") and, for a file that exists only in this process's
+    `linecache` (a notebook cell), its lines: a traceback in the worker then shows the cell's file,
+    line and source, which the main side names "Cell In[5], line 7" (`cells_named`)."""
     import linecache
     import os
+    import types
 
-    code = getattr(function, "__code__", None)
-    filename = getattr(code, "co_filename", None)
-    if not filename or os.path.exists(filename):
-        return function  # a real file: the worker reads it itself (if it can)
-    lines = linecache.getlines(filename)
-    return _WithSource(function, filename, lines) if lines else function
+    import cloudpickle
+
+    constructor, args = cloudpickle.Pickler.dispatch_table[types.CodeType](code)
+    filename = code.co_filename
+    lines = None
+    if filename and not filename.startswith("<") and not os.path.exists(filename):
+        lines = linecache.getlines(filename) or None  # the same list for every code of a cell: pickled once
+    return _code_from, (constructor, args, filename, lines)
+
+
+def _code_from(constructor: Any, args: tuple[Any, ...], filename: str, lines: list[str] | None) -> Any:
+    """The code object `_code_reduce` shipped, with its file's name, whose lines the worker's `linecache` gets."""
+    code = constructor(*args)
+    if lines is not None:
+        import linecache
+
+        if filename not in linecache.cache:  # mtime None: linecache.checkcache leaves the entry alone
+            linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
+    return code.replace(co_filename=filename)
+
+
+_PICKLER: Any = None
+
+
+def _cloudpickle_dumps(value: Any, protocol: int = pickle.HIGHEST_PROTOCOL) -> bytes:
+    """`cloudpickle.dumps(value)`, with code objects that keep their file's name (`_code_reduce`)."""
+    global _PICKLER
+    import io
+
+    if _PICKLER is None:
+        import collections
+        import types
+
+        import cloudpickle
+
+        class Pickler(cloudpickle.Pickler):
+            dispatch_table: ClassVar[Any] = collections.ChainMap(
+                {types.CodeType: _code_reduce}, cloudpickle.Pickler.dispatch_table
+            )
+
+        _PICKLER = Pickler
+    buffer = io.BytesIO()
+    _PICKLER(buffer, protocol=protocol).dump(value)
+    return buffer.getvalue()
+
+
+_CELL_FRAME = None
+
+
+def cells_named(text: str) -> str:
+    """`text` (a worker's traceback) with the frames of notebook cells named as IPython names them
+    (`File "/tmp/ipykernel_1/123.py", line 7` -> `Cell In[5], line 7`); `text` itself outside IPython.
+
+    Looks IPython up in `sys.modules` only: nothing is imported here.
+    """
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    compiler = getattr(shell, "compile", None)
+    name_of = getattr(compiler, "format_code_name", None)
+    if name_of is None or 'File "' not in text:
+        return text
+    global _CELL_FRAME
+    import re
+
+    if _CELL_FRAME is None:
+        _CELL_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+
+    def named(match: re.Match[str]) -> str:
+        try:
+            label = name_of(match.group(1))
+        except Exception:  # IPython's own helper must never lose the traceback
+            label = None
+        return f"{label[0]} {label[1]}, line {match.group(2)}" if label else match.group(0)
+
+    return _CELL_FRAME.sub(named, text)
 
 
 class FunctionNotShippable(pickle.PicklingError):
@@ -131,10 +180,8 @@ class FunctionNotShippable(pickle.PicklingError):
 
 
 def _by_value(function: Callable[..., Any]) -> bytes:
-    import cloudpickle
-
     try:
-        return cloudpickle.dumps(_with_source(function))
+        return _cloudpickle_dumps(function)
     except Exception as e:
         name = getattr(function, "__qualname__", None) or type(function).__name__
         raise FunctionNotShippable(
@@ -151,11 +198,7 @@ def load(shipped: Callable[..., Any] | bytes) -> Callable[..., Any]:
         return shipped
     function = _LOADED.get(shipped)
     if function is None:
-        import cloudpickle
-
-        function = cloudpickle.loads(shipped)
-        if isinstance(function, _WithSource):
-            function = function.register()
+        function = pickle.loads(shipped)
         if len(_LOADED) >= _CACHE_MAX:
             _LOADED.clear()
         _LOADED[shipped] = function
@@ -175,6 +218,22 @@ def attach_traceback(exception: BaseException, text: str | None = None) -> None:
         exception.remote_traceback = text if text is not None else traceback_text(exception)  # type: ignore[attr-defined]
     except AttributeError:
         pass
+
+
+def name_cells(exception: BaseException) -> None:
+    """Main side, in IPython: the worker's traceback on `exception` (and on the process pool's
+    `_RemoteTraceback` cause, which IPython shows) with its notebook cells named "Cell In[5]"."""
+    remote = getattr(exception, "remote_traceback", None)
+    if isinstance(remote, str):
+        named = cells_named(remote)
+        if named is not remote:
+            try:
+                exception.remote_traceback = named  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
+    cause = exception.__cause__
+    if type(cause).__name__ == "_RemoteTraceback" and isinstance(getattr(cause, "tb", None), str):
+        cause.tb = cells_named(cause.tb)  # type: ignore[union-attr]
 
 
 def traceback_text(exception: BaseException) -> str:
@@ -231,9 +290,7 @@ class ByValue:
         self.value = value
 
     def __reduce__(self) -> tuple[Any, ...]:
-        import cloudpickle
-
-        return (pickle.loads, (cloudpickle.dumps(self.value, protocol=pickle.HIGHEST_PROTOCOL),))
+        return (pickle.loads, (_cloudpickle_dumps(self.value),))
 
 
 def arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -287,10 +344,8 @@ def dumps(value: Any) -> bytes:
             error = e
     else:
         error = None
-    import cloudpickle
-
     try:
-        return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return _cloudpickle_dumps(value)
     except Exception:
         if error is not None:
             raise error from None

@@ -33,6 +33,7 @@ from concurrent.futures._base import FINISHED as _FINISHED
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
+from byop_nb._text import clipped
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.scheduling import _checks, _shipping
 from byop_nb.scheduling import _executors as _executors
@@ -41,6 +42,7 @@ from byop_nb.scheduling._handoff import Handoff
 from byop_nb.scheduling._output import RunOutput
 from byop_nb.scheduling._runtime import (
     RunHandle,
+    interrupted,
     log_background_error,
     note_callback,
     run_nested,
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
     from byop_nb.notebook import Dashboard
     from byop_nb.scheduling._call import Call
     from byop_nb.scheduling._worker import Limits
-    from byop_nb.scheduling.task import Task
+    from byop_nb.scheduling.task import FailureSummary, Task
 
 __all__ = ["Scheduler", "ExitCode", "RunHandle"]
 
@@ -78,7 +80,8 @@ class ExitCode(enum.Enum):
     TIMEOUT = "timeout"
     """The run's `timeout` passed."""
     EXCEPTION = "exception"
-    """A call raised, and the run's `on_exception` said "end" for it."""
+    """A call raised, and the run's `on_exception` said "end" for it; or a task's calls failed
+    `end_after_failures` times in a row."""
     UNKNOWN = "unknown"
     """The run ended for another reason (it was cancelled)."""
 
@@ -194,6 +197,9 @@ class Scheduler:
         self._error: BaseException | None = None
         self._exception_policy: Callable[[BaseException], Policy] | None = None
         self._ended_by: ExitCode | None = None  # set when on_exception="end" ends the run
+        self._end_after_failures: int | None = None  # the run's option
+        self._failures_in_a_row: dict[str, int] = {}  # per task name, during a run with that option
+        self._n_submitted = 0  # calls submitted in the latest run
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.exit_code: ExitCode | None = None
@@ -389,6 +395,7 @@ class Scheduler:
             future.set_exception(e)
         self._queue[future] = call
         self._empty_announced = False
+        self._n_submitted += 1
         if type(future) is Future and future._state == _FINISHED and _get_ident() == self._loop_thread:
             # Finished already (a sequential executor, a refused call): add_done_callback would
             # call back here, in the loop's thread, under the future's lock; no bell is needed.
@@ -415,10 +422,14 @@ class Scheduler:
                     self._keeper.explain_broken(exception)
                 if call is None:  # a plain submit() keeps the worker's traceback too
                     _shipping.attach_traceback(exception)
+                    _shipping.name_cells(exception)
                 if self._exception_policy is not None:  # before the call's events: what they submit is refused
                     self._on_call_exception(exception, self._exception_policy(exception))
             if call is not None:
-                return call, call.task._conclude(call, cancelled, exception, result), result, exception
+                status = call.task._conclude(call, cancelled, exception, result)
+                if self._end_after_failures is not None:
+                    self._count_failure(call.task, call.task._row_status(call, status))
+                return call, status, result, exception
         except BaseException as e:  # a user callback raised: end the run with it
             self._fail(e)
         return None
@@ -443,6 +454,27 @@ class Scheduler:
             self._ended_by = ExitCode.EXCEPTION
             self.last_error = exception
             self._wake_up()
+
+    def _count_failure(self, task: Task[Any, Any], status: Status) -> None:
+        """`run(end_after_failures=N)`: count the task's failed calls in a row; end the run at N."""
+        if status in task.FAILURES:
+            in_a_row = self._failures_in_a_row[task.name] = self._failures_in_a_row.get(task.name, 0) + 1
+        else:
+            if status != "cancelled":
+                self._failures_in_a_row[task.name] = 0
+            return
+        limit = self._end_after_failures
+        if limit is None or in_a_row < limit or self._ended_by is not None or self._state is not _State.RUNNING:
+            return
+        row = task.history.row(-1)
+        kind, message = row.get("exception_type"), row.get("exception_message")
+        last = f"{kind}: {message}" if kind else str(row.get("status"))
+        self._ended_by = ExitCode.EXCEPTION
+        self.last_error = RuntimeError(
+            f"the run ended after {in_a_row} failed {task._NOUN} in a row of {task.name!r} "
+            f"(end_after_failures={limit}); the last: {clipped(last, 500)}"
+        )
+        self._wake_up()
 
     def _after_drain(self, deferred: bool) -> None:
         if deferred or not self._queue or self._stop_requested:
@@ -497,6 +529,7 @@ class Scheduler:
         end_on_empty: bool = True,
         wait: bool = True,
         on_exception: OnException = "continue",
+        end_after_failures: int | None = None,
     ) -> ExitCode:
         """Run until nothing is left to do, `stop()`, or `timeout`; blocks and returns the ExitCode.
 
@@ -514,10 +547,22 @@ class Scheduler:
                 to these chooses by the exception's class, most specific first;
                 unmatched exceptions continue. Resource-limit hits are exceptions
                 too (e.g. `{pynisher.WallTimeoutException: "continue", Exception: "end"}`).
+            end_after_failures: end the run with `ExitCode.EXCEPTION` once one
+                task has had this many failed calls in a row (a trial's fail or
+                crash, a call that raised or hit a limit; a call that succeeded
+                starts the count afresh, a cancelled one is not counted). Running
+                work is then waited for or cancelled as `wait` says, and
+                `scheduler.last_error` says why. None (the default): never.
 
         ```python
         scheduler.run(on_exception="raise")       # the first failing call's exception, raised here
+        scheduler.run(end_after_failures=3)       # stop wasting trials once 3 crashed in a row
         ```
+
+        At the end of a run in which calls failed, one line per task says how many,
+        with the first error (`6 of 6 trials of 'evaluate' crashed; first: KeyError: ...`),
+        logged as a warning whether callbacks handled the failures or not; see
+        `failure_summaries()`.
 
         Works in a plain script and in a Jupyter cell, whose event loop is
         already running (the run then nests into that loop with nest-asyncio2;
@@ -530,9 +575,15 @@ class Scheduler:
         # The error is raised again below, which puts this frame back on its trimmed traceback:
         # IPython (a notebook) and pytest leave out frames that set this.
         __tracebackhide__ = True
-        check_run_options(timeout, end_on_empty, wait, on_exception)
+        check_run_options(timeout, end_on_empty, wait, on_exception, end_after_failures)
         self._check_not_running("run()")
-        coroutine = self.async_run(timeout=timeout, end_on_empty=end_on_empty, wait=wait, on_exception=on_exception)
+        coroutine = self.async_run(
+            timeout=timeout,
+            end_on_empty=end_on_empty,
+            wait=wait,
+            on_exception=on_exception,
+            end_after_failures=end_after_failures,
+        )
         loop = running_loop()
         try:
             if loop is None:  # outside the except block, so no worker inherits its exception context
@@ -540,6 +591,8 @@ class Scheduler:
             return run_nested(loop, coroutine)
         except Exception as error:  # from a callback (or a wrong use in one): show the user's frames
             raise trim_traceback(error)
+        except KeyboardInterrupt as interrupt:  # the kernel's interrupt: the user's line, not the event loop's
+            raise interrupted(interrupt, self) from None
 
     def start(
         self,
@@ -548,6 +601,7 @@ class Scheduler:
         end_on_empty: bool = True,
         wait: bool = True,
         on_exception: OnException = "continue",
+        end_after_failures: int | None = None,
     ) -> RunHandle:
         """Start the run in the background on the running event loop and return at once.
 
@@ -570,7 +624,7 @@ class Scheduler:
             RuntimeError: no event loop is running (use `run()`, or `await async_run()`),
                 or the scheduler is already running.
         """
-        check_run_options(timeout, end_on_empty, wait, on_exception)
+        check_run_options(timeout, end_on_empty, wait, on_exception, end_after_failures)
         self._check_not_running("start()")
         loop = running_loop()
         if loop is None:
@@ -579,7 +633,7 @@ class Scheduler:
                 "a Jupyter kernel, and there is none here. Use scheduler.run() to run and wait, or "
                 "`await scheduler.async_run()` inside async code."
             )
-        self._begin(loop, on_exception, background=True)
+        self._begin(loop, on_exception, end_after_failures, background=True)
         task = loop.create_task(self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait))
         task.add_done_callback(self._log_background_error)
         handle = RunHandle(task, self)
@@ -600,6 +654,7 @@ class Scheduler:
         end_on_empty: bool = True,
         wait: bool = True,
         on_exception: OnException = "continue",
+        end_after_failures: int | None = None,
     ) -> ExitCode:
         """The coroutine behind `run()`; same arguments and result.
 
@@ -607,10 +662,13 @@ class Scheduler:
         exit_code = await scheduler.async_run(timeout=10)
         ```
         """
-        check_run_options(timeout, end_on_empty, wait, on_exception)
+        check_run_options(timeout, end_on_empty, wait, on_exception, end_after_failures)
         self._check_not_running("async_run()")
-        self._begin(asyncio.get_running_loop(), on_exception)
-        return await self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait)
+        self._begin(asyncio.get_running_loop(), on_exception, end_after_failures)
+        try:
+            return await self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait)
+        except asyncio.CancelledError as cancelled:  # Kernel -> Interrupt of `await async_run()`
+            raise interrupted(cancelled, self) from None
 
     def _log_background_error(self, task: asyncio.Task[ExitCode]) -> None:
         with self._output.capture():  # into a Dashboard's log pane, with the rest of the run's output
@@ -622,10 +680,18 @@ class Scheduler:
             self.event_manager.emit(event)
 
     def _begin(
-        self, loop: asyncio.AbstractEventLoop, on_exception: OnException = "continue", *, background: bool = False
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_exception: OnException = "continue",
+        end_after_failures: int | None = None,
+        *,
+        background: bool = False,
     ) -> None:
         """Make the scheduler running on `loop`: work can be submitted from here on."""
         self._exception_policy = exception_policy(on_exception)
+        self._end_after_failures = end_after_failures
+        self._failures_in_a_row = {}
+        self._n_submitted = 0
         self._ended_by = None
         self._keeper.renew()
         for task in self._tasks.values():
@@ -724,6 +790,8 @@ class Scheduler:
         if self._error is None:
             with self._output.capture():
                 self._say_what_failed()
+                if exit_code is ExitCode.EXHAUSTED and not self._n_submitted:
+                    self._say_nothing_was_done()
         try:
             self._emit_run_event(self.FINISHED)
         except BaseException as e:
@@ -734,15 +802,61 @@ class Scheduler:
             self._loop_thread = None
 
     def _say_what_failed(self) -> None:
-        """Once per run: the tasks whose calls failed with no callback of the user's handling it.
+        """Once per run: one line per task whose calls failed, handled by a callback or not (a plain
+        Task whose only failures are resource-limit hits is left out: the limits were set).
 
         The exit code stays the guide's (`EXHAUSTED` when every call ended, failed or not); the
-        line tells a notebook user what the DataFrame would.
+        line tells a notebook user what the DataFrame would (`failure_summaries()` holds the same).
         """
-        for task in self._tasks.values():
-            line = task._run_failures()
-            if line is not None:
-                logger.warning(line)
+        for summary in self.failure_summaries():
+            if not summary.only_limit_hits:  # hitting a limit that was set is no surprise
+                logger.warning("%s; see task.df()", summary.line)
+
+    def _say_nothing_was_done(self) -> None:
+        """A run of a scheduler with tasks that ended at once with nothing submitted: one line, not
+        silence (a re-run cell made the scheduler anew, and the cell that subscribed `on_start` was
+        not run again). A scheduler without tasks (the guide's first examples) is left alone."""
+        if not self._tasks:
+            return
+        names = [str(getattr(c, "__name__", c)) for c in self.event_manager.callbacks(self.STARTED)]
+        refused = [
+            task
+            for task in self._tasks.values()
+            if task.event_manager.counts.get(task.CALL_LIMIT_REACHED, 0)
+            > task._at_run_start[0].get(task.CALL_LIMIT_REACHED, 0)
+        ]
+        if refused:
+            spent = ", ".join(f"{t.name!r} (call_limit={t.call_limit}, called {t.n_called} times)" for t in refused)
+            logger.warning(
+                "the run had nothing to do and ended at once: every call was refused, as the call_limit of %s "
+                "was spent in earlier runs. Make the task anew (re-run its cell) to start counting again",
+                spent,
+            )
+            return
+        if names:
+            why = f"its on_start callbacks ({', '.join(names)}) called none of its tasks"
+        else:
+            why = (
+                "no callback is subscribed to scheduler.on_start (a re-run cell that made the scheduler "
+                "anew leaves the callbacks of other cells on the old one)"
+            )
+        logger.warning(
+            "the run had nothing to do and ended at once: %s. Call a task from a callback, e.g. "
+            "@scheduler.on_start def launch(): %s(...)",
+            why,
+            next(iter(self._tasks)),
+        )
+
+    def failure_summaries(self) -> list[FailureSummary]:
+        """The [`FailureSummary`][byop_nb.scheduling.FailureSummary] of each task with failed calls in the
+        latest run (the current one, while it runs), in the order the tasks were made; `[]` when none failed.
+
+        ```python
+        for summary in scheduler.failure_summaries():
+            print(summary.line)     # 6 of 6 trials of 'evaluate' crashed; first: KeyError: 'learning_rate' (...)
+        ```
+        """
+        return [summary for task in self._tasks.values() if (summary := task.failure_summary())]
 
     def _cancel_pending(self) -> None:
         """Settle everything still queued as cancelled (a `wait=False` end, or an error).

@@ -26,23 +26,24 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypedDict, TypeVar
 
-from byop_nb._text import bounded_repr, cell_value
+from byop_nb._text import bounded_repr, cell_value, clipped
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.history import History
 from byop_nb.scheduling import _checks
 from byop_nb.scheduling._call import Call, Status
 from byop_nb.scheduling._checks import positive_int
 from byop_nb.scheduling._limits import MemoryLimit, TimeLimit, limit_hit, parse_limits
-from byop_nb.scheduling._shipping import attach_traceback, traceback_text
+from byop_nb.scheduling._shipping import attach_traceback, name_cells, traceback_text
 from byop_nb.scheduling._worker import make_limit_exceptions_picklable
 from byop_nb.scheduling.scheduler import Scheduler
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Task", "TaskOptions", "TaskMap"]
+__all__ = ["Task", "TaskOptions", "TaskMap", "FailureSummary"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class Task(Generic[P, R]):
         CPU_TIME_LIMIT_REACHED,
         WALL_TIME_LIMIT_REACHED,
     )
-    """Events a callback subscribes to in order to handle failed calls (then no summary is printed)."""
+    """Events a callback subscribes to in order to handle failed calls."""
     SUCCESSES: ClassVar[frozenset[Status]] = frozenset({Status.RETURNED})
     """The statuses of this class's rows that count as successes (tables, counters and plots ask this)."""
     FAILURES: ClassVar[frozenset[Status]] = frozenset(
@@ -197,6 +198,8 @@ class Task(Generic[P, R]):
         self._maps: list[TaskMap] = []  # the maps of the latest run
         # Event counts, rows per status and rows when the latest run began: what that run did is the difference.
         self._at_run_start: tuple[dict[Any, int], dict[str, int], int] = ({}, {}, 0)
+        # The first failed row of a run: (its first row, rows scanned so far, the row or None).
+        self._first_failed_row: tuple[int, int, dict[str, Any] | None] = (0, 0, None)
         self.history = History(name=name)
         # Whether the executor runs the function itself: the `_function_for` hook is not overridden
         # (decided once per task; calling the hook per call would cost as much as the rest of a check).
@@ -324,32 +327,83 @@ class Task(Generic[P, R]):
         accepted = sorted(str(s) for s in (*cls.SUCCESSES, *cls.FAILURES, _CANCELLED))
         raise ValueError(f"{str(status)!r} is not a status of {cls.__name__} rows; accepted: {accepted}")
 
-    def _run_failures(self) -> str | None:
-        """One line on the calls of the latest run that failed (other than by a resource limit), when nothing
-        of the user's handled them."""
-        em = self.event_manager
-        if any(em.callbacks(event) for event in self.FAILURE_EVENTS):
-            return None
+    def failure_summary(self) -> FailureSummary:
+        """What failed among this task's calls in the latest run (the current one, while it runs).
+
+        Cheap enough to ask often (a Dashboard asks it a few times a second): the
+        counts are kept per status, the first failure is found once, and the
+        failures in a row are counted back from the last call only.
+
+        ```python
+        summary = task.failure_summary()
+        if summary:                        # some call of the run failed
+            print(summary.line)            # 6 of 6 trials of 'evaluate' crashed; first: KeyError: ...
+        summary.failed, summary.ended, summary.in_a_row, summary.first_error
+        ```
+
+        At the end of every run in which calls of a task failed, that line is
+        logged as a warning (on the `byop_nb.scheduling.scheduler` logger; in a
+        notebook it shows under the cell, in a Dashboard's log pane for a
+        background run), whether a callback handled the failures or not; a plain
+        Task whose only failures are hits of its resource limits is left out
+        (`only_limit_hits`). See also `Scheduler.failure_summaries()`.
+        """
         _, statuses_then, rows_then = self._at_run_start
         statuses = self.history.status_counts
-        # Resource-limit hits are left out: the limits were set, so hitting one is no surprise.
-        unexpected = [s for s in self.FAILURES if s.limit is None]
-        failed = sum(statuses.get(s, 0) - statuses_then.get(s, 0) for s in unexpected)
-        if not failed:
-            return None
-        ended = len(self.history) - rows_then
-        first = ""
-        for index in range(rows_then, len(self.history)):
-            row = self.history.row(index)
-            if row.get("status") in unexpected:
-                kind, message = row.get("exception_type"), row.get("exception_message")
-                first = f"{kind}: {message}" if kind else str(row.get("status"))
-                break
-        first = first if len(first) <= 200 else first[:199] + "\u2026"
-        return (
-            f"{failed} of {ended} calls of task {self.name!r} failed in this run (the first: {first}); "
-            f"see task.df(), or subscribe @task.on_{_handler_name(self)} to handle failures"
+        ran = {s: n - statuses_then.get(s, 0) for s, n in statuses.items() if s != _CANCELLED}
+        failures = {s: n for s, n in ran.items() if n > 0 and s in self.FAILURES}
+        first = self._first_failure(rows_then) if failures else None
+        in_a_row = self._failures_in_a_row(rows_then) if failures else 0
+        error = None
+        if first is not None:
+            kind, message = first.get("exception_type"), first.get("exception_message")
+            error = f"{kind}: {message}" if kind and message else kind or message or _without_exception(first)
+        return FailureSummary(
+            task=self.name,
+            noun=self._NOUN,
+            ended=sum(ran.values()),
+            failed=sum(failures.values()),
+            statuses=dict(sorted(failures.items(), key=lambda item: -item[1])),
+            first_error=error,
+            first_call=first.get("call") if first is not None else None,
+            first_trial=first.get("trial") if first is not None else None,
+            in_a_row=in_a_row,
         )
+
+    def _failures_in_a_row(self, rows_then: int) -> int:
+        """Failed rows since the last row of the run that began at `rows_then` that did not fail (cancelled
+        rows skipped), counted back from the end in chunks: no copy of the run's rows."""
+        failing, history = self.FAILURES, self.history
+        in_a_row, end = 0, len(history)
+        while end > rows_then:
+            start = max(rows_then, end - 256)
+            for row in reversed(history._stored(start, end)):
+                status = row.get("status")
+                if status in failing:
+                    in_a_row += 1
+                elif status != _CANCELLED:
+                    return in_a_row
+            end = start
+        return in_a_row
+
+    def _first_failure(self, rows_then: int) -> dict[str, Any] | None:
+        """The first failed row of the run that began at row `rows_then`; rows are scanned once per run."""
+        since, scanned, found = self._first_failed_row
+        if since != rows_then:
+            scanned, found = rows_then, None
+        if found is None:
+            failing = self.FAILURES
+            end = len(self.history)
+            for row in self.history._stored(scanned, end):
+                if row.get("status") in failing:
+                    found = row
+                    break
+            scanned = end
+        self._first_failed_row = (rows_then, scanned, found)
+        return found
+
+    _NOUN = "calls"
+    """What the task's calls are called in its failure summary ("trials" for a Trial.Task)."""
 
     # -- ending (called by the scheduler in its event loop) ---------------
     def _end(self, call: Call, cancelled: bool, exception: BaseException | None, result: Any) -> None:
@@ -368,12 +422,17 @@ class Task(Generic[P, R]):
             status = _RETURNED
         else:
             attach_traceback(exception)  # one place to find the worker's traceback text, whatever the executor
+            name_cells(exception)  # in a notebook: "Cell In[5], line 7", as IPython names its cells
             limit = limit_hit(exception) if self.limits is not None else None
             status = Status.of_limit(limit) if limit else _EXCEPTION
         try:
             self._record(call, status, result, exception)
         except Exception as e:  # recording never ends a run, nor loses the call's row
             self._record_failed(call, status, e)
+        return status
+
+    def _row_status(self, call: Call, status: Status) -> Status:
+        """Hook: the `status` of the row recorded for `call`, which ended with the call's `status`."""
         return status
 
     def _announce(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
@@ -483,6 +542,90 @@ class Task(Generic[P, R]):
         return _html.task_html(self)
 
 
+_VERBS = {
+    Status.EXCEPTION: "raised",
+    Status.MEMORY_LIMIT: "hit their memory limit",
+    Status.CPU_TIME_LIMIT: "hit their CPU-time limit",
+    Status.WALL_TIME_LIMIT: "hit their wall-time limit",
+    Status.FAIL: "failed",
+    Status.CRASHED: "crashed",
+}
+
+
+@dataclass(frozen=True)
+class FailureSummary:
+    """What failed among a task's calls in one run: [`task.failure_summary()`][byop_nb.scheduling.Task.failure_summary].
+
+    True when a call failed (`if task.failure_summary(): ...`); `line` (also
+    `str(summary)`) says it in one sentence, e.g.
+    `6 of 6 trials of 'evaluate' crashed; first: KeyError: 'learning_rate' (trial trial-0, call 1)`.
+
+    Attributes:
+        task: the task's name.
+        noun: "calls", or "trials" for a Trial.Task.
+        ended: calls of the run that ended, failed or not (cancelled ones left out).
+        failed: of those, the ones whose status is one of the task's `FAILURES`
+            (an exception, a resource-limit hit; a trial's fail or crash).
+        statuses: failed calls per status, most frequent first, e.g. `{"crashed": 6}`.
+        first_error: the first failed call's error, "Type: message" (its
+            message whole, as bounded in the history), or None when none failed.
+        first_call: that call's number (the `call` column), or None.
+        first_trial: that call's trial name for a Trial.Task, else None.
+        in_a_row: failed calls since the last call that did not fail (what
+            `run(end_after_failures=N)` compares with N).
+    """
+
+    task: str
+    noun: str
+    ended: int
+    failed: int
+    statuses: dict[str, int] = field(default_factory=dict)
+    first_error: str | None = None
+    first_call: int | None = None
+    first_trial: str | None = None
+    in_a_row: int = 0
+
+    def __bool__(self) -> bool:
+        return self.failed > 0
+
+    @property
+    def only_limit_hits(self) -> bool:
+        """Whether every failure is a plain Task's resource-limit hit (`memory_limit`, `cpu_time_limit`,
+        `wall_time_limit`): the limits were set, so the run's end does not call them out. A Trial.Task's
+        limit hits are crashes, and are."""
+        return bool(self.statuses) and all(_LIMIT_STATUSES.get(status, False) for status in self.statuses)
+
+    @property
+    def line(self) -> str:
+        """One sentence: how many failed, how, and the first error; "" when none failed."""
+        if not self.failed:
+            return ""
+        if len(self.statuses) == 1:
+            verb = _VERBS.get(next(iter(self.statuses)), "failed")  # type: ignore[call-overload]
+        else:
+            verb = "failed (" + ", ".join(f"{n} {status}" for status, n in self.statuses.items()) + ")"
+        where = f"call {self.first_call}" if self.first_call is not None else ""
+        if self.first_trial is not None:
+            where = f"trial {self.first_trial}, {where}" if where else f"trial {self.first_trial}"
+        first = clipped(self.first_error or "", _FIRST_ERROR_WIDTH)
+        return f"{self.failed} of {self.ended} {self.noun} of {self.task!r} {verb}; first: {first}" + (
+            f" ({where})" if where else ""
+        )
+
+    def __str__(self) -> str:
+        return self.line
+
+
+def _without_exception(row: dict[str, Any]) -> str:
+    """What a failed row without an exception says (a trial's fail report): its status and results."""
+    results = ", ".join(f"{key[7:]}={bounded_repr(value, 60)}" for key, value in row.items() if key[:7] == "result.")
+    return f"{row.get('status')} ({results})" if results else str(row.get("status"))
+
+
+_LIMIT_STATUSES = {status.value: status.limit is not None for status in Status}
+_FIRST_ERROR_WIDTH = 500  # characters of the first error in a summary's line (the row keeps it whole)
+
+
 class TaskMap:
     """The calls a [`task.map(...)`][byop_nb.scheduling.Task.map] feeds to its task, and how far along they are.
 
@@ -538,11 +681,6 @@ class TaskMap:
 def _default_in_flight(scheduler: Scheduler) -> int:
     workers = getattr(scheduler.executor, "_max_workers", None)
     return 2 * workers if isinstance(workers, int) and workers > 0 else 2 * (os.cpu_count() or 1)
-
-
-def _handler_name(task: Task[Any, Any]) -> str:
-    event = task.FAILURE_EVENTS[0]
-    return "exception" if event is Task.EXCEPTION else str(event).split("-", 1)[-1]
 
 
 def _argument_keys(function: Callable[..., Any], skip: int) -> tuple[tuple[str, ...], str | None, dict[str, Any]]:
