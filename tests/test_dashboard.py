@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -181,13 +182,13 @@ def test_scheduler_and_task_html_show_state_counters_and_last_results():
         "running": 0,
         "succeeded": 2,
         "failed": 2,
-        "cancelled": 0,
-        "limit hits": 1,
+        "cancelled": 1,  # refused by call_limit: it never ran (a study would call it cancelled)
+        "limit hits": 0,  # memory, CPU and wall time only
     }
     html = scheduler_html(scheduler)
     assert "finished" in html and "exit code exhausted" in html and "ThreadPoolExecutor" in html
     assert "&lt;odd&gt;" in html and "<odd>" not in html  # names are escaped
-    assert '<td>4</td><td>0</td><td>2</td><td>2</td><td>0</td><td title="1 call_limit">1</td><td>4</td>' in html
+    assert '<td>4</td><td>0</td><td>2</td><td>2</td><td title="1 refused by call_limit">1</td><td>0</td><td>4</td>' in html
     assert "scheduler-started=1" in html
     assert scheduler._repr_html_() == html
 
@@ -295,11 +296,12 @@ def test_counters_last_error_and_call_limit_progress_after_a_blocking_run():
         task(next(numbers))
 
     board = Dashboard(scheduler, task)
-    assert board.progress_html.value == "0 / 20 calls"
+    assert "0/20 calls [00:00&lt;?, ? calls/s]" in board.progress_html.value
     assert scheduler.run() is ExitCode.EXHAUSTED
-    row = '<td>fails_on_odd</td><td>20</td><td>0</td><td>10</td><td>10</td><td>0</td><td title="2 call_limit">2</td>'
-    assert row + "<td>20</td>" in board.counters_html.value
-    assert board.progress_bar.value == 1.0 and board.progress_html.value == "20 / 20 calls"
+    row = '<td>fails_on_odd</td><td>20</td><td>0</td><td>10</td><td>10</td><td title="2 refused by call_limit">2</td>'
+    assert row + "<td>0</td><td>20</td>" in board.counters_html.value
+    assert board.progress_bar.value == 1.0
+    assert re.search(r"20/20 calls \[00:0\d&lt;00:00, [\d.]+ calls/s\]", board.progress_html.value), board.progress_html.value
     assert board.progress_bar.description == "calls" and board.progress_bar.bar_style == "success"
     assert board.last_error == "fails_on_odd: ValueError: odd <19>"
     assert "exit code: exhausted" in status_text(board)
@@ -782,7 +784,7 @@ def test_the_log_pane_keeps_the_last_log_lines_of_a_chatty_run_each_line_bounded
 
     run_async(body)
     lines = log_lines_of(board)
-    assert len(lines) == 20 and board._log.n_lines == 50 * 100 + 2
+    assert len(lines) == 20 and board._log.lines.n_lines == 50 * 100 + 2
     assert board.log_pane.titles == ("log: 5002 lines (the last 20 kept)",)
     assert lines[:-2] == [f"callback 49 line {i}" for i in range(82, 100)]
     for line in lines[-2:]:
@@ -1103,7 +1105,7 @@ def test_a_redraw_draws_only_what_changed_until_the_data_outgrows_the_axes():
     task_history_grows(task, next(values))  # 0.1: a new best, so a new title
     data.update([task], scheduler.started_at)
     renderer.render(data)
-    assert renderer._titles[renderer._axes["values"]] == "result: best 0.1"
+    assert renderer._titles[renderer._axes["values"]] == "result: best (min) 0.1  \u00b7  x: seconds"
     assert (renderer.n_full_draws, renderer.n_relabels) == (1, 3)
     renderer.close()
 
