@@ -1156,3 +1156,195 @@ def test_counters_and_plots_tell_the_same_story_per_run_and_a_spent_call_limit_d
     assert "'fails_on_odd' spent its call_limit=7" in board.start_button.tooltip
     assert "nothing left to run: 'fails_on_odd' spent its call_limit=7" in status_text(board)
     board.close()
+
+
+# -- issue 22: what a researcher watches ------------------------------------------------------
+
+
+def accuracy_by_x(trial: Trial) -> Trial.Report:
+    x = trial.config["x"]
+    if x < 0:
+        raise KeyError("learning_rate")
+    return trial.success(accuracy=x)
+
+
+def run_trials(xs: list[float], **options: Any) -> tuple[Scheduler, Any, Dashboard]:
+    scheduler = Scheduler.with_threads(1)
+    task = Trial.Task(accuracy_by_x, scheduler)
+    board = Dashboard(scheduler, task, **options)
+
+    @scheduler.on_start
+    def launch() -> None:
+        for i, x in enumerate(xs):
+            task(Trial(name=f"t-{i}", config={"x": x}))
+
+    scheduler.run()
+    return scheduler, task, board
+
+
+def test_value_axes_follow_the_data_and_their_tick_labels_are_unique_and_exact():
+    def limits_and_labels(values: list[float]) -> tuple[tuple[float, float], list[str]]:
+        _, _, board = run_trials(values, best="max")
+        renderer = board._renderer
+        assert renderer is not None
+        ax = renderer._axes["values"]
+        limits, labels = ax.get_ylim(), list(renderer._ticks[ax][1])
+        board.close()
+        return limits, labels
+
+    (low, high), labels = limits_and_labels([0.1, 0.5, 0.976])  # an accuracy: not -0.4 to 1.2
+    assert 0.0 <= low <= 0.1 and 0.976 <= high <= 1.0, (low, high)
+    assert labels == ["0", "0.25", "0.5", "0.75", "1"]
+    (low, high), labels = limits_and_labels([0.5431, 0.5432, 0.5431])  # close values: not "0.543, 0.543"
+    assert len(set(labels)) == len(labels) and 0.5431 >= low and high - low < 0.001, (labels, low, high)
+    (low, high), labels = limits_and_labels([1.0, 1.0, 1.0])  # the same value: not "1, 1, 1"
+    assert len(set(labels)) == len(labels) and low < 1.0 < high, labels
+
+
+def test_a_trial_task_plots_against_the_trial_number_with_the_best_in_its_direction():
+    _, task, board = run_trials([0.2, 0.9, 0.5, 0.7], best="max")
+    series = board._data.series[0]
+    assert board._data.x == "number" and series.value_numbers == [1.0, 2.0, 3.0, 4.0]
+    title = board._renderer._titles[board._renderer._axes["values"]]
+    assert title == "accuracy: best (max) 0.9  \u00b7  x: trial"
+    assert board.best_html.value == '<span class="byop-best-text">accuracy: best (max) <b>0.9</b></span>'
+    board.close()
+    _, _, plain = run_trials([0.2], x="time")
+    assert plain._data.x == "time"
+    plain.close()
+
+
+def test_the_first_ended_call_is_drawn_at_once_whatever_the_throttle_says():
+    scheduler = Scheduler.with_threads(1)
+    task = Task(identity, scheduler)
+    board = Dashboard(scheduler, task, interval=5.0)
+    board._redraw_costs.extend([10.0] * 8)  # a slow machine: throttled redraws would wait 10 s
+    drawn = board.n_redraws
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(0.5)
+
+    @task.on_returned
+    def look(_: Any) -> None:
+        board.refresh()  # what the timer does while the run goes on
+        assert board.n_redraws == drawn + 1 and board._data.has_values
+
+    scheduler.run()
+    assert task.counts[task.RETURNED] == 1 and not scheduler.last_error
+    board.close()
+
+
+def test_progress_says_trials_done_of_the_budget_with_the_time_left_and_the_rate():
+    scheduler, task, board = run_trials([0.1] * 6, total=10)
+    text = board.progress_html.value
+    assert re.search(r"6/10 trials \[00:00&lt;00:00, \d+ trials/s\]", text), text
+    assert board.progress_bar.description == "trials" and board.progress_bar.value == pytest.approx(0.6)
+    board.close()
+    from byop_nb.notebook.dashboard import progress_text
+
+    assert progress_text(12, 50, 12, 7.0, unit="trials") == "12/50 trials [00:07<00:22, 1.71 trials/s]"
+    assert progress_text(3, 50, 1, 4.0) == "3/50 calls [00:04<03:08, 4.00 s/call]"
+    assert progress_text(0, 50, 0, 0.0) == "0/50 calls [00:00<?, ? calls/s]"
+
+
+def test_crashed_trials_show_live_in_a_red_line_with_the_first_error():
+    def accuracy_slowly(trial: Trial) -> Trial.Report:
+        time.sleep(0.05)  # one call ends at a time
+        return accuracy_by_x(trial)
+
+    scheduler = Scheduler.with_threads(1)
+    task = Trial.Task(accuracy_slowly, scheduler, name="accuracy_by_x")
+    board = Dashboard(scheduler, task, plot=False)
+    seen: list[tuple[str, bool]] = []
+
+    @scheduler.on_start
+    def launch() -> None:
+        for i, x in enumerate([0.5, -1.0, -2.0, 0.7, -3.0]):
+            task(Trial(name=f"t-{i}", config={"x": x}))
+
+    @task.on_report
+    def handled(report: Trial.Report) -> None:  # a callback handles them: the dashboard still says so
+        board.refresh()
+        seen.append((board.failures_html.value, "byop-failing" in board._dom_classes))
+
+    scheduler.run()
+    assert seen[0] == ("", False)
+    assert "1 of 2 trials of &#x27;accuracy_by_x&#x27; crashed; first: KeyError: &#x27;learning_rate&#x27;" in seen[1][0]
+    assert seen[1][1] is True
+    assert "3 of 5 trials of &#x27;accuracy_by_x&#x27; crashed" in board.failures_html.value
+    board.close()
+
+
+def test_the_table_lists_the_best_and_the_latest_trials_with_parameters_and_metrics():
+    _, _, board = run_trials([0.2, 0.9, -1.0, 0.5, 0.7, 0.1], best="max", table_rows=2)
+    table = board.trials_html.value
+    best_part, latest_part = table.split("latest 2, newest first")
+    assert "best (max) 2 of this run by accuracy" in best_part
+    assert best_part.index(">t-1<") < best_part.index(">t-4<") and ">t-3<" not in best_part
+    assert latest_part.index(">t-5<") < latest_part.index(">t-4<") and ">t-1<" not in latest_part
+    assert "<th>x</th>" in table and "<th>accuracy</th>" in table and "<th>status</th>" in table
+    board.close()
+    _, _, crashed = run_trials([-1.0], table_rows=3)
+    assert "crashed" in crashed.trials_html.value and "KeyError" in crashed.trials_html.value
+    crashed.close()
+
+
+def test_start_during_a_run_says_so_in_one_line_and_returns_the_runs_handle(capsys):
+    scheduler = Scheduler.with_threads(1)
+    task = Task(pause, scheduler)
+    board = Dashboard(scheduler, task, plot=False)
+    scheduler.on_start(lambda: task(0.3))
+
+    async def main() -> tuple[Any, Any]:
+        first = board.start()
+        again = board.start()
+        await first
+        return first, again
+
+    first, again = run_async(main)
+    assert again is first
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the run is going on already" in err and "Traceback" not in err
+    board.close()
+
+
+def test_calls_cancelled_by_stop_are_counted_as_the_study_counts_them_and_limit_hits_are_resource_limits():
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from byop_nb.optimization import OptunaOptimizer
+
+    def slow(trial: Trial) -> Trial.Report:
+        time.sleep(0.1)
+        return trial.success(loss=trial.config["x"])
+
+    scheduler = Scheduler.with_threads(2)
+    task = Trial.Task(slow, scheduler, call_limit=30)
+    optimizer = OptunaOptimizer({"x": (0.0, 1.0)})
+
+    @scheduler.on_start(repeat=2)
+    def launch() -> None:
+        task(optimizer.ask())
+
+    @task.on_report
+    def tell(report: Trial.Report) -> None:
+        optimizer.tell(report)
+        task(optimizer.ask())
+
+    scheduler.on_finished(optimizer.fail_pending)
+    board = Dashboard(scheduler, task, optimizer=optimizer, plot=False)
+
+    async def main() -> None:
+        handle = board.start()
+        await asyncio.sleep(0.55)
+        board.stop()
+        await handle
+
+    run_async(main)
+    df = optimizer.study.trials_dataframe()
+    cancelled_in_study = int((df["user_attrs_byop_nb.status"] == "cancelled").sum())
+    counters = task_counters(task, run=True)
+    assert cancelled_in_study >= 1 and counters["cancelled"] == cancelled_in_study
+    assert counters["succeeded"] == int((df["state"] == "COMPLETE").sum())
+    assert counters["limit hits"] == 0
+    board.close()

@@ -325,6 +325,7 @@ class Dashboard(widgets.VBox):
         self._table_rows = table_rows
         self._data = LiveData(metric=metric, best=best, keep=max(table_rows, 1))
         self._study_checked = -math.inf  # when the optimizer's best was read last (perf_counter)
+        self._study_stale = True  # calls ended since
         self._drawn_ended = 0  # calls ended, and whether values were there, at the latest redraw
         self._drawn_values = False
         self._failures: dict[int, tuple[int, int, str]] = {}  # per task: (rows at run start, rows read, first error)
@@ -460,6 +461,8 @@ class Dashboard(widgets.VBox):
         changed = data.update(tasks, self.scheduler.started_at)
         if changed:
             self._dirty = True
+            self._study_stale = True
+        if self._study_stale:
             self._read_study_best(force=redraw is True)
         self._note_callback_error()
         self._update_buttons()
@@ -654,9 +657,9 @@ class Dashboard(widgets.VBox):
             return
         now = time.perf_counter()
         if not force and now - self._study_checked < 1.0:
-            self._dirty = True  # read at a later refresh
-            return
+            return  # read at a later refresh
         self._study_checked = now
+        self._study_stale = False
         try:
             value = getattr(optimizer, "best_value", None)
         except Exception:  # a storage hiccup must not break the view; the run's own best shows meanwhile
@@ -722,8 +725,12 @@ class Dashboard(widgets.VBox):
         self._failures[id(task)] = (rows_then, read, first)
         ended = len(history) - rows_then - statuses.get("cancelled", 0) + statuses_then.get("cancelled", 0)
         unit = "trials" if isinstance(task, TrialTask) else "calls"
-        words = ", ".join(f"{n} {_FAILED_WORDS.get(status, status)}" for status, n in failed.items())
-        line = f"{words} of {ended} {unit} of {task.name!r}"
+        words = [f"{n} {_FAILED_WORDS.get(status, 'hit the ' + status)}" for status, n in failed.items()]
+        if len(words) == 1:
+            n, status = next(iter(failed.values())), next(iter(failed))
+            line = f"{n} of {ended} {unit} of {task.name!r} {_FAILED_WORDS.get(status, 'hit the ' + status)}"
+        else:
+            line = f"{sum(failed.values())} of {ended} {unit} of {task.name!r} failed ({', '.join(words)})"
         return f"{line}; first: {_html.short_error(first, 200)}" if first else line
 
     # -- buttons -----------------------------------------------------------

@@ -290,15 +290,26 @@ def _round_range(low: float, high: float, intervals: int = _Y_TICKS - 1) -> tupl
 
 def _tick_labels(low: float, high: float, n: int) -> list[str]:
     """`n` labels for ticks evenly spaced from `low` to `high`, short and each different from the others:
-    0.3, 1.5, 2500, 12k, 1.5M; as many decimals as the step needs (0.5431, 0.5432, not 0.543 twice)."""
+    0.3, 1.5, 2500, 12k, 1.5M; as many decimals as the step needs, so that each label says its tick's
+    value (0, 0.25, 0.5, not 0, 0.2, 0.5) and no two are alike (0.5431, 0.5432, not 0.543 twice).
+
+    ```python
+    from byop_nb.notebook.plots import _tick_labels
+    assert _tick_labels(0.0, 1.0, 5) == ["0", "0.25", "0.5", "0.75", "1"]
+    assert _tick_labels(0.5431, 0.5435, 5) == ["0.5431", "0.5432", "0.5433", "0.5434", "0.5435"]
+    ```
+    """
     values = [low + (high - low) * i / (n - 1) for i in range(n)]
     size = max(abs(low), abs(high))
     scale, suffix = (1e6, "M") if size >= 1e6 else (1e3, "k") if size >= 1e4 else (1.0, "")
     step = abs(high - low) / (n - 1) / scale
     decimals = max(0, -math.floor(math.log10(step))) if step > 0 else 0
+    while decimals < 12 and abs(round(step, decimals) - step) > step * 1e-6:  # 0.25 needs 2, 1.5 needs 1
+        decimals += 1
     labels: list[str] = []
-    for extra in range(4):  # a step like 1.5 or 0.25 needs one or two decimals more than its power
-        labels = [_number_text(v / scale, decimals + extra) + suffix for v in values]
+    for extra in range(4):  # (labels the step tells apart are unique already; this is a safety net)
+        labels = [_number_text(v / scale, decimals + extra) for v in values]
+        labels = [text + suffix if text != "0" else text for text in labels]
         if len(set(labels)) == n:
             break
     return labels
@@ -504,7 +515,7 @@ class PlotRenderer:
             low, high = _round_range(0.0, max(y_high * 1.2, 8.0))
         else:
             span = y_high - y_low
-            margin = span * 0.03 if span > 0 else max(abs(y_high) * 0.05, 1e-6)
+            margin = span * 0.01 if span > 0 else max(abs(y_high) * 0.05, 1e-6)
             low, high = y_low - margin, y_high + margin
             if old is not None:  # only ever widen: a value range that jitters would redraw each time
                 low, high = min(low, old[2]), max(high, old[3])
