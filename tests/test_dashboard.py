@@ -436,13 +436,21 @@ def test_redraws_are_throttled_to_the_interval_and_coalesced():
     board.close()
 
 
+def spin(seconds: float) -> None:
+    """Work the CPU for `seconds` of this thread's CPU time: a slow machine's drawing (the throttle
+    counts the loop's work, not the time other processes take the CPU from it)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
 def test_slow_redraws_back_off(monkeypatch):
     scheduler = Scheduler.with_threads(2)
     task = Task(square, scheduler)
     keep_busy(scheduler, task, 3.0)
     board = Dashboard(scheduler, task, interval=0.1, draw_budget=0.05)
     render = board._renderer.render
-    monkeypatch.setattr(board._renderer, "render", lambda *a: (time.sleep(0.03), render(*a))[1])
+    monkeypatch.setattr(board._renderer, "render", lambda *a: (spin(0.03), render(*a))[1])
     starts: list[float] = []
     redraw = board.redraw
 
@@ -1348,3 +1356,21 @@ def test_calls_cancelled_by_stop_are_counted_as_the_study_counts_them_and_limit_
     assert counters["succeeded"] == int((df["state"] == "COMPLETE").sum())
     assert counters["limit hits"] == 0
     board.close()
+
+
+def test_against_the_call_number_the_best_so_far_never_steps_back_when_calls_end_out_of_order():
+    from byop_nb.notebook.plots import PlotRenderer
+
+    scheduler = Scheduler.with_threads(1)
+    task = Task(identity, scheduler)
+    now = time.time()
+    for number, value in [(2, 0.9), (1, 0.2), (4, 0.5), (3, 0.95), (5, 0.1)]:  # ended in this order
+        task.history.record_call(task.name, number, (value,), {}, "returned", value, None, None, now, now)
+    data = LiveData(best="max", x="number")
+    data.update([task], None)
+    renderer = PlotRenderer()
+    renderer.render(data)
+    points, best = renderer._lines[("values", 0)]
+    assert list(points.get_xdata()) == [1, 2, 3, 4, 5] and list(points.get_ydata()) == [0.2, 0.9, 0.95, 0.5, 0.1]
+    assert list(best.get_ydata()) == [0.2, 0.9, 0.95, 0.95, 0.95]
+    renderer.close()

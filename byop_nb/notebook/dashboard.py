@@ -49,8 +49,11 @@ _DASHBOARD_CSS = (
     "<style>"
     ".byop-dashboard.byop-failing{border-left:4px solid #d32f2f;padding-left:6px}"
     ".byop-failures .byop-failure-line{color:#b71c1c;font-weight:bold;font-size:12px}"
-    ".byop-progress-text{font-family:var(--jp-code-font-family,monospace);font-size:12px}"
+    ".byop-progress-text{font-family:var(--jp-code-font-family,monospace);font-size:12px;white-space:nowrap}"
     ".byop-best-text{font-size:12px}"
+    # the log's scroll box is a column laid out bottom up; its one child keeps its height (a flex item
+    # would shrink to the box and clip its own last lines)
+    ".byop-log-output>*{flex-shrink:0}"
     "</style>"
 )
 
@@ -130,9 +133,11 @@ class Dashboard(widgets.VBox):
             while it follows a run (default 0.02: 2 %): reading the calls that
             ended and refreshing the widgets take their share first, and redraws
             are spaced so that drawing takes the rest. A redraw that took `r`
-            seconds is followed by the next one no sooner than `r / (what is
-            left of the budget)` seconds later (and no later than 10 s, while
-            calls end), so a slow machine gets fewer redraws, not a slower run.
+            seconds of the loop thread's CPU time is followed by the next one no
+            sooner than `r / (what is left of the budget)` seconds later (and no
+            later than 10 s, while calls end), so a slow machine gets fewer
+            redraws, not a slower run; a machine busy with other processes does
+            not (their load lengthens a redraw's wall time, not its work).
             Most redraws draw only the lines over a kept background (a few
             milliseconds); the whole figure is drawn when the data outgrow the
             axes or a title changes.
@@ -336,6 +341,7 @@ class Dashboard(widgets.VBox):
         self._stop_clicked = False
         self._dirty = True
         self._last_redraw = -math.inf
+        self._redraw_due: float | None = None  # when a throttled redraw is due (perf_counter), if one waits
         self._redraw_costs: collections.deque[float] = collections.deque(maxlen=8)  # the latest redraws' seconds
         self._follow_from_now()
         self._own_error: tuple[float, str] | None = None
@@ -385,6 +391,7 @@ class Dashboard(widgets.VBox):
             (self.trials_html, "byop-trials-pane"),
             (self.plot_image, "byop-plot"),
             (self.log_pane, "byop-log"),
+            (self.log_output, "byop-log-output"),
         ):
             widget.add_class(css)
         self.start_button.on_click(self._on_start_click)
@@ -489,15 +496,17 @@ class Dashboard(widgets.VBox):
         renderer = self._renderer
         if renderer is None or self._closed:
             return
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.thread_time()
         frame = self._frame if self._user_plot is not None else None
         self.plot_image.value = renderer.render(self._data, self._user_plot, frame)
         if renderer.plot_error is not None:
             self._own_error = (time.time(), f"plot: {_html.short_error(renderer.plot_error)}")
-        cost = time.perf_counter() - began
-        self.redraw_seconds += cost
+        self.redraw_seconds += time.perf_counter() - began
         if throttle:
-            self._redraw_costs.append(cost)
+            # The loop's own work (its thread's CPU time): on a machine that other processes keep busy
+            # (the run's workers, a browser), the wall time of a redraw grows with their load, not with
+            # what the dashboard takes from the loop; spacing redraws by it would starve the plot.
+            self._redraw_costs.append(time.thread_time() - began_cpu)
         self._last_redraw = time.perf_counter()
         self._dirty = False
         self._drawn_ended, self._drawn_values = self._data.n_ended, self._data.has_values
@@ -508,9 +517,9 @@ class Dashboard(widgets.VBox):
         slower than those that follow, and the throttle spaces redraws by what drawing costs."""
         if self._renderer is None:
             return
-        began = time.perf_counter()
+        began = time.thread_time()
         self._renderer.render(self._data, self._user_plot, self._frame if self._user_plot is not None else None)
-        self._redraw_costs.append(time.perf_counter() - began)
+        self._redraw_costs.append(time.thread_time() - began)
 
     def _maybe_redraw(self, *, force: bool = False) -> None:
         if self._renderer is None:
@@ -533,7 +542,10 @@ class Dashboard(widgets.VBox):
         share = self.draw_budget - other / elapsed if elapsed > 0 else self.draw_budget
         pause = min(max(self.interval, cost / max(share, self.draw_budget / 20)), MAX_REDRAW_PAUSE)
         if now >= self._last_redraw + pause:
+            self._redraw_due = None
             self.redraw()
+        else:  # the timer wakes when it is due, not at the next whole interval (a 0.6 s pause is not 1 s)
+            self._redraw_due = self._last_redraw + pause
 
     def _follow_from_now(self) -> None:
         """The drawing budget counts from now: when the dashboard began to follow the current run,
@@ -602,7 +614,8 @@ class Dashboard(widgets.VBox):
         ]
         if error:
             parts.append(
-                f'last error: <code class="byop-error" title="{html.escape(error)}">{html.escape(error)}</code>'
+                f'last error: <code class="byop-error" title="{html.escape(error)}">'
+                f"{html.escape(_html.short_error(error, 90))}</code>"
             )
         spent = self._spent_call_limits() if not scheduler.running() else ""
         if spent:
@@ -793,7 +806,11 @@ class Dashboard(widgets.VBox):
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop here: the scheduler's events still refresh the widgets
             return
-        self._timer = loop.call_later(self.interval, self._tick)
+        delay = self.interval
+        due = self._redraw_due
+        if due is not None and self._dirty:
+            delay = min(delay, max(0.05, due - time.perf_counter()))
+        self._timer = loop.call_later(delay, self._tick)
 
     def _stop_timer(self) -> None:
         if self._timer is not None:

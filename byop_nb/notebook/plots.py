@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 import collections
 import io
+import itertools
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -383,7 +384,7 @@ class PlotRenderer:
         axes = self.figure.subplots(1, len(layout), squeeze=False)[0]
         self._axes = dict(zip(layout, axes, strict=True))
         self._layout = layout
-        self.figure.subplots_adjust(left=0.05, right=0.99, bottom=0.1, top=0.9, wspace=0.15)
+        self.figure.subplots_adjust(left=0.05, right=0.975, bottom=0.1, top=0.9, wspace=0.15)
         for name, ax in self._axes.items():
             if name != "user":
                 self._style(ax)
@@ -582,11 +583,21 @@ class PlotRenderer:
             points.set_alpha(0.55 if by_number else 0.45)
             best.set_linewidth(1.5)
             best.set_drawstyle("steps-post")
-            picked = _picks(len(series.values))
             values, bests = series.values, series.best
             if by_number:
-                xs = [series.value_numbers[i] for i in picked]
+                # Calls end out of order (trial 7 before trial 6): the best so far is taken in the order
+                # of their numbers, so that its line never steps back. The numbers are nearly sorted
+                # already, which sorting uses.
+                numbers = series.value_numbers
+                order = sorted(range(len(numbers)), key=numbers.__getitem__)
+                better = min if data.best == "min" else max
+                bests = list(itertools.accumulate((values[i] for i in order), better))
+                values = [values[i] for i in order]
+                all_xs = [numbers[i] for i in order]
+                picked = _picks(len(values))
+                xs = [all_xs[i] for i in picked]
             else:
+                picked = _picks(len(values))
                 times = series.value_times
                 xs = [times[i] - since for i in picked]
             points.set_data(xs, [values[i] for i in picked])
