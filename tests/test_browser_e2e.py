@@ -418,7 +418,7 @@ def _drive_tuning(page, lab: JupyterLab, expect) -> None:
     dashboard.screenshot(path=str(ARTIFACTS / "tuning-running.png"))
 
     expect(dashboard.locator(".byop-status")).to_contain_text("exit code: exhausted", timeout=120_000)
-    expect(progress).to_contain_text(re.compile(r"^80/80 trials \[\d\d:\d\d<00:00, "))
+    expect(progress).to_contain_text(re.compile(r"^80/80 trials \[\d\d:\d\d, [\d.]+ trials/s\]$"))
     # The static picture left in the cell's output hides while the live dashboard shows above it.
     snapshot = page.locator(".byop-snapshot").first
     expect(snapshot).to_be_attached()

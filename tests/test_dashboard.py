@@ -296,12 +296,12 @@ def test_counters_last_error_and_call_limit_progress_after_a_blocking_run():
         task(next(numbers))
 
     board = Dashboard(scheduler, task)
-    assert "0/20 calls [00:00&lt;?, ? calls/s]" in board.progress_html.value
+    assert "0/20 calls [00:00, ? calls/s]" in board.progress_html.value  # no run yet: no time left to say
     assert scheduler.run() is ExitCode.EXHAUSTED
     row = '<td>fails_on_odd</td><td>20</td><td>0</td><td>10</td><td>10</td><td title="2 refused by call_limit">2</td>'
     assert row + "<td>0</td><td>20</td>" in board.counters_html.value
     assert board.progress_bar.value == 1.0
-    assert re.search(r"20/20 calls \[00:0\d&lt;00:00, [\d.]+ calls/s\]", board.progress_html.value), board.progress_html.value
+    assert re.search(r"20/20 calls \[00:0\d, [\d.]+ calls/s\]", board.progress_html.value), board.progress_html.value
     assert board.progress_bar.description == "calls" and board.progress_bar.bar_style == "success"
     assert board.last_error == "fails_on_odd: ValueError: odd <19>"
     assert "exit code: exhausted" in status_text(board)
@@ -1246,7 +1246,7 @@ def test_the_first_ended_call_is_drawn_at_once_whatever_the_throttle_says():
 def test_progress_says_trials_done_of_the_budget_with_the_time_left_and_the_rate():
     scheduler, task, board = run_trials([0.1] * 6, total=10)
     text = board.progress_html.value
-    assert re.search(r"6/10 trials \[00:00&lt;00:00, \d+ trials/s\]", text), text
+    assert re.search(r"6/10 trials \[00:00, \d+ trials/s\]", text), text
     assert board.progress_bar.description == "trials" and board.progress_bar.value == pytest.approx(0.6)
     board.close()
     from byop_nb.notebook.dashboard import progress_text

@@ -96,8 +96,11 @@ def trials_table_html(data: LiveData, *, metric: str | None = None) -> str:
     plain_result = any(isinstance(row.get("result"), numbers.Real) for row in rows)
     unit = "trial" if trials else "call"
     head = [unit] + (["task"] if several else []) + ["status"]
-    head += [key.split(".", 1)[1] for key in parameters]
-    head += [key.split(".", 1)[1] for key in metrics] + (["result"] if plain_result else [])
+    names = [key.split(".", 1)[1] for key in parameters]
+    head += names
+    # a metric named as a parameter (a result that repeats its argument) keeps its prefix: "result.x"
+    head += [key if key.split(".", 1)[1] in names else key.split(".", 1)[1] for key in metrics]
+    head += ["result"] if plain_result else []
     head += ["seconds"]
     width = len(head)
 

@@ -73,18 +73,20 @@ _SNAPSHOT_CSS = (
 
 
 def progress_text(
-    done: int, bound: int, ended_in_run: int, seconds: float | None, *, unit: str = "calls"
+    done: int, bound: int, ended_in_run: int, seconds: float | None, *, unit: str = "calls", ended: bool = False
 ) -> str:
     """Progress as tqdm shows it: `12/50 trials [00:07<00:22, 1.71 trials/s]`.
 
     `done` of `bound` are done (earlier runs' calls included when the budget spans them);
     the rate is the latest run's: `ended_in_run` calls in `seconds`; the time left is what
-    the rest takes at that rate (`?` until a call ended).
+    the rest takes at that rate (`?` until a call ended). Once the run `ended`, the time
+    left is left out, as tqdm does for a closed bar: `30/50 calls [00:12, 2.5 calls/s]`.
 
     ```python
     from byop_nb.notebook.dashboard import progress_text
     assert progress_text(12, 50, 12, 7.0, unit="trials") == "12/50 trials [00:07<00:22, 1.71 trials/s]"
     assert progress_text(1, 50, 1, 4.0) == "1/50 calls [00:04<03:16, 4.00 s/call]"
+    assert progress_text(30, 50, 30, 12.0, ended=True) == "30/50 calls [00:12, 2.5 calls/s]"
     ```
     """
     seconds = max(seconds or 0.0, 0.0)
@@ -99,6 +101,8 @@ def progress_text(
         speed = f"{rate:.3g} {unit}/s"
     else:
         speed = f"{1 / rate:.2f} s/{one}"
+    if ended:
+        return f"{done}/{bound} {unit} [{_clock(seconds)}, {speed}]"
     return f"{done}/{bound} {unit} [{_clock(seconds)}<{left}, {speed}]"
 
 
@@ -652,7 +656,7 @@ class Dashboard(widgets.VBox):
         self.progress_bar.description = unit
         self.progress_bar.value = min(1.0, max(0.0, done / bound if bound else 1.0))
         self.progress_bar.bar_style = "info" if scheduler.running() else "success"
-        text = progress_text(done, bound, ended_in_run, seconds, unit=unit)
+        text = progress_text(done, bound, ended_in_run, seconds, unit=unit, ended=not scheduler.running())
         self.progress_html.value = f'<span class="byop-progress-text">{html.escape(text)}</span>'
 
     def _metric(self) -> str | None:
