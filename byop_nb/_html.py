@@ -226,7 +226,13 @@ def counters_table_html(tasks: Sequence[Task[Any, Any]], *, run: bool = False) -
             totals[name] += value
         cells = ""
         for name, value in counters.items():
-            parts = never_ran(task, run=run) if name == "cancelled" else limit_hits(task, run=run) if name == "limit hits" else {}
+            parts = (
+                never_ran(task, run=run)
+                if name == "cancelled"
+                else limit_hits(task, run=run)
+                if name == "limit hits"
+                else {}
+            )
             which = ", ".join(f"{n} {why}" for why, n in parts.items())
             cells += f'<td title="{_e(which)}">{value}</td>' if which else f"<td>{value}</td>"
         limit = "" if task.call_limit is None else str(task.call_limit)

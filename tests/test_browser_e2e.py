@@ -287,7 +287,7 @@ def _drive(page, lab: JupyterLab, expect) -> None:
 
 
 TUNING_CELLS = [
-    '''import time
+    """import time
 import optuna
 from sklearn.datasets import load_digits
 from sklearn.model_selection import cross_val_score
@@ -330,9 +330,9 @@ def tell(report: Trial.Report) -> None:
     task(optimizer.ask())
 
 
-scheduler.on_finished(optimizer.fail_pending);''',
-    '''dashboard = Dashboard(scheduler, task, optimizer=optimizer)
-dashboard''',
+scheduler.on_finished(optimizer.fail_pending);""",
+    """dashboard = Dashboard(scheduler, task, optimizer=optimizer)
+dashboard""",
     "handle = dashboard.start()",
 ]
 
@@ -408,7 +408,9 @@ def _drive_tuning(page, lab: JupyterLab, expect) -> None:
     for header in ("trial", "status", "C", "gamma", "kernel", "accuracy"):
         expect(table.locator("th", has_text=re.compile(f"^{header}$")).first).to_be_visible()
     expect(table).to_contain_text("best (max)")
-    expect(dashboard.locator(".byop-best-text")).to_contain_text(re.compile(r"accuracy: best \(max\) 0\.\d+ in the study"))
+    expect(dashboard.locator(".byop-best-text")).to_contain_text(
+        re.compile(r"accuracy: best \(max\) 0\.\d+ in the study")
+    )
     # Crashed trials show live, in red, with the first error.
     failures = dashboard.locator(".byop-failure-line")
     expect(failures).to_contain_text(re.compile(r"\d+ of \d+ trials of 'evaluate' crashed; first: KeyError: 'degree'"))

@@ -188,7 +188,9 @@ def test_scheduler_and_task_html_show_state_counters_and_last_results():
     html = scheduler_html(scheduler)
     assert "finished" in html and "exit code exhausted" in html and "ThreadPoolExecutor" in html
     assert "&lt;odd&gt;" in html and "<odd>" not in html  # names are escaped
-    assert '<td>4</td><td>0</td><td>2</td><td>2</td><td title="1 refused by call_limit">1</td><td>0</td><td>4</td>' in html
+    assert (
+        '<td>4</td><td>0</td><td>2</td><td>2</td><td title="1 refused by call_limit">1</td><td>0</td><td>4</td>' in html
+    )
     assert "scheduler-started=1" in html
     assert scheduler._repr_html_() == html
 
@@ -1278,7 +1280,9 @@ def test_crashed_trials_show_live_in_a_red_line_with_the_first_error():
 
     scheduler.run()
     assert seen[0] == ("", False)
-    assert "1 of 2 trials of &#x27;accuracy_by_x&#x27; crashed; first: KeyError: &#x27;learning_rate&#x27;" in seen[1][0]
+    assert (
+        "1 of 2 trials of &#x27;accuracy_by_x&#x27; crashed; first: KeyError: &#x27;learning_rate&#x27;" in seen[1][0]
+    )
     assert seen[1][1] is True
     assert "3 of 5 trials of &#x27;accuracy_by_x&#x27; crashed" in board.failures_html.value
     board.close()

@@ -94,10 +94,15 @@ def _execute(tmp_path: Path) -> dict[str, Any]:
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     subprocess.run([sys.executable, "-c", EARLIER_KERNEL, storage], check=True, timeout=120)
-    cells = [nbformat.v4.new_code_cell(CELLS[0].replace("STORAGE", repr(storage), 1)), *map(nbformat.v4.new_code_cell, CELLS[1:])]
+    cells = [
+        nbformat.v4.new_code_cell(CELLS[0].replace("STORAGE", repr(storage), 1)),
+        *map(nbformat.v4.new_code_cell, CELLS[1:]),
+    ]
     notebook = nbformat.v4.new_notebook(cells=cells)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     path = tmp_path / "saved.ipynb"
     nbformat.write(notebook, str(path))
     saved: dict[str, Any] = json.loads(path.read_text())
@@ -110,7 +115,9 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def _printed(cell: dict[str, Any]) -> str:
-    return "".join("".join(o.get("text", "")) for o in cell["outputs"] if o["output_type"] == "stream" and o["name"] == "stdout")
+    return "".join(
+        "".join(o.get("text", "")) for o in cell["outputs"] if o["output_type"] == "stream" and o["name"] == "stdout"
+    )
 
 
 def test_the_saved_notebook_keeps_a_static_picture_of_the_dashboard_after_the_run(saved, no_orphans):

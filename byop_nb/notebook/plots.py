@@ -497,9 +497,7 @@ class PlotRenderer:
                 self._animated.append(line)
         return lines
 
-    def _limits(
-        self, ax: Axes, x_low: float, x: float, y_low: float, y_high: float, *, y_from_zero: bool
-    ) -> bool:
+    def _limits(self, ax: Axes, x_low: float, x: float, y_low: float, y_high: float, *, y_from_zero: bool) -> bool:
         """Grow `ax`'s limits in steps to hold x in [x_low, x] and y in [y_low, y_high]; whether they changed.
 
         The axes follow the data: the y range is the values' own with a narrow margin, rounded
