@@ -437,3 +437,27 @@ def _drive_tuning(page, lab: JupyterLab, expect) -> None:
     )
     assert scroll["overflows"] and scroll["gap"] < 20, scroll
     dashboard.screenshot(path=str(ARTIFACTS / "tuning-finished.png"))
+
+    # Saved, the notebook keeps the picture of the ended run in the dashboard cell's outputs ...
+    page.locator(".jp-Notebook").first.click()
+    page.keyboard.press("Control+s")
+    deadline = time.monotonic() + 30
+    while True:
+        saved = json.loads(lab.api("/api/contents/tuning.ipynb?content=1"))["content"]
+        outputs = saved["cells"][1]["outputs"]
+        pictures = [o["data"] for o in outputs if "image/png" in o.get("data", {})]
+        if pictures and "exit code: exhausted" in "".join(pictures[-1]["text/html"]):
+            break
+        assert time.monotonic() < deadline, f"the saved notebook has no picture of the ended run: {outputs}"
+        time.sleep(0.5)
+    # ... which shows when it is opened again after its kernel has gone, without the widgets' state.
+    for session in json.loads(lab.api("/api/sessions")):
+        lab.api(f"/api/kernels/{session['kernel']['id']}", method="DELETE")
+    page.reload()
+    expect(page.get_by_text("Error displaying widget").first).to_be_visible(timeout=90_000)
+    picture = page.locator(".byop-snapshot").first
+    expect(picture).to_be_visible()
+    expect(picture).to_contain_text("exit code: exhausted")
+    expect(picture.locator("img.byop-snapshot-plot")).to_be_visible()
+    picture.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "tuning-reopened.png"))
