@@ -1378,3 +1378,26 @@ def test_against_the_call_number_the_best_so_far_never_steps_back_when_calls_end
     assert list(points.get_xdata()) == [1, 2, 3, 4, 5] and list(points.get_ydata()) == [0.2, 0.9, 0.95, 0.5, 0.1]
     assert list(best.get_ydata()) == [0.2, 0.9, 0.95, 0.95, 0.95]
     renderer.close()
+
+
+def test_optimizers_give_their_best_value_over_all_they_were_told_in_their_direction():
+    from byop_nb.optimization import RandomSearch
+
+    search = RandomSearch({"x": (0.0, 1.0)}, metric="acc", direction="maximize")
+    assert search.best_value is None
+    for acc in (0.5, 0.75, 0.6):
+        search.tell(search.ask().success(acc=acc))
+    assert search.best_value == 0.75
+    assert RandomSearch({"x": (0.0, 1.0)}, metric=None).best_value is None
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from byop_nb.optimization import OptunaOptimizer
+
+    optimizer = OptunaOptimizer({"x": (0.0, 1.0)}, metric="acc", direction="maximize")
+    assert optimizer.best_value is None
+    for acc in (0.5, 0.75, 0.6):
+        optimizer.tell(optimizer.ask().success(acc=acc))
+    assert optimizer.best_value == 0.75
+    two = OptunaOptimizer({"x": (0.0, 1.0)}, metric=["a", "b"], direction=["minimize", "maximize"])
+    two.tell(two.ask().success(a=1.0, b=2.0))
+    assert two.best_value is None  # a front, not one best

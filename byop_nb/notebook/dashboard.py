@@ -36,7 +36,7 @@ from byop_nb.scheduling.task import Task
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Dashboard"]
+__all__ = ["Dashboard", "progress_text"]
 
 logger = logging.getLogger(__name__)
 
