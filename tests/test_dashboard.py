@@ -1401,3 +1401,23 @@ def test_optimizers_give_their_best_value_over_all_they_were_told_in_their_direc
     two = OptunaOptimizer({"x": (0.0, 1.0)}, metric=["a", "b"], direction=["minimize", "maximize"])
     two.tell(two.ask().success(a=1.0, b=2.0))
     assert two.best_value is None  # a front, not one best
+
+
+def test_a_value_axis_that_grows_is_rounded_from_the_values_not_from_its_old_limits():
+    from byop_nb.notebook.plots import PlotRenderer
+
+    scheduler = Scheduler.with_threads(1)
+    task = Task(identity, scheduler)
+    data = LiveData(best="max")
+    renderer = PlotRenderer()
+    for value in (0.78, 0.97):
+        task_history_grows(task, value)
+    data.update([task], None)
+    renderer.render(data)
+    first = renderer._axes["values"].get_ylim()
+    assert first[0] > 0.5 and first[1] > 1.0, first  # 0.72 to 1.04
+    task_history_grows(task, 0.13)  # outside: new limits, for 0.13 to 0.97
+    data.update([task], None)
+    renderer.render(data)
+    assert renderer._axes["values"].get_ylim() == (0.0, 1.0)  # not 0 to 1.2
+    renderer.close()

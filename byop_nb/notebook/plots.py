@@ -501,8 +501,8 @@ class PlotRenderer:
         """Grow `ax`'s limits in steps to hold x in [x_low, x] and y in [y_low, y_high]; whether they changed.
 
         The axes follow the data: the y range is the values' own with a narrow margin, rounded
-        out to round ticks (see `_round_range`), and only ever widens; x grows a fifth ahead of
-        the data, so that a new point seldom needs new labels."""
+        out to round ticks (see `_round_range`), made anew when a value falls outside it; x grows
+        a fifth ahead of the data, so that a new point seldom needs new labels."""
         old = self._bounds.get(ax)
         if old is not None:
             x_min, x_max, low, high = old
@@ -515,10 +515,10 @@ class PlotRenderer:
         else:
             span = y_high - y_low
             margin = span * 0.01 if span > 0 else max(abs(y_high) * 0.05, 1e-6)
-            low, high = y_low - margin, y_high + margin
-            if old is not None:  # only ever widen: a value range that jitters would redraw each time
-                low, high = min(low, old[2]), max(high, old[3])
-            low, high = _round_range(low, high)
+            # From the values' own range (all of the run's so far), not from the old limits: those were
+            # rounded out already, and rounding them again would widen the axis beyond what the data need
+            # (an accuracy from 0.1 to 0.97 on 0 to 1.2). New limits come only when a value falls outside.
+            low, high = _round_range(y_low - margin, y_high + margin)
         self._bounds[ax] = (x_min, x_max, low, high)
         ax.set_xlim(x_min, x_max)
         ax.set_ylim(low, high)
