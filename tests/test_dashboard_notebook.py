@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -143,3 +144,43 @@ def test_a_dashboard_made_after_the_run_shows_the_log_the_first_one_collected(sa
     said = json.loads(_printed(saved["cells"][3]).strip().splitlines()[-1])
     assert said["first_told"] == 12
     assert said["later_told"] == 12 and said["later_title"] != "log: empty"
+
+
+DYING = [
+    """
+import asyncio, time
+from byop_nb.scheduling import Scheduler, Task
+from byop_nb.notebook import Dashboard
+
+def pause(x):
+    time.sleep(0.1)
+    return {"loss": x}
+
+scheduler = Scheduler.with_threads(1)
+task = Task(pause, scheduler, call_limit=200)
+scheduler.on_start(lambda: task.map(range(200), in_flight=1))
+dashboard = Dashboard(scheduler, task, interval=0.2)
+dashboard
+""",
+    # (one cell: nbclient keeps only the messages of the cell it runs; JupyterLab applies a picture's
+    # update whenever it comes, see test_browser_e2e)
+    "handle = dashboard.start()\nawait asyncio.sleep(6.5)",
+    "import os; os._exit(1)  # the kernel dies mid-run",
+]
+
+
+def test_a_kernel_that_dies_mid_run_leaves_a_picture_of_the_run_at_most_seconds_old(tmp_path, no_orphans):
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import DeadKernelError
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code) for code in DYING])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    with pytest.raises(DeadKernelError):
+        NotebookClient(notebook, timeout=60, kernel_name="python3").execute()
+    pictures = [o["data"] for o in notebook.cells[0].outputs if "image/png" in o.get("data", {})]
+    assert pictures
+    shown = "".join(pictures[-1]["text/html"])
+    assert "byop-state-running" in shown, shown[:500]
+    ended = int(re.search(r"(\d+)/200 calls", shown).group(1))  # type: ignore[union-attr]
+    assert ended >= 10, shown[:500]

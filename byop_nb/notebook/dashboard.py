@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 MAX_REDRAW_PAUSE = 10.0
 """However slow drawing is, a run's plot is redrawn at least every 10 seconds while calls end."""
 
+SNAPSHOT_EVERY = 5.0
+"""While a run goes on, the static picture in the cell's output is brought up to date every 5 seconds
+(and when the run ends): a kernel that dies mid-run leaves a picture at most that old."""
+
 _FAILED_WORDS = {"crashed": "crashed", "fail": "failed", "exception": "raised"}
 
 _DASHBOARD_CSS = (
@@ -193,9 +197,10 @@ class Dashboard(widgets.VBox):
     A dashboard shown in a notebook also leaves a static picture of itself
     in the cell's output (status, progress, counters and table as HTML, the
     plot as a PNG, also as `image/png`), updated when a run ends or is
-    stopped: a saved notebook shows it when opened again (on GitHub, nbviewer,
-    in the docs, or in JupyterLab without the widgets' saved state), whatever
-    the "save widget state" setting. While the live dashboard shows above it
+    stopped, and every 5 seconds while it goes on: a saved notebook shows it
+    when opened again (on GitHub, nbviewer, in the docs, or in JupyterLab
+    without the widgets' saved state), whatever the "save widget state"
+    setting, even after a kernel that died mid-run. While the live dashboard shows above it
     (JupyterLab, Notebook 7), the picture hides.
 
     Updates render during a blocking `scheduler.run()` as well: the widgets'
@@ -339,6 +344,7 @@ class Dashboard(widgets.VBox):
         self._drawn_values = False
         self._failures: dict[int, tuple[int, int, str]] = {}  # per task: (rows at run start, rows read, first error)
         self._snapshots: list[Any] = []  # the IPython DisplayHandles of the static pictures in cell outputs
+        self._snapshot_at = -math.inf  # when they were last updated (perf_counter)
         self._renderer = None if plot is False else PlotRenderer()
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
@@ -824,6 +830,8 @@ class Dashboard(widgets.VBox):
     def _tick(self) -> None:
         self._timer = None
         self._safely(self.refresh)
+        if self._snapshots and time.perf_counter() - self._snapshot_at >= SNAPSHOT_EVERY:
+            self._safely(self._update_snapshots)
         if self.scheduler.running():
             self._start_timer()
 
@@ -890,6 +898,7 @@ class Dashboard(widgets.VBox):
     def _update_snapshots(self) -> None:
         if not self._snapshots:
             return
+        self._snapshot_at = time.perf_counter()
         bundle = self.snapshot_bundle()
         for handle in self._snapshots:
             handle.update(bundle, raw=True)
