@@ -1421,3 +1421,24 @@ def test_a_value_axis_that_grows_is_rounded_from_the_values_not_from_its_old_lim
     renderer.render(data)
     assert renderer._axes["values"].get_ylim() == (0.0, 1.0)  # not 0 to 1.2
     renderer.close()
+
+
+def test_a_trial_is_plotted_at_its_optimizers_number():
+    from byop_nb.optimization import RandomSearch
+
+    search = RandomSearch({"x": (0.0, 1.0)}, seed=0, metric="accuracy", direction="maximize")
+    for _ in range(3):  # an earlier run's trials: this run's are trial-3 and trial-4
+        search.tell(search.ask().success(accuracy=0.5))
+    scheduler = Scheduler.with_threads(1)
+    task = Trial.Task(accuracy_by_x, scheduler)
+    board = Dashboard(scheduler, task, optimizer=search, plot=True)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(search.ask())
+        task(search.ask())
+
+    task.on_report(search.tell)
+    scheduler.run()
+    assert board._data.series[0].value_numbers == [3.0, 4.0]
+    board.close()

@@ -136,7 +136,8 @@ class LiveData:
         metric: the key to plot for dict results (default: the first key holding a number).
         best: "min" or "max": which values count as better for the best-so-far line.
         x: what the values are plotted against: "time" (seconds since the run started) or
-            "number" (the call's number: a trial's number for a `Trial.Task`).
+            "number" (a trial's number from its optimizer, `info.number` or
+            `info.optuna_trial`, or else the call's number).
         keep: how many rows `latest` and `top` keep (the live table's latest and best).
     """
 
@@ -260,7 +261,8 @@ class LiveData:
             if value is None or not math.isfinite(value):
                 continue
             series.value_times.append(float(finished))
-            number = row.get("call")
+            # A trial's own number (an optimizer's: "trial-7" is 7, a resumed study's go on), else the call's.
+            number = row.get("info.number", row.get("info.optuna_trial", row.get("call")))
             series.value_numbers.append(float(number) if isinstance(number, int) else float(len(ended)))
             series.values.append(value)
             self._order += 1
@@ -506,7 +508,7 @@ class PlotRenderer:
         old = self._bounds.get(ax)
         if old is not None:
             x_min, x_max, low, high = old
-            if x_min <= x_low and x <= x_max and low <= y_low and y_high <= high:
+            if x_min <= x_low and x < x_max and low <= y_low and y_high <= high:  # (a point on the edge: grow)
                 return False
         x_min = 0.0 if x_low <= 1.0 else x_low - 1.0
         x_min, x_max = _round_range(x_min, x_min + max(x - x_min, 1.0) * 1.2, _X_TICKS - 1)
