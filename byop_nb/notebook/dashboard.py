@@ -200,8 +200,8 @@ class Dashboard(widgets.VBox):
     stopped, and every 5 seconds while it goes on: a saved notebook shows it
     when opened again (on GitHub, nbviewer, in the docs, or in JupyterLab
     without the widgets' saved state), whatever the "save widget state"
-    setting, even after a kernel that died mid-run. While the live dashboard shows above it
-    (JupyterLab, Notebook 7), the picture hides.
+    setting, even after a kernel that died mid-run. While the live dashboard
+    shows above it (JupyterLab, Notebook 7), the picture hides.
 
     Updates render during a blocking `scheduler.run()` as well: the widgets'
     state is sent to the browser as it changes, while the cell still runs.
@@ -841,6 +841,7 @@ class Dashboard(widgets.VBox):
         self._callback_error = None
         self._own_error = None
         self._follow_from_now()
+        self._drawn_ended, self._drawn_values = 0, False  # the new run's first call is drawn at once too
         self._safely(lambda: self.refresh(redraw=False))
         self._start_timer()
 
