@@ -43,6 +43,7 @@ __all__ = [
     "callbacks_html",
     "task_counters",
     "limit_hits",
+    "never_ran",
     "counters_table_html",
     "row_result",
     "row_error",
@@ -116,10 +117,13 @@ def task_counters(task: Task[Any, Any], *, run: bool = False) -> dict[str, int]:
     `succeeded` and `failed` count the ended calls whose status the task's
     class calls a success or a failure (`Task.SUCCESSES` / `Task.FAILURES`: for
     a plain Task, returned / raised, resource-limit breaches included; for a
-    `Trial.Task`, success reports / fail and crash reports); `limit hits` counts
-    memory, CPU-time and wall-time breaches plus calls refused by `call_limit`
-    or `concurrent_limit` (see `limit_hits` for which). With `run=True`, only
-    the latest run's (since it started), as the Dashboard shows them.
+    `Trial.Task`, success reports / fail and crash reports); `cancelled` counts
+    the calls that never ran: cancelled unrun (a `wait=False` stop) or refused
+    (the run was ending, or `call_limit` / `concurrent_limit` said no), which
+    is what an optimizer's study calls a cancelled trial (see `never_ran`);
+    `limit hits` counts memory, CPU-time and wall-time breaches only (see
+    `limit_hits`). With `run=True`, only the latest run's (since it started),
+    as the Dashboard shows them.
     """
     counts, statuses = _counts(task, run)
     get = counts.get
@@ -128,7 +132,7 @@ def task_counters(task: Task[Any, Any], *, run: bool = False) -> dict[str, int]:
         "running": task.n_running,
         "succeeded": sum(statuses.get(status, 0) for status in task.SUCCESSES),
         "failed": sum(statuses.get(status, 0) for status in task.FAILURES),
-        "cancelled": get(task.CANCELLED, 0),
+        "cancelled": sum(never_ran(task, run=run).values()),
         "limit hits": sum(limit_hits(task, run=run).values()),
     }
 
@@ -144,16 +148,37 @@ def _counts(task: Task[Any, Any], run: bool) -> tuple[dict[Any, int], dict[str, 
 
 
 def limit_hits(task: Task[Any, Any], *, run: bool = False) -> dict[str, int]:
-    """The task's limit hits by limit, those that happened: `{"call_limit": 1, "wall_time_limit": 2}`."""
+    """The task's resource-limit hits by limit, those that happened: `{"wall_time_limit": 2}`.
+
+    Only memory, CPU time and wall time: a call stopped by the limit it was given. A call
+    refused by `call_limit` or `concurrent_limit` never ran; it counts as cancelled (`never_ran`).
+    """
     counts = _counts(task, run)[0]
     hits = {
         "memory_limit": counts.get(task.MEMORY_LIMIT_REACHED, 0),
         "cpu_time_limit": counts.get(task.CPU_TIME_LIMIT_REACHED, 0),
         "wall_time_limit": counts.get(task.WALL_TIME_LIMIT_REACHED, 0),
-        "call_limit": counts.get(task.CALL_LIMIT_REACHED, 0),
-        "concurrent_limit": counts.get(task.CONCURRENT_LIMIT_REACHED, 0),
     }
     return {limit: n for limit, n in hits.items() if n}
+
+
+def never_ran(task: Task[Any, Any], *, run: bool = False) -> dict[str, int]:
+    """The task's calls that never ran, by why, those that happened: `{"refused as the run ended": 2}`.
+
+    Cancelled unrun (a `wait=False` stop, a timeout), refused because the run was
+    ending (after Stop: an optimizer asked a trial that never ran), or refused by
+    `call_limit` / `concurrent_limit`. An optimizer's study marks each such trial
+    cancelled (`OptunaOptimizer.fail_pending`), so the two counts agree.
+    """
+    counts = _counts(task, run)[0]
+    started, refused = task._refused_in_run
+    why = {
+        "cancelled unrun": counts.get(task.CANCELLED, 0),
+        "refused as the run ended": (refused if started == task.scheduler.started_at else 0) if run else task.n_refused,
+        "refused by call_limit": counts.get(task.CALL_LIMIT_REACHED, 0),
+        "refused by concurrent_limit": counts.get(task.CONCURRENT_LIMIT_REACHED, 0),
+    }
+    return {reason: n for reason, n in why.items() if n}
 
 
 # A history's rows share a few key sequences: which of their keys are `result.<key>` fields, by sequence.
@@ -188,8 +213,8 @@ def row_error(row: Mapping[str, Any]) -> str | None:
 def counters_table_html(tasks: Sequence[Task[Any, Any]], *, run: bool = False) -> str:
     """An HTML table with one row of counters per task (and a total row for several tasks).
 
-    With `run=True` the latest run's counters (see `task_counters`). The limit
-    hits cell names the limits in its tooltip.
+    With `run=True` the latest run's counters (see `task_counters`). The cancelled
+    and limit hits cells say why in their tooltips.
     """
     head = "".join(f"<th>{_e(name)}</th>" for name in ("task", *COUNTER_NAMES, "call limit"))
     body = []
@@ -198,9 +223,17 @@ def counters_table_html(tasks: Sequence[Task[Any, Any]], *, run: bool = False) -
         counters = task_counters(task, run=run)
         for name, value in counters.items():
             totals[name] += value
-        cells = "".join(f"<td>{value}</td>" for name, value in counters.items() if name != "limit hits")
-        which = ", ".join(f"{n} {limit}" for limit, n in limit_hits(task, run=run).items())
-        cells += f'<td title="{_e(which)}">{counters["limit hits"]}</td>' if which else "<td>0</td>"
+        cells = ""
+        for name, value in counters.items():
+            parts = (
+                never_ran(task, run=run)
+                if name == "cancelled"
+                else limit_hits(task, run=run)
+                if name == "limit hits"
+                else {}
+            )
+            which = ", ".join(f"{n} {why}" for why, n in parts.items())
+            cells += f'<td title="{_e(which)}">{value}</td>' if which else f"<td>{value}</td>"
         limit = "" if task.call_limit is None else str(task.call_limit)
         body.append(f"<tr><td>{_e(task.name)}</td>{cells}<td>{limit}</td></tr>")
     if len(tasks) > 1:

@@ -241,6 +241,15 @@ def _drive(page, lab: JupyterLab, expect) -> None:
     assert width > 100, f"the plot image did not load (naturalWidth {width})"
     progress = dashboard.locator(".byop-progress")
     expect(progress).to_be_visible()
+    # Calls against call_limit with the time taken, the time left and the rate; the table of the best and latest.
+    expect(dashboard.locator(".byop-progress-text")).to_contain_text(
+        re.compile(r"^\d+/600 calls \[\d\d:\d\d<\d\d:\d\d, [\d.]+ calls/s\]$")
+    )
+    table = dashboard.locator("table.byop-trials")
+    expect(table).to_be_visible()
+    expect(table).to_contain_text("best (min)")
+    for header in ("call", "x", "loss"):
+        expect(table.locator("th", has_text=re.compile(f"^{header}$")).first).to_be_visible()
 
     dashboard.scroll_into_view_if_needed()
     dashboard.screenshot(path=str(ARTIFACTS / "dashboard-running.png"))
@@ -275,3 +284,180 @@ def _drive(page, lab: JupyterLab, expect) -> None:
     log.get_by_text(re.compile(r"^\s*log: ")).first.click()
     expect(lines).to_be_visible(timeout=30_000)
     dashboard.screenshot(path=str(ARTIFACTS / "dashboard-log-open.png"))
+
+
+TUNING_CELLS = [
+    """import time
+import optuna
+from sklearn.datasets import load_digits
+from sklearn.model_selection import cross_val_score
+from sklearn.svm import SVC
+
+from byop_nb.notebook import Dashboard
+from byop_nb.optimization import OptunaOptimizer, Trial
+from byop_nb.scheduling import Scheduler
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def evaluate(trial: Trial) -> Trial.Report:
+    X, y = load_digits(return_X_y=True)
+    config = trial.config
+    if config["kernel"] == "poly":
+        model = SVC(kernel="poly", C=config["C"], degree=config["degree"])  # a bug: no "degree" in the space
+    else:
+        model = SVC(kernel=config["kernel"], C=config["C"], gamma=config["gamma"])
+    return trial.success(accuracy=cross_val_score(model, X, y, cv=5).mean())
+
+
+optimizer = OptunaOptimizer(
+    {"C": (1e-2, 1e2, "log"), "gamma": (1e-4, 1e-1, "log"), "kernel": ["rbf", "poly", "sigmoid"]},
+    direction="maximize", metric="accuracy", sampler=optuna.samplers.RandomSampler(seed=4),
+)
+scheduler = Scheduler.with_processes(2)
+task = Trial.Task(evaluate, scheduler, call_limit=80)
+
+
+@scheduler.on_start(repeat=2)
+def launch() -> None:
+    task(optimizer.ask())
+
+
+@task.on_report
+def tell(report: Trial.Report) -> None:
+    optimizer.tell(report)
+    print(f"{report.trial.name}: {report.status} {report.results}")
+    task(optimizer.ask())
+
+
+scheduler.on_finished(optimizer.fail_pending);""",
+    """dashboard = Dashboard(scheduler, task, optimizer=optimizer)
+dashboard""",
+    "handle = dashboard.start()",
+]
+
+
+def test_a_tuning_notebook_shows_trials_progress_rate_table_crashes_and_follows_the_log(
+    lab: JupyterLab, tmp_path: Path
+) -> None:
+    """A fresh tuning notebook (scikit-learn on digits, Optuna, a Trial.Task with a bug for one kernel)."""
+    import nbformat
+    from playwright.sync_api import expect, sync_playwright
+
+    pytest.importorskip("sklearn")
+    pytest.importorskip("optuna")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code) for code in TUNING_CELLS])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(notebook, str(tmp_path / "root" / "tuning.ipynb"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1400},
+        )
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.set_default_timeout(60_000)
+            try:
+                _drive_tuning(page, lab, expect)
+            except BaseException:
+                page.screenshot(path=str(ARTIFACTS / "browser-tuning-failure.png"), full_page=True)
+                raise
+        finally:
+            context.close()
+
+
+def _plot_changes(image, seconds: float) -> list[float]:
+    """The times (from now) at which the plot image's source changed, sampled every 50 ms for `seconds`."""
+    began = time.monotonic()
+    changes = []
+    source = image.get_attribute("src")
+    while time.monotonic() - began < seconds:
+        time.sleep(0.05)
+        now = image.get_attribute("src")
+        if now != source:
+            changes.append(time.monotonic() - began)
+            source = now
+    return changes
+
+
+def _drive_tuning(page, lab: JupyterLab, expect) -> None:
+    page.goto(f"{lab.url}/lab/tree/tuning.ipynb?token={lab.token}")
+    expect(page.locator(".jp-Notebook .jp-Cell").first).to_be_visible(timeout=90_000)
+    expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=90_000)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+    dashboard = page.locator(".byop-dashboard").first
+    expect(dashboard.locator(".byop-status")).to_contain_text("running", timeout=90_000)
+    # Progress in trials against call_limit, with the time taken, the time left and the rate (tqdm's way).
+    progress = dashboard.locator(".byop-progress-text")
+    expect(progress).to_contain_text(
+        re.compile(r"^[1-9]\d*/80 trials \[\d\d:\d\d<\d\d:\d\d, [\d.]+ (trials/s|s/trial)\]$"), timeout=60_000
+    )
+    # The live plot changes at least once a second while trials end.
+    changes = _plot_changes(dashboard.locator("img.byop-plot"), 6.0)
+    gaps = [b - a for a, b in zip([0.0, *changes], changes)]
+    assert len(changes) >= 5 and max(gaps) < 1.6, f"the plot changed at {changes}"
+    # The table of trials: the best and the latest, with their parameters and metrics.
+    table = dashboard.locator("table.byop-trials")
+    expect(table).to_be_visible()
+    for header in ("trial", "status", "C", "gamma", "kernel", "accuracy"):
+        expect(table.locator("th", has_text=re.compile(f"^{header}$")).first).to_be_visible()
+    expect(table).to_contain_text("best (max)")
+    expect(dashboard.locator(".byop-best-text")).to_contain_text(
+        re.compile(r"accuracy: best \(max\) 0\.\d+ in the study")
+    )
+    # Crashed trials show live, in red, with the first error.
+    failures = dashboard.locator(".byop-failure-line")
+    expect(failures).to_contain_text(re.compile(r"\d+ of \d+ trials of 'evaluate' crashed; first: KeyError: 'degree'"))
+    assert "byop-failing" in (dashboard.get_attribute("class") or "")
+    assert failures.evaluate("e => getComputedStyle(e).color") == "rgb(183, 28, 28)"
+    dashboard.scroll_into_view_if_needed()
+    dashboard.screenshot(path=str(ARTIFACTS / "tuning-running.png"))
+
+    expect(dashboard.locator(".byop-status")).to_contain_text("exit code: exhausted", timeout=120_000)
+    expect(progress).to_contain_text(re.compile(r"^80/80 trials \[\d\d:\d\d, [\d.]+ trials/s\]$"))
+    # The static picture left in the cell's output hides while the live dashboard shows above it.
+    snapshot = page.locator(".byop-snapshot").first
+    expect(snapshot).to_be_attached()
+    expect(snapshot).to_be_hidden()
+    # The log pane, opened, shows its newest lines: it follows the end of the log.
+    log = dashboard.locator(".byop-log")
+    log.get_by_text(re.compile(r"^\s*log: ")).first.click()
+    box = log.locator(".byop-log-output")
+    expect(box).to_be_visible()
+    time.sleep(0.5)
+    scroll = box.evaluate(
+        "e => { const a = e.getBoundingClientRect(), b = e.lastElementChild.getBoundingClientRect();"
+        " return {overflows: e.scrollHeight > e.clientHeight + 10, gap: Math.abs(a.bottom - b.bottom)}; }"
+    )
+    assert scroll["overflows"] and scroll["gap"] < 20, scroll
+    dashboard.screenshot(path=str(ARTIFACTS / "tuning-finished.png"))
+
+    # Saved, the notebook keeps the picture of the ended run in the dashboard cell's outputs ...
+    page.locator(".jp-Notebook").first.click()
+    page.keyboard.press("Control+s")
+    deadline = time.monotonic() + 30
+    while True:
+        saved = json.loads(lab.api("/api/contents/tuning.ipynb?content=1"))["content"]
+        outputs = saved["cells"][1]["outputs"]
+        pictures = [o["data"] for o in outputs if "image/png" in o.get("data", {})]
+        if pictures and "exit code: exhausted" in "".join(pictures[-1]["text/html"]):
+            break
+        assert time.monotonic() < deadline, f"the saved notebook has no picture of the ended run: {outputs}"
+        time.sleep(0.5)
+    # ... which shows when it is opened again after its kernel has gone, without the widgets' state.
+    for session in json.loads(lab.api("/api/sessions")):
+        lab.api(f"/api/kernels/{session['kernel']['id']}", method="DELETE")
+    page.reload()
+    expect(page.get_by_text("Error displaying widget").first).to_be_visible(timeout=90_000)
+    picture = page.locator(".byop-snapshot").first
+    expect(picture).to_be_visible()
+    expect(picture).to_contain_text("exit code: exhausted")
+    expect(picture.locator("img.byop-snapshot-plot")).to_be_visible()
+    picture.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "tuning-reopened.png"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -181,13 +182,15 @@ def test_scheduler_and_task_html_show_state_counters_and_last_results():
         "running": 0,
         "succeeded": 2,
         "failed": 2,
-        "cancelled": 0,
-        "limit hits": 1,
+        "cancelled": 1,  # refused by call_limit: it never ran (a study would call it cancelled)
+        "limit hits": 0,  # memory, CPU and wall time only
     }
     html = scheduler_html(scheduler)
     assert "finished" in html and "exit code exhausted" in html and "ThreadPoolExecutor" in html
     assert "&lt;odd&gt;" in html and "<odd>" not in html  # names are escaped
-    assert '<td>4</td><td>0</td><td>2</td><td>2</td><td>0</td><td title="1 call_limit">1</td><td>4</td>' in html
+    assert (
+        '<td>4</td><td>0</td><td>2</td><td>2</td><td title="1 refused by call_limit">1</td><td>0</td><td>4</td>' in html
+    )
     assert "scheduler-started=1" in html
     assert scheduler._repr_html_() == html
 
@@ -295,11 +298,12 @@ def test_counters_last_error_and_call_limit_progress_after_a_blocking_run():
         task(next(numbers))
 
     board = Dashboard(scheduler, task)
-    assert board.progress_html.value == "0 / 20 calls"
+    assert "0/20 calls [00:00, ? calls/s]" in board.progress_html.value  # no run yet: no time left to say
     assert scheduler.run() is ExitCode.EXHAUSTED
-    row = '<td>fails_on_odd</td><td>20</td><td>0</td><td>10</td><td>10</td><td>0</td><td title="2 call_limit">2</td>'
-    assert row + "<td>20</td>" in board.counters_html.value
-    assert board.progress_bar.value == 1.0 and board.progress_html.value == "20 / 20 calls"
+    row = '<td>fails_on_odd</td><td>20</td><td>0</td><td>10</td><td>10</td><td title="2 refused by call_limit">2</td>'
+    assert row + "<td>0</td><td>20</td>" in board.counters_html.value
+    assert board.progress_bar.value == 1.0
+    assert re.search(r"20/20 calls \[00:0\d, [\d.]+ calls/s\]", board.progress_html.value), board.progress_html.value
     assert board.progress_bar.description == "calls" and board.progress_bar.bar_style == "success"
     assert board.last_error == "fails_on_odd: ValueError: odd <19>"
     assert "exit code: exhausted" in status_text(board)
@@ -434,13 +438,21 @@ def test_redraws_are_throttled_to_the_interval_and_coalesced():
     board.close()
 
 
+def spin(seconds: float) -> None:
+    """Work the CPU for `seconds` of this thread's CPU time: a slow machine's drawing (the throttle
+    counts the loop's work, not the time other processes take the CPU from it)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
 def test_slow_redraws_back_off(monkeypatch):
     scheduler = Scheduler.with_threads(2)
     task = Task(square, scheduler)
     keep_busy(scheduler, task, 3.0)
     board = Dashboard(scheduler, task, interval=0.1, draw_budget=0.05)
     render = board._renderer.render
-    monkeypatch.setattr(board._renderer, "render", lambda *a: (time.sleep(0.03), render(*a))[1])
+    monkeypatch.setattr(board._renderer, "render", lambda *a: (spin(0.03), render(*a))[1])
     starts: list[float] = []
     redraw = board.redraw
 
@@ -785,7 +797,7 @@ def test_the_log_pane_keeps_the_last_log_lines_of_a_chatty_run_each_line_bounded
 
     run_async(body)
     lines = log_lines_of(board)
-    assert len(lines) == 20 and board._log.n_lines == 50 * 100 + 2
+    assert len(lines) == 20 and board._log.lines.n_lines == 50 * 100 + 2
     assert board.log_pane.titles == ("log: 5002 lines (the last 20 kept)",)
     assert lines[:-2] == [f"callback 49 line {i}" for i in range(82, 100)]
     for line in lines[-2:]:
@@ -1106,7 +1118,7 @@ def test_a_redraw_draws_only_what_changed_until_the_data_outgrows_the_axes():
     task_history_grows(task, next(values))  # 0.1: a new best, so a new title
     data.update([task], scheduler.started_at)
     renderer.render(data)
-    assert renderer._titles[renderer._axes["values"]] == "result: best 0.1"
+    assert renderer._titles[renderer._axes["values"]] == "result: best (min) 0.1  \u00b7  x: seconds"
     assert (renderer.n_full_draws, renderer.n_relabels) == (1, 3)
     renderer.close()
 
@@ -1156,4 +1168,280 @@ def test_counters_and_plots_tell_the_same_story_per_run_and_a_spent_call_limit_d
     assert board.start_button.disabled
     assert "'fails_on_odd' spent its call_limit=7" in board.start_button.tooltip
     assert "nothing left to run: 'fails_on_odd' spent its call_limit=7" in status_text(board)
+    board.close()
+
+
+# -- issue 22: what a researcher watches ------------------------------------------------------
+
+
+def accuracy_by_x(trial: Trial) -> Trial.Report:
+    x = trial.config["x"]
+    if x < 0:
+        raise KeyError("learning_rate")
+    return trial.success(accuracy=x)
+
+
+def run_trials(xs: list[float], **options: Any) -> tuple[Scheduler, Any, Dashboard]:
+    scheduler = Scheduler.with_threads(1)
+    task = Trial.Task(accuracy_by_x, scheduler)
+    board = Dashboard(scheduler, task, **options)
+
+    @scheduler.on_start
+    def launch() -> None:
+        for i, x in enumerate(xs):
+            task(Trial(name=f"t-{i}", config={"x": x}))
+
+    scheduler.run()
+    return scheduler, task, board
+
+
+def test_value_axes_follow_the_data_and_their_tick_labels_are_unique_and_exact():
+    def limits_and_labels(values: list[float]) -> tuple[tuple[float, float], list[str]]:
+        _, _, board = run_trials(values, best="max")
+        renderer = board._renderer
+        assert renderer is not None
+        ax = renderer._axes["values"]
+        limits, labels = ax.get_ylim(), list(renderer._ticks[ax][1])
+        board.close()
+        return limits, labels
+
+    (low, high), labels = limits_and_labels([0.1, 0.5, 0.976])  # an accuracy: not -0.4 to 1.2
+    assert 0.0 <= low <= 0.1 and 0.976 <= high <= 1.0, (low, high)
+    assert labels == ["0", "0.25", "0.5", "0.75", "1"]
+    (low, high), labels = limits_and_labels([0.5431, 0.5432, 0.5431])  # close values: not "0.543, 0.543"
+    assert len(set(labels)) == len(labels) and 0.5431 >= low and high - low < 0.001, (labels, low, high)
+    (low, high), labels = limits_and_labels([1.0, 1.0, 1.0])  # the same value: not "1, 1, 1"
+    assert len(set(labels)) == len(labels) and low < 1.0 < high, labels
+
+
+def test_a_trial_task_plots_against_the_trial_number_with_the_best_in_its_direction():
+    _, task, board = run_trials([0.2, 0.9, 0.5, 0.7], best="max")
+    series = board._data.series[0]
+    assert board._data.x == "number" and series.value_numbers == [1.0, 2.0, 3.0, 4.0]
+    title = board._renderer._titles[board._renderer._axes["values"]]
+    assert title == "accuracy: best (max) 0.9  \u00b7  x: trial"
+    assert board.best_html.value == '<span class="byop-best-text">accuracy: best (max) <b>0.9</b></span>'
+    board.close()
+    _, _, plain = run_trials([0.2], x="time")
+    assert plain._data.x == "time"
+    plain.close()
+
+
+def test_the_first_ended_call_is_drawn_at_once_whatever_the_throttle_says():
+    scheduler = Scheduler.with_threads(1)
+    task = Task(identity, scheduler)
+    board = Dashboard(scheduler, task, interval=5.0)
+    board._redraw_costs.extend([10.0] * 8)  # a slow machine: throttled redraws would wait 10 s
+    drawn = board.n_redraws
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(0.5)
+
+    @task.on_returned
+    def look(_: Any) -> None:
+        board.refresh()  # what the timer does while the run goes on
+        assert board.n_redraws == drawn + 1 and board._data.has_values
+
+    scheduler.run()
+    assert task.counts[task.RETURNED] == 1 and not scheduler.last_error
+    board.close()
+
+
+def test_progress_says_trials_done_of_the_budget_with_the_time_left_and_the_rate():
+    scheduler, task, board = run_trials([0.1] * 6, total=10)
+    text = board.progress_html.value
+    assert re.search(r"6/10 trials \[00:00, \d+ trials/s\]", text), text
+    assert board.progress_bar.description == "trials" and board.progress_bar.value == pytest.approx(0.6)
+    board.close()
+    from byop_nb.notebook.dashboard import progress_text
+
+    assert progress_text(12, 50, 12, 7.0, unit="trials") == "12/50 trials [00:07<00:22, 1.71 trials/s]"
+    assert progress_text(3, 50, 1, 4.0) == "3/50 calls [00:04<03:08, 4.00 s/call]"
+    assert progress_text(0, 50, 0, 0.0) == "0/50 calls [00:00<?, ? calls/s]"
+
+
+def test_crashed_trials_show_live_in_a_red_line_with_the_first_error():
+    def accuracy_slowly(trial: Trial) -> Trial.Report:
+        time.sleep(0.05)  # one call ends at a time
+        return accuracy_by_x(trial)
+
+    scheduler = Scheduler.with_threads(1)
+    task = Trial.Task(accuracy_slowly, scheduler, name="accuracy_by_x")
+    board = Dashboard(scheduler, task, plot=False)
+    seen: list[tuple[str, bool]] = []
+
+    @scheduler.on_start
+    def launch() -> None:
+        for i, x in enumerate([0.5, -1.0, -2.0, 0.7, -3.0]):
+            task(Trial(name=f"t-{i}", config={"x": x}))
+
+    @task.on_report
+    def handled(report: Trial.Report) -> None:  # a callback handles them: the dashboard still says so
+        board.refresh()
+        seen.append((board.failures_html.value, "byop-failing" in board._dom_classes))
+
+    scheduler.run()
+    assert seen[0] == ("", False)
+    assert (
+        "1 of 2 trials of &#x27;accuracy_by_x&#x27; crashed; first: KeyError: &#x27;learning_rate&#x27;" in seen[1][0]
+    )
+    assert seen[1][1] is True
+    assert "3 of 5 trials of &#x27;accuracy_by_x&#x27; crashed" in board.failures_html.value
+    board.close()
+
+
+def test_the_table_lists_the_best_and_the_latest_trials_with_parameters_and_metrics():
+    _, _, board = run_trials([0.2, 0.9, -1.0, 0.5, 0.7, 0.1], best="max", table_rows=2)
+    table = board.trials_html.value
+    best_part, latest_part = table.split("latest 2, newest first")
+    assert "best (max) 2 of this run by accuracy" in best_part
+    assert best_part.index(">t-1<") < best_part.index(">t-4<") and ">t-3<" not in best_part
+    assert latest_part.index(">t-5<") < latest_part.index(">t-4<") and ">t-1<" not in latest_part
+    assert "<th>x</th>" in table and "<th>accuracy</th>" in table and "<th>status</th>" in table
+    board.close()
+    _, _, crashed = run_trials([-1.0], table_rows=3)
+    assert "crashed" in crashed.trials_html.value and "KeyError" in crashed.trials_html.value
+    crashed.close()
+
+
+def test_start_during_a_run_says_so_in_one_line_and_returns_the_runs_handle(capsys):
+    scheduler = Scheduler.with_threads(1)
+    task = Task(pause, scheduler)
+    board = Dashboard(scheduler, task, plot=False)
+    scheduler.on_start(lambda: task(0.3))
+
+    async def main() -> tuple[Any, Any]:
+        first = board.start()
+        again = board.start()
+        await first
+        return first, again
+
+    first, again = run_async(main)
+    assert again is first
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the run is going on already" in err and "Traceback" not in err
+    board.close()
+
+
+def test_calls_cancelled_by_stop_are_counted_as_the_study_counts_them_and_limit_hits_are_resource_limits():
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from byop_nb.optimization import OptunaOptimizer
+
+    def slow(trial: Trial) -> Trial.Report:
+        time.sleep(0.1)
+        return trial.success(loss=trial.config["x"])
+
+    scheduler = Scheduler.with_threads(2)
+    task = Trial.Task(slow, scheduler, call_limit=30)
+    optimizer = OptunaOptimizer({"x": (0.0, 1.0)})
+
+    @scheduler.on_start(repeat=2)
+    def launch() -> None:
+        task(optimizer.ask())
+
+    @task.on_report
+    def tell(report: Trial.Report) -> None:
+        optimizer.tell(report)
+        task(optimizer.ask())
+
+    scheduler.on_finished(optimizer.fail_pending)
+    board = Dashboard(scheduler, task, optimizer=optimizer, plot=False)
+
+    async def main() -> None:
+        handle = board.start()
+        await asyncio.sleep(0.55)
+        board.stop()
+        await handle
+
+    run_async(main)
+    df = optimizer.study.trials_dataframe()
+    cancelled_in_study = int((df["user_attrs_byop_nb.status"] == "cancelled").sum())
+    counters = task_counters(task, run=True)
+    assert cancelled_in_study >= 1 and counters["cancelled"] == cancelled_in_study
+    assert counters["succeeded"] == int((df["state"] == "COMPLETE").sum())
+    assert counters["limit hits"] == 0
+    board.close()
+
+
+def test_against_the_call_number_the_best_so_far_never_steps_back_when_calls_end_out_of_order():
+    from byop_nb.notebook.plots import PlotRenderer
+
+    scheduler = Scheduler.with_threads(1)
+    task = Task(identity, scheduler)
+    now = time.time()
+    for number, value in [(2, 0.9), (1, 0.2), (4, 0.5), (3, 0.95), (5, 0.1)]:  # ended in this order
+        task.history.record_call(task.name, number, (value,), {}, "returned", value, None, None, now, now)
+    data = LiveData(best="max", x="number")
+    data.update([task], None)
+    renderer = PlotRenderer()
+    renderer.render(data)
+    points, best = renderer._lines[("values", 0)]
+    assert list(points.get_xdata()) == [1, 2, 3, 4, 5] and list(points.get_ydata()) == [0.2, 0.9, 0.95, 0.5, 0.1]
+    assert list(best.get_ydata()) == [0.2, 0.9, 0.95, 0.95, 0.95]
+    renderer.close()
+
+
+def test_optimizers_give_their_best_value_over_all_they_were_told_in_their_direction():
+    from byop_nb.optimization import RandomSearch
+
+    search = RandomSearch({"x": (0.0, 1.0)}, metric="acc", direction="maximize")
+    assert search.best_value is None
+    for acc in (0.5, 0.75, 0.6):
+        search.tell(search.ask().success(acc=acc))
+    assert search.best_value == 0.75
+    assert RandomSearch({"x": (0.0, 1.0)}, metric=None).best_value is None
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from byop_nb.optimization import OptunaOptimizer
+
+    optimizer = OptunaOptimizer({"x": (0.0, 1.0)}, metric="acc", direction="maximize")
+    assert optimizer.best_value is None
+    for acc in (0.5, 0.75, 0.6):
+        optimizer.tell(optimizer.ask().success(acc=acc))
+    assert optimizer.best_value == 0.75
+    two = OptunaOptimizer({"x": (0.0, 1.0)}, metric=["a", "b"], direction=["minimize", "maximize"])
+    two.tell(two.ask().success(a=1.0, b=2.0))
+    assert two.best_value is None  # a front, not one best
+
+
+def test_a_value_axis_that_grows_is_rounded_from_the_values_not_from_its_old_limits():
+    from byop_nb.notebook.plots import PlotRenderer
+
+    scheduler = Scheduler.with_threads(1)
+    task = Task(identity, scheduler)
+    data = LiveData(best="max")
+    renderer = PlotRenderer()
+    for value in (0.78, 0.97):
+        task_history_grows(task, value)
+    data.update([task], None)
+    renderer.render(data)
+    first = renderer._axes["values"].get_ylim()
+    assert first[0] > 0.5 and first[1] > 1.0, first  # 0.72 to 1.04
+    task_history_grows(task, 0.13)  # outside: new limits, for 0.13 to 0.97
+    data.update([task], None)
+    renderer.render(data)
+    assert renderer._axes["values"].get_ylim() == (0.0, 1.0)  # not 0 to 1.2
+    renderer.close()
+
+
+def test_a_trial_is_plotted_at_its_optimizers_number():
+    from byop_nb.optimization import RandomSearch
+
+    search = RandomSearch({"x": (0.0, 1.0)}, seed=0, metric="accuracy", direction="maximize")
+    for _ in range(3):  # an earlier run's trials: this run's are trial-3 and trial-4
+        search.tell(search.ask().success(accuracy=0.5))
+    scheduler = Scheduler.with_threads(1)
+    task = Trial.Task(accuracy_by_x, scheduler)
+    board = Dashboard(scheduler, task, optimizer=search, plot=True)
+
+    @scheduler.on_start
+    def launch() -> None:
+        task(search.ask())
+        task(search.ask())
+
+    task.on_report(search.tell)
+    scheduler.run()
+    assert board._data.series[0].value_numbers == [3.0, 4.0]
     board.close()

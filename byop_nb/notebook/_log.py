@@ -21,9 +21,15 @@ assert log.outputs() == (
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["LogLines", "MAX_LINE_CHARS"]
+if TYPE_CHECKING:
+    from byop_nb.scheduling.scheduler import Scheduler
+
+__all__ = ["LogLines", "SchedulerLog", "scheduler_log", "MAX_LINE_CHARS"]
 
 MAX_LINE_CHARS = 2000
 """A longer line is cut (a repr of a big object printed by a callback), with a note of its length."""
@@ -59,6 +65,12 @@ class LogLines:
                 self._open = not piece.endswith("\n")
             self.version += 1
 
+    def keep(self, max_lines: int) -> None:
+        """Keep at least the last `max_lines` lines from now on (never fewer than before)."""
+        if max_lines > self.max_lines:
+            self.max_lines = max_lines
+            self._lines = collections.deque(self._lines, maxlen=max_lines)
+
     def clear(self) -> None:
         self._lines.clear()
         self._open = False
@@ -68,27 +80,35 @@ class LogLines:
     def __len__(self) -> int:
         return len(self._lines)
 
-    def text(self) -> str:
-        """The lines kept, as one text."""
-        return "".join(text for _, text in self._lines)
+    def _last(self, last: int | None) -> list[list[str]]:
+        lines = self._lines
+        if last is None or last >= len(lines):
+            return list(lines)
+        return list(lines)[len(lines) - last :]
 
-    def outputs(self) -> tuple[dict[str, str], ...]:
-        """The lines kept as the stream outputs of an `ipywidgets.Output`, a stream's consecutive lines in one."""
+    def text(self, last: int | None = None) -> str:
+        """The lines kept (the `last` of them), as one text."""
+        return "".join(text for _, text in self._last(last))
+
+    def outputs(self, last: int | None = None) -> tuple[dict[str, str], ...]:
+        """The lines kept (the `last` of them) as the stream outputs of an `ipywidgets.Output`, a stream's
+        consecutive lines in one."""
         outputs: list[dict[str, str]] = []
-        for stream, text in self._lines:
+        for stream, text in self._last(last):
             if outputs and outputs[-1]["name"] == stream:
                 outputs[-1]["text"] += text
             else:
                 outputs.append({"output_type": "stream", "name": stream, "text": text})
         return tuple(outputs)
 
-    def title(self) -> str:
-        """What the pane's title says: how many lines, and how many of them are still kept."""
+    def title(self, last: int | None = None) -> str:
+        """What the pane's title says: how many lines, and how many of them are still kept (shown)."""
         if not self.n_lines:
             return "log: empty"
         unit = "line" if self.n_lines == 1 else "lines"
-        if self.n_lines > len(self._lines):
-            return f"log: {self.n_lines} {unit} (the last {len(self._lines)} kept)"
+        kept = len(self._lines) if last is None else min(last, len(self._lines))
+        if self.n_lines > kept:
+            return f"log: {self.n_lines} {unit} (the last {kept} kept)"
         return f"log: {self.n_lines} {unit}"
 
 
@@ -106,3 +126,66 @@ def _joined(line: str, piece: str) -> str:
     if line.endswith(_CUT):
         return line + ("\n" if piece.endswith("\n") else "")
     return _cut(line + piece)
+
+
+class SchedulerLog:
+    """One scheduler's log, shared by all its dashboards: a dashboard made later shows what came before.
+
+    Listens to the scheduler's callback output (`scheduler._output`) while at least one
+    view is open (only then is a background run's output captured), keeps the lines in
+    one [`LogLines`][byop_nb.notebook._log.LogLines] (as many as the most any view asked
+    for), marks where each run's lines begin, and tells every view when lines came in.
+    """
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = weakref.ref(scheduler)
+        self.lines = LogLines(1)
+        self._run: float | None = None  # the run whose output came last
+        self._views: dict[str, Callable[[], Any]] = {}
+        self._name = f"byop_nb.Dashboard.log[{id(self):x}]"
+
+    def open(self, name: str, max_lines: int, changed: Callable[[], Any]) -> None:
+        """A view named `name` shows the last `max_lines` lines; `changed()` is called when lines come in."""
+        self.lines.keep(max_lines)
+        self._views[name] = changed
+        scheduler = self._scheduler()
+        if scheduler is not None:
+            scheduler._output.listen(self._name, self._add)
+
+    def close(self, name: str) -> None:
+        """The view named `name` is gone; with the last one, the capture of the output ends."""
+        self._views.pop(name, None)
+        scheduler = self._scheduler()
+        if not self._views and scheduler is not None:
+            scheduler._output.forget(self._name)
+
+    def clear(self) -> None:
+        self.lines.clear()
+        self._run = None
+        self._changed()
+
+    def _add(self, chunks: Iterable[tuple[str, str]]) -> None:
+        scheduler = self._scheduler()
+        run = scheduler.started_at if scheduler is not None else None
+        if run != self._run:
+            if self.lines.n_lines and run is not None:  # an earlier run's lines are there: say where this one's begin
+                began = time.strftime("%H:%M:%S", time.localtime(run))
+                self.lines.add([("stdout", f"--- run started at {began} ---\n")])
+            self._run = run
+        self.lines.add(chunks)
+        self._changed()
+
+    def _changed(self) -> None:
+        for changed in list(self._views.values()):
+            changed()
+
+
+_LOGS: weakref.WeakKeyDictionary[Any, SchedulerLog] = weakref.WeakKeyDictionary()
+
+
+def scheduler_log(scheduler: Scheduler) -> SchedulerLog:
+    """The log all dashboards of `scheduler` share (made on first use, gone with the scheduler)."""
+    log = _LOGS.get(scheduler)
+    if log is None:
+        log = _LOGS[scheduler] = SchedulerLog(scheduler)
+    return log

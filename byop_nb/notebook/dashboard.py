@@ -13,6 +13,7 @@ batch of callbacks at a time (`byop_nb.scheduling._output`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import html
 import logging
@@ -24,22 +25,97 @@ from typing import TYPE_CHECKING, Any, Literal
 import ipywidgets as widgets
 
 from byop_nb import _html
-from byop_nb.notebook._log import LogLines
+from byop_nb.notebook._log import scheduler_log
+from byop_nb.notebook._table import trials_table_html
 from byop_nb.notebook.plots import LiveData, PlotFunction, PlotRenderer
+from byop_nb.optimization.trial import TrialTask
 from byop_nb.scheduling._checks import check_run_options
-from byop_nb.scheduling._output import Chunks
 from byop_nb.scheduling.scheduler import ExitCode, RunHandle, Scheduler
 from byop_nb.scheduling.task import Task
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Dashboard"]
+__all__ = ["Dashboard", "progress_text"]
 
 logger = logging.getLogger(__name__)
 
 MAX_REDRAW_PAUSE = 10.0
 """However slow drawing is, a run's plot is redrawn at least every 10 seconds while calls end."""
+
+SNAPSHOT_EVERY = 5.0
+"""While a run goes on, the static picture in the cell's output is brought up to date every 5 seconds
+(and when the run ends): a kernel that dies mid-run leaves a picture at most that old."""
+
+_FAILED_WORDS = {"crashed": "crashed", "fail": "failed", "exception": "raised"}
+
+_DASHBOARD_CSS = (
+    "<style>"
+    ".byop-dashboard.byop-failing{border-left:4px solid #d32f2f;padding-left:6px}"
+    ".byop-failures .byop-failure-line{color:#b71c1c;font-weight:bold;font-size:12px}"
+    ".byop-progress-text{font-family:var(--jp-code-font-family,monospace);font-size:12px;white-space:nowrap}"
+    ".byop-best-text{font-size:12px}"
+    # the log's scroll box is a column laid out bottom up; its one child keeps its height (a flex item
+    # would shrink to the box and clip its own last lines)
+    ".byop-log-output>*{flex-shrink:0}"
+    "</style>"
+)
+
+# The static picture hides while the live dashboard shows above it, in JupyterLab / Notebook 7 and in the
+# classic notebook; where the widget cannot show (a reopened notebook without widget state, nbviewer,
+# GitHub, which also drops the <style>), the picture shows.
+_SNAPSHOT_CSS = (
+    "<style>"
+    ".jp-OutputArea-child:has(.byop-dashboard) ~ .jp-OutputArea-child:has(.byop-snapshot),"
+    ".output_area:has(.byop-dashboard) ~ .output_area:has(.byop-snapshot){display:none}"
+    ".byop-snapshot{font-size:12px}"
+    ".byop-snapshot.byop-failing{border-left:4px solid #d32f2f;padding-left:6px}"
+    ".byop-snapshot .byop-failure-line{color:#b71c1c;font-weight:bold}"
+    ".byop-snapshot-plot{max-width:100%}"
+    "</style>"
+)
+
+
+def progress_text(
+    done: int, bound: int, ended_in_run: int, seconds: float | None, *, unit: str = "calls", ended: bool = False
+) -> str:
+    """Progress as tqdm shows it: `12/50 trials [00:07<00:22, 1.71 trials/s]`.
+
+    `done` of `bound` are done (earlier runs' calls included when the budget spans them);
+    the rate is the latest run's: `ended_in_run` calls in `seconds`; the time left is what
+    the rest takes at that rate (`?` until a call ended). Once the run `ended`, the time
+    left is left out, as tqdm does for a closed bar: `30/50 calls [00:12, 2.5 calls/s]`.
+
+    ```python
+    from byop_nb.notebook.dashboard import progress_text
+    assert progress_text(12, 50, 12, 7.0, unit="trials") == "12/50 trials [00:07<00:22, 1.71 trials/s]"
+    assert progress_text(1, 50, 1, 4.0) == "1/50 calls [00:04<03:16, 4.00 s/call]"
+    assert progress_text(30, 50, 30, 12.0, ended=True) == "30/50 calls [00:12, 2.5 calls/s]"
+    ```
+    """
+    seconds = max(seconds or 0.0, 0.0)
+    rate = ended_in_run / seconds if seconds > 0 and ended_in_run else None
+    left = "?" if rate is None else _clock(max(bound - done, 0) / rate)
+    one = unit[:-1] if unit.endswith("s") else unit
+    if rate is None:
+        speed = f"? {unit}/s"
+    elif rate >= 100:
+        speed = f"{rate:.0f} {unit}/s"
+    elif rate >= 1:
+        speed = f"{rate:.3g} {unit}/s"
+    else:
+        speed = f"{1 / rate:.2f} s/{one}"
+    if ended:
+        return f"{done}/{bound} {unit} [{_clock(seconds)}, {speed}]"
+    return f"{done}/{bound} {unit} [{_clock(seconds)}<{left}, {speed}]"
+
+
+def _clock(seconds: float) -> str:
+    """`00:07`, `12:05`, `1:02:03`: tqdm's clock."""
+    whole = int(seconds + 0.5)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
 class Dashboard(widgets.VBox):
@@ -65,19 +141,32 @@ class Dashboard(widgets.VBox):
             while it follows a run (default 0.02: 2 %): reading the calls that
             ended and refreshing the widgets take their share first, and redraws
             are spaced so that drawing takes the rest. A redraw that took `r`
-            seconds is followed by the next one no sooner than `r / (what is
-            left of the budget)` seconds later (and no later than 10 s, while
-            calls end), so a slow machine gets fewer redraws, not a slower run.
+            seconds of the loop thread's CPU time is followed by the next one no
+            sooner than `r / (what is left of the budget)` seconds later (and no
+            later than 10 s, while calls end), so a slow machine gets fewer
+            redraws, not a slower run; a machine busy with other processes does
+            not (their load lengthens a redraw's wall time, not its work).
             Most redraws draw only the lines over a kept background (a few
             milliseconds); the whole figure is drawn when the data outgrow the
             axes or a title changes.
         metric: the key to plot for dict results (default: the first numeric key).
-        best: "min" or "max": what the best-so-far line tracks.
+        best: "min" or "max": what the best-so-far line tracks, and which calls
+            the table ranks first. The plot's title and the best line say it:
+            "loss: best (min) 0.012".
         optimizer: an optimizer with a `metric` and a `direction` (`RandomSearch`,
             `OptunaOptimizer`): the plot shows its metric, and the best so far in
             its direction ("minimize" -> min); it sets `metric` and `best`. For a
-            multi-objective study, the first metric.
+            multi-objective study, the first metric. The best shown is then the
+            optimizer's own `best_value`: over the whole study, trials of earlier
+            runs, kernels and processes included (a resumed study's best).
         log_lines: how many lines the log pane keeps (the latest; default 500).
+        x: what the values are plotted against: "number" (the call's number, a
+            trial's number for a `Trial.Task`) or "time" (seconds since the run
+            started). Default: "number" when a shown task is a `Trial.Task`, else "time".
+        total: how many calls the run is meant to end (a target count): the
+            progress bar's bound, before any `task.map(...)` length or `call_limit`.
+        table_rows: how many of the best and of the latest calls the live table
+            shows (default 5 each; 0 for no table).
 
     Start is enabled when the scheduler is not running, Stop while it runs.
     Start calls `scheduler.start(...)` with the options above and keeps the
@@ -88,9 +177,31 @@ class Dashboard(widgets.VBox):
     The status line shows the state (idle, running, finishing, finished), the
     elapsed time, the exit code and the last error: a call that raised in the
     latest run, a callback that raised (which stops the run), or Start failing.
-    The progress bar shows ended calls against the inputs of the run's
-    `task.map(...)` calls, or else against the tasks' `call_limit`, or else
-    the elapsed time against the run's `timeout`, and hides when neither is known.
+    The progress line shows ended calls (trials for a `Trial.Task`) against
+    a known budget, with the time taken, the time left and the rate, as tqdm
+    does: `12/50 trials [00:07<00:22, 1.71 trials/s]`. The budget is `total=`,
+    or else the inputs of the run's `task.map(...)` calls, or else the tasks'
+    `call_limit`; without one, the elapsed time against the run's `timeout`;
+    with neither, the bar hides.
+
+    When calls of the latest run fail (crashed or failed trials, exceptions,
+    limit hits), a red line says so while the run goes on, with the first
+    error: "3 of 5 trials of 'evaluate' crashed; first: KeyError: 'lr'", and
+    the dashboard gets a red edge (CSS class `byop-failing`).
+
+    The table below the counters lists the best `table_rows` calls of the
+    latest run (by the plotted metric, in the `best` direction) and the latest
+    ones, with their parameters (`config.<key>` of a trial, `arg.<name>` of a
+    call), status, metrics and seconds, as Ray Tune's trial table does.
+
+    A dashboard shown in a notebook also leaves a static picture of itself
+    in the cell's output (status, progress, counters and table as HTML, the
+    plot as a PNG, also as `image/png`), updated when a run ends or is
+    stopped, and every 5 seconds while it goes on: a saved notebook shows it
+    when opened again (on GitHub, nbviewer, in the docs, or in JupyterLab
+    without the widgets' saved state), whatever the "save widget state"
+    setting, even after a kernel that died mid-run. While the live dashboard
+    shows above it (JupyterLab, Notebook 7), the picture hides.
 
     Updates render during a blocking `scheduler.run()` as well: the widgets'
     state is sent to the browser as it changes, while the cell still runs.
@@ -111,8 +222,9 @@ class Dashboard(widgets.VBox):
     reads it), updated at most every `interval`, and bounded: the last
     `log_lines` lines, each cut at 2000 characters. A blocking `run()` is not
     captured (its cell shows what it prints), nor are the task's functions (they
-    run in workers), nor the cells that run meanwhile. Several dashboards of one
-    scheduler each get the text.
+    run in workers), nor the cells that run meanwhile. All dashboards of one
+    scheduler share the text: one made later shows the lines written before it.
+    The pane follows the newest lines (it is scrolled to the bottom).
 
     Every dashboard is a view of the scheduler's own state, so several
     dashboards on one scheduler, or one made after the run started, show the
@@ -170,6 +282,9 @@ class Dashboard(widgets.VBox):
         best: Literal["min", "max"] = "min",
         optimizer: Any = None,
         log_lines: int = 500,
+        x: Literal["number", "time"] | None = None,
+        total: int | None = None,
+        table_rows: int = 5,
     ) -> None:
         if optimizer is not None:
             metric, best = _metric_and_best(optimizer)
@@ -193,6 +308,12 @@ class Dashboard(widgets.VBox):
             raise TypeError(f"metric= must be a dict key (str) or None, got {metric!r}")
         if isinstance(log_lines, bool) or not isinstance(log_lines, int) or log_lines < 1:
             raise ValueError(f"log_lines= must be a number of lines to keep, at least 1, got {log_lines!r}")
+        if x not in (None, "number", "time"):
+            raise ValueError(f"x= must be 'number', 'time' or None, got {x!r}")
+        if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 1):
+            raise ValueError(f"total= must be a number of calls, at least 1, or None; got {total!r}")
+        if isinstance(table_rows, bool) or not isinstance(table_rows, int) or table_rows < 0:
+            raise ValueError(f"table_rows= must be a number of rows, 0 or more, got {table_rows!r}")
 
         self.scheduler = scheduler
         self.timeout = timeout
@@ -211,13 +332,26 @@ class Dashboard(widgets.VBox):
         time the run's event loop could not dispatch work."""
         self._tasks = tasks
         self._user_plot: PlotFunction | None = plot if callable(plot) else None
-        self._data = LiveData(metric=metric, best=best)
+        self.optimizer = optimizer
+        """The optimizer given (its `best_value` is the best shown), or None."""
+        self.total = total
+        self._x = x
+        self._table_rows = table_rows
+        self._data = LiveData(metric=metric, best=best, keep=max(table_rows, 1))
+        self._study_checked = -math.inf  # when the optimizer's best was read last (perf_counter)
+        self._study_stale = True  # calls ended since
+        self._drawn_ended = 0  # calls ended, and whether values were there, at the latest redraw
+        self._drawn_values = False
+        self._failures: dict[int, tuple[int, int, str]] = {}  # per task: (rows at run start, rows read, first error)
+        self._snapshots: list[Any] = []  # the IPython DisplayHandles of the static pictures in cell outputs
+        self._snapshot_at = -math.inf  # when they were last updated (perf_counter)
         self._renderer = None if plot is False else PlotRenderer()
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._stop_clicked = False
         self._dirty = True
         self._last_redraw = -math.inf
+        self._redraw_due: float | None = None  # when a throttled redraw is due (perf_counter), if one waits
         self._redraw_costs: collections.deque[float] = collections.deque(maxlen=8)  # the latest redraws' seconds
         self._follow_from_now()
         self._own_error: tuple[float, str] | None = None
@@ -228,9 +362,9 @@ class Dashboard(widgets.VBox):
             scheduler.state == "finished" and scheduler.exit_code is not ExitCode.STOPPED
         )
         self._callback_error_seen = scheduler.last_error if stale else None
-        self._log = LogLines(log_lines)
+        self.log_lines = log_lines
+        self._log = scheduler_log(scheduler)  # shared by the scheduler's dashboards
         self._log_shown = -1  # the log version the pane shows
-        self._log_run: float | None = None  # the run whose output the log got last
 
         self.start_button = widgets.Button(description="Start", icon="play", button_style="success")
         self.stop_button = widgets.Button(description="Stop", icon="stop", button_style="danger")
@@ -239,9 +373,20 @@ class Dashboard(widgets.VBox):
         self.status_html = widgets.HTML(layout=widgets.Layout(margin="0 0 0 12px"))
         self.progress_bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="")
         self.progress_html = widgets.HTML()
+        self.best_html = widgets.HTML(layout=widgets.Layout(margin="0 0 0 12px"))
+        """The best value so far ("loss: best (min) 0.012 in the study"), next to the progress bar."""
+        self.failures_html = widgets.HTML()
+        """One red line while calls of the latest run fail: how many of how many, and the first error."""
         self.counters_html = widgets.HTML()
+        self.trials_html = widgets.HTML()
+        """The live table: the best and the latest calls with their parameters and metrics."""
+        self._css = widgets.HTML(_DASHBOARD_CSS, layout=widgets.Layout(display="none"))
         self.plot_image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
-        self.log_output = widgets.Output(layout=widgets.Layout(max_height="16em", overflow="auto"))
+        # A scroll box laid out bottom up starts at its end and stays there as lines come in: the pane
+        # follows the newest lines (unless the reader scrolled up), with no script in the page.
+        self.log_output = widgets.Output(
+            layout=widgets.Layout(max_height="16em", overflow="auto", display="flex", flex_flow="column-reverse")
+        )
         """The log pane's Output widget: what a background run's callbacks wrote, in its `outputs`."""
         self.log_pane = widgets.Accordion(children=[self.log_output], selected_index=None)
         """The collapsible box around `log_output`; its title counts the lines."""
@@ -251,20 +396,28 @@ class Dashboard(widgets.VBox):
             (self.status_html, "byop-status"),
             (self.progress_bar, "byop-progress"),
             (self.counters_html, "byop-counters"),
+            (self.best_html, "byop-best"),
+            (self.failures_html, "byop-failures"),
+            (self.trials_html, "byop-trials-pane"),
             (self.plot_image, "byop-plot"),
             (self.log_pane, "byop-log"),
+            (self.log_output, "byop-log-output"),
         ):
             widget.add_class(css)
         self.start_button.on_click(self._on_start_click)
         self.stop_button.on_click(self._on_stop_click)
         self._progress_row = widgets.HBox([self.progress_bar, self.progress_html])
         children: list[widgets.Widget] = [
+            self._css,
             widgets.HBox([self.start_button, self.stop_button, self.status_html]),
-            self._progress_row,
+            widgets.HBox([self._progress_row, self.best_html]),
+            self.failures_html,
             self.counters_html,
         ]
         if self._renderer is not None:
             children.append(self.plot_image)
+        if table_rows:
+            children.append(self.trials_html)
         children.append(self.log_pane)
         super().__init__(children=children)
         self.add_class("byop-dashboard")
@@ -275,7 +428,7 @@ class Dashboard(widgets.VBox):
         manager.on(scheduler.STARTED, self._on_started, name=self._registration)
         manager.on(scheduler.FINISHING, self._on_finishing, name=self._registration)
         manager.on(scheduler.FINISHED, self._on_finished, name=self._registration)
-        scheduler._output.listen(self._registration, self._on_output)
+        self._log.open(self._registration, log_lines, self._on_log)
 
         self.refresh(redraw=True)
         self._calibrate()
@@ -298,12 +451,11 @@ class Dashboard(widgets.VBox):
     @property
     def log_text(self) -> str:
         """The text the log pane keeps: the last `log_lines` lines the callbacks of background runs wrote."""
-        return self._log.text()
+        return self._log.lines.text(self.log_lines)
 
     def clear_log(self) -> None:
-        """Empty the log pane."""
+        """Empty the log pane (of every dashboard of the scheduler: they share it)."""
         self._log.clear()
-        self._log_run = None
         self._show_log()
 
     @property
@@ -320,16 +472,29 @@ class Dashboard(widgets.VBox):
         if self._closed:
             return
         tasks = self.tasks
-        if self._data.update(tasks, self.scheduler.started_at):
+        data = self._data
+        data.trials = bool(tasks) and all(isinstance(task, TrialTask) for task in tasks)
+        data.x = self._x or ("number" if data.trials else "time")
+        changed = data.update(tasks, self.scheduler.started_at)
+        if changed:
             self._dirty = True
+            self._study_stale = True
+        if self._study_stale:
+            self._read_study_best(force=redraw is True)
         self._note_callback_error()
         self._update_buttons()
         self._update_status()
         self._update_progress(tasks)
+        self._update_best()
+        self._update_failures(tasks)
         self.counters_html.value = _html.TABLE_CSS + _html.counters_table_html(tasks, run=True)
+        if self._table_rows and (changed or not self.trials_html.value):
+            self.trials_html.value = trials_table_html(data, metric=self._metric())
         self._show_log()
         if redraw is not False:
-            self._maybe_redraw(force=bool(redraw))
+            # The first ended call and the first value are drawn at once, whatever the throttle says.
+            first = (data.n_ended and not self._drawn_ended) or (data.has_values and not self._drawn_values)
+            self._maybe_redraw(force=bool(redraw) or bool(first))
 
     def redraw(self, *, throttle: bool = True) -> None:
         """Draw the plot now, whatever the throttle says, and show it.
@@ -341,17 +506,20 @@ class Dashboard(widgets.VBox):
         renderer = self._renderer
         if renderer is None or self._closed:
             return
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.thread_time()
         frame = self._frame if self._user_plot is not None else None
         self.plot_image.value = renderer.render(self._data, self._user_plot, frame)
         if renderer.plot_error is not None:
             self._own_error = (time.time(), f"plot: {_html.short_error(renderer.plot_error)}")
-        cost = time.perf_counter() - began
-        self.redraw_seconds += cost
+        self.redraw_seconds += time.perf_counter() - began
         if throttle:
-            self._redraw_costs.append(cost)
+            # The loop's own work (its thread's CPU time): on a machine that other processes keep busy
+            # (the run's workers, a browser), the wall time of a redraw grows with their load, not with
+            # what the dashboard takes from the loop; spacing redraws by it would starve the plot.
+            self._redraw_costs.append(time.thread_time() - began_cpu)
         self._last_redraw = time.perf_counter()
         self._dirty = False
+        self._drawn_ended, self._drawn_values = self._data.n_ended, self._data.has_values
         self.n_redraws += 1
 
     def _calibrate(self) -> None:
@@ -359,9 +527,9 @@ class Dashboard(widgets.VBox):
         slower than those that follow, and the throttle spaces redraws by what drawing costs."""
         if self._renderer is None:
             return
-        began = time.perf_counter()
+        began = time.thread_time()
         self._renderer.render(self._data, self._user_plot, self._frame if self._user_plot is not None else None)
-        self._redraw_costs.append(time.perf_counter() - began)
+        self._redraw_costs.append(time.thread_time() - began)
 
     def _maybe_redraw(self, *, force: bool = False) -> None:
         if self._renderer is None:
@@ -384,7 +552,10 @@ class Dashboard(widgets.VBox):
         share = self.draw_budget - other / elapsed if elapsed > 0 else self.draw_budget
         pause = min(max(self.interval, cost / max(share, self.draw_budget / 20)), MAX_REDRAW_PAUSE)
         if now >= self._last_redraw + pause:
+            self._redraw_due = None
             self.redraw()
+        else:  # the timer wakes when it is due, not at the next whole interval (a 0.6 s pause is not 1 s)
+            self._redraw_due = self._last_redraw + pause
 
     def _follow_from_now(self) -> None:
         """The drawing budget counts from now: when the dashboard began to follow the current run,
@@ -400,28 +571,21 @@ class Dashboard(widgets.VBox):
         frames = [task.df() for task in tasks]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
-    def _on_output(self, chunks: Chunks) -> None:
-        """What one batch of a background run's callbacks wrote (the scheduler calls this in its loop)."""
+    def _on_log(self) -> None:
+        """Lines came into the scheduler's log (the scheduler calls this in its loop, via the shared log)."""
         if self._closed:
             return
-        run = self.scheduler.started_at
-        if run != self._log_run:
-            if self._log.n_lines and run is not None:  # an earlier run's lines are there: say where this one's begin
-                began = time.strftime("%H:%M:%S", time.localtime(run))
-                self._log.add([("stdout", f"--- run started at {began} ---\n")])
-            self._log_run = run
-        self._log.add(chunks)
         if self._timer is None:  # no refresh is coming (the run ended): show it now
             self._safely(self._show_log)
 
     def _show_log(self) -> None:
         """Bring the log pane up to date: its outputs (the kernel-side state a notebook saves) and its title."""
-        log = self._log
+        log = self._log.lines
         if log.version == self._log_shown:
             return
         self._log_shown = log.version
-        self.log_output.outputs = log.outputs()
-        self.log_pane.titles = (log.title(),)
+        self.log_output.outputs = log.outputs(self.log_lines)
+        self.log_pane.titles = (log.title(self.log_lines),)
 
     def _note_callback_error(self) -> None:
         error = self.scheduler.last_error
@@ -460,7 +624,8 @@ class Dashboard(widgets.VBox):
         ]
         if error:
             parts.append(
-                f'last error: <code class="byop-error" title="{html.escape(error)}">{html.escape(error)}</code>'
+                f'last error: <code class="byop-error" title="{html.escape(error)}">'
+                f"{html.escape(_html.short_error(error, 90))}</code>"
             )
         spent = self._spent_call_limits() if not scheduler.running() else ""
         if spent:
@@ -473,28 +638,123 @@ class Dashboard(widgets.VBox):
         maps = [m for task in tasks for m in task._maps if m.run == scheduler.started_at]
         timeout = getattr(scheduler, "timeout", None)
         seconds = _html.elapsed(scheduler)
-        if maps and all(m.total is not None for m in maps):
-            ended = sum(m.ended for m in maps)
-            bound = sum(m.total or 0 for m in maps)
-            fraction = ended / bound if bound else 1.0
-            self.progress_bar.description = "calls"
-            self.progress_html.value = f"{ended} / {bound} calls"
+        unit = "trials" if self._data.trials else "calls"
+        ended_in_run = self._data.n_ended
+        if self.total is not None:
+            done, bound = ended_in_run, self.total
+        elif maps and all(m.total is not None for m in maps):
+            done, bound = sum(m.ended for m in maps), sum(m.total or 0 for m in maps)
         elif limited:
-            ended = sum(task.counts.get(task.DONE, 0) + task.counts.get(task.CANCELLED, 0) for task in limited)
+            # The budget is the whole call_limit, earlier runs' calls included (they spent it too).
+            done = sum(task.counts.get(task.DONE, 0) + task.counts.get(task.CANCELLED, 0) for task in limited)
             bound = sum(task.call_limit or 0 for task in limited)
-            fraction = ended / bound
-            self.progress_bar.description = "calls"
-            self.progress_html.value = f"{ended} / {bound} calls"
         elif timeout is not None and seconds is not None:
-            fraction = seconds / timeout
+            self._progress_row.layout.display = None
+            self.progress_bar.value = min(1.0, max(0.0, seconds / timeout))
             self.progress_bar.description = "time"
             self.progress_html.value = f"{_html.format_seconds(seconds)} / {_html.format_seconds(timeout)}"
+            self.progress_bar.bar_style = "info" if scheduler.running() else "success"
+            return
         else:
             self._progress_row.layout.display = "none"
             return
         self._progress_row.layout.display = None
-        self.progress_bar.value = min(1.0, max(0.0, fraction))
+        self.progress_bar.description = unit
+        self.progress_bar.value = min(1.0, max(0.0, done / bound if bound else 1.0))
         self.progress_bar.bar_style = "info" if scheduler.running() else "success"
+        text = progress_text(done, bound, ended_in_run, seconds, unit=unit, ended=not scheduler.running())
+        self.progress_html.value = f'<span class="byop-progress-text">{html.escape(text)}</span>'
+
+    def _metric(self) -> str | None:
+        """The metric plotted and ranked: the one given, or the first numeric key the results had."""
+        if self._data.metric is not None:
+            return self._data.metric
+        return next((series.metric for series in self._data.series if series.metric), None)
+
+    def _read_study_best(self, *, force: bool = False) -> None:
+        """Read the optimizer's best (its whole study's): at most once a second, when calls ended.
+
+        Reading it may query a database (an Optuna storage), so not at every refresh."""
+        optimizer = self.optimizer
+        if optimizer is None:
+            return
+        now = time.perf_counter()
+        if not force and now - self._study_checked < 1.0:
+            return  # read at a later refresh
+        self._study_checked = now
+        self._study_stale = False
+        try:
+            value = getattr(optimizer, "best_value", None)
+        except Exception:  # a storage hiccup must not break the view; the run's own best shows meanwhile
+            logger.debug("reading the optimizer's best_value failed", exc_info=True)
+            value = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            self._data.overall_best = (float(value), "in the study")
+        else:
+            self._data.overall_best = None
+
+    def _update_best(self) -> None:
+        data = self._data
+        metric = self._metric() or "result"
+        if data.overall_best is not None:
+            value, where = data.overall_best
+            text = f"{metric}: best ({data.best}) <b>{value:.6g}</b> {html.escape(where)}"
+        else:
+            bests = [series.best[-1] for series in data.series if series.best]
+            if not bests:
+                self.best_html.value = ""
+                return
+            best = min(bests) if data.best == "min" else max(bests)
+            text = f"{html.escape(metric)}: best ({data.best}) <b>{best:.6g}</b>"
+        self.best_html.value = f'<span class="byop-best-text">{text}</span>'
+
+    def _update_failures(self, tasks: list[Task[Any, Any]]) -> None:
+        lines = [line for task in tasks if (line := self._failure_line(task))]
+        self.failures_html.value = (
+            "".join(f'<div class="byop-failure-line">{html.escape(line)}</div>' for line in lines) if lines else ""
+        )
+        if lines:
+            self.add_class("byop-failing")
+        else:
+            self.remove_class("byop-failing")
+
+    def _failure_line(self, task: Task[Any, Any]) -> str | None:
+        """The latest run's failures of `task` in one line, with the first error; None when none failed.
+
+        Computed from what the task exposes (its rows per status since the run began, and its history's
+        rows): the one place to switch to an engine summary."""
+        _, statuses_then, rows_then = task._at_run_start
+        statuses = task.history.status_counts
+        failed = {
+            str(status): statuses.get(status, 0) - statuses_then.get(status, 0)
+            for status in task.FAILURES
+            if statuses.get(status, 0) - statuses_then.get(status, 0) > 0
+        }
+        if not failed:
+            return None
+        # The first failed row of the run: found once, read incrementally (a run may end thousands of calls).
+        history = task.history
+        then, read, first = self._failures.get(id(task), (rows_then, rows_then, ""))
+        if then != rows_then:
+            read, first = rows_then, ""
+        if not first:
+            failures = task.FAILURES
+            for index in range(read, len(history)):
+                row = history.row(index)
+                if row.get("status") in failures:
+                    first = _html.row_error(row) or str(row.get("status"))
+                    break
+            read = len(history)
+        self._failures[id(task)] = (rows_then, read, first)
+        ended = len(history) - rows_then - statuses.get("cancelled", 0) + statuses_then.get("cancelled", 0)
+        unit = "trials" if isinstance(task, TrialTask) else "calls"
+        words = [f"{n} {_FAILED_WORDS.get(status, 'hit the ' + status)}" for status, n in failed.items()]
+        if len(words) == 1:
+            n, status = next(iter(failed.values())), next(iter(failed))
+            line = f"{n} of {ended} {unit} of {task.name!r} {_FAILED_WORDS.get(status, 'hit the ' + status)}"
+        else:
+            line = f"{sum(failed.values())} of {ended} {unit} of {task.name!r} failed ({', '.join(words)})"
+        return f"{line}; first: {_html.short_error(first, 200)}" if first else line
 
     # -- buttons -----------------------------------------------------------
     def start(self) -> RunHandle:
@@ -502,11 +762,20 @@ class Dashboard(widgets.VBox):
 
         Returns the [`RunHandle`][byop_nb.scheduling.RunHandle], also kept as `dashboard.handle`.
 
+        During a background run (one `start()` began) it starts nothing: it writes one line
+        saying so and returns that run's handle.
+
         Raises:
             RuntimeError: no event loop is running (outside Jupyter: use `scheduler.run()`),
-                or the scheduler is running already.
+                or a blocking `run()` is going on.
         """
-        handle = self.scheduler.start(timeout=self.timeout, end_on_empty=self.end_on_empty, wait=self.wait)
+        scheduler = self.scheduler
+        if scheduler.running() and scheduler._handle is not None:
+            # Not an error a traceback helps with: say it in one line, and give the run's handle.
+            began = _html.format_seconds(_html.elapsed(scheduler))
+            print(f"byop_nb: the run is going on already (for {began}); this returns its handle", file=sys.stderr)
+            return scheduler._handle
+        handle = scheduler.start(timeout=self.timeout, end_on_empty=self.end_on_empty, wait=self.wait)
         self.handle = handle
         self.refresh(redraw=False)
         return handle
@@ -547,7 +816,11 @@ class Dashboard(widgets.VBox):
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop here: the scheduler's events still refresh the widgets
             return
-        self._timer = loop.call_later(self.interval, self._tick)
+        delay = self.interval
+        due = self._redraw_due
+        if due is not None and self._dirty:
+            delay = min(delay, max(0.05, due - time.perf_counter()))
+        self._timer = loop.call_later(delay, self._tick)
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
@@ -557,6 +830,8 @@ class Dashboard(widgets.VBox):
     def _tick(self) -> None:
         self._timer = None
         self._safely(self.refresh)
+        if self._snapshots and time.perf_counter() - self._snapshot_at >= SNAPSHOT_EVERY:
+            self._safely(self._update_snapshots)
         if self.scheduler.running():
             self._start_timer()
 
@@ -566,6 +841,7 @@ class Dashboard(widgets.VBox):
         self._callback_error = None
         self._own_error = None
         self._follow_from_now()
+        self._drawn_ended, self._drawn_values = 0, False  # the new run's first call is drawn at once too
         self._safely(lambda: self.refresh(redraw=False))
         self._start_timer()
 
@@ -576,6 +852,57 @@ class Dashboard(widgets.VBox):
         self._stop_timer()
         self._stop_clicked = False
         self._safely(lambda: self.refresh(redraw=True))
+        self._safely(self._update_snapshots)
+
+    # -- the static picture in the cell's output -----------------------------------
+    def _ipython_display_(self) -> None:
+        """Show the widget, and below it its static picture (hidden while the widget shows; see the class doc)."""
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(), raw=True)
+        self._snapshots.append(display(self.snapshot_bundle(), raw=True, display_id=True))
+
+    def snapshot_html(self) -> str:
+        """The dashboard as static HTML: status, progress, best, failures, counters, the plot (an embedded
+        PNG) and the trials table, as they are now: what a notebook keeps in the cell's output."""
+        parts = [
+            _SNAPSHOT_CSS,
+            f'<div class="byop-snapshot-row">{self.status_html.value}</div>',
+        ]
+        if self._progress_row.layout.display != "none" or self.best_html.value:
+            progress = self.progress_html.value if self._progress_row.layout.display != "none" else ""
+            parts.append(f'<div class="byop-snapshot-row">{progress} &nbsp; {self.best_html.value}</div>')
+        if self.failures_html.value:
+            parts.append(f'<div class="byop-failures">{self.failures_html.value}</div>')
+        parts.append(self.counters_html.value)
+        png = bytes(self.plot_image.value) if self._renderer is not None else b""
+        if png:
+            encoded = base64.b64encode(png).decode("ascii")
+            parts.append(f'<img class="byop-snapshot-plot" src="data:image/png;base64,{encoded}" alt="the plot"/>')
+        if self._table_rows:
+            parts.append(self.trials_html.value)
+        failing = " byop-failing" if self.failures_html.value else ""
+        return f'<div class="byop-snapshot{failing}">{"".join(parts)}</div>'
+
+    def snapshot_bundle(self) -> dict[str, Any]:
+        """The static picture as a display bundle: `text/html` (everything), `image/png` (the plot) and
+        `text/plain`."""
+        bundle: dict[str, Any] = {
+            "text/html": self.snapshot_html(),
+            "text/plain": f"byop_nb Dashboard: {self.scheduler.state}",
+        }
+        png = bytes(self.plot_image.value) if self._renderer is not None else b""
+        if png:
+            bundle["image/png"] = base64.b64encode(png).decode("ascii")
+        return bundle
+
+    def _update_snapshots(self) -> None:
+        if not self._snapshots:
+            return
+        self._snapshot_at = time.perf_counter()
+        bundle = self.snapshot_bundle()
+        for handle in self._snapshots:
+            handle.update(bundle, raw=True)
 
     # -- closing -------------------------------------------------------------
     @property
@@ -594,7 +921,7 @@ class Dashboard(widgets.VBox):
             scheduler = self.scheduler
             for event in (scheduler.STARTED, scheduler.FINISHING, scheduler.FINISHED):
                 scheduler.event_manager.remove(self._registration, event)
-            scheduler._output.forget(self._registration)
+            self._log.close(self._registration)
             if self._renderer is not None:
                 self._renderer.close()
             for widget in (
@@ -604,6 +931,10 @@ class Dashboard(widgets.VBox):
                 self.progress_bar,
                 self.progress_html,
                 self.counters_html,
+                self.best_html,
+                self.failures_html,
+                self.trials_html,
+                self._css,
                 self.plot_image,
                 self.log_output,
                 self.log_pane,

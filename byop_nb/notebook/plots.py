@@ -22,7 +22,10 @@ assert png.startswith(b"\\x89PNG")
 
 from __future__ import annotations
 
+import bisect
+import collections
 import io
+import itertools
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -94,6 +97,7 @@ class _Series:
         "name",
         "rows_read",
         "task",
+        "value_numbers",
         "value_times",
         "values",
     )
@@ -106,6 +110,7 @@ class _Series:
         self.failed = 0
         self.failures: dict[str, int] = {}  # ended calls per failure status
         self.value_times: list[float] = []
+        self.value_numbers: list[float] = []  # the call (trial) number of each value
         self.values: list[float] = []
         self.best: list[float] = []  # best value so far, one per value
         self.low = math.inf  # the smallest and largest value
@@ -115,6 +120,7 @@ class _Series:
     def clear(self) -> None:
         self.ended.clear()
         self.value_times.clear()
+        self.value_numbers.clear()
         self.values.clear()
         self.best.clear()
         self.low = math.inf
@@ -129,13 +135,38 @@ class LiveData:
     Args:
         metric: the key to plot for dict results (default: the first key holding a number).
         best: "min" or "max": which values count as better for the best-so-far line.
+        x: what the values are plotted against: "time" (seconds since the run started) or
+            "number" (a trial's number from its optimizer, `info.number` or
+            `info.optuna_trial`, or else the call's number).
+        keep: how many rows `latest` and `top` keep (the live table's latest and best).
     """
 
-    def __init__(self, metric: str | None = None, best: Literal["min", "max"] = "min") -> None:
+    def __init__(
+        self,
+        metric: str | None = None,
+        best: Literal["min", "max"] = "min",
+        *,
+        x: Literal["time", "number"] = "time",
+        keep: int = 5,
+    ) -> None:
         if best not in ("min", "max"):
             raise ValueError(f"best= must be 'min' or 'max', got {best!r}")
+        if x not in ("time", "number"):
+            raise ValueError(f"x= must be 'time' or 'number', got {x!r}")
         self.metric = metric
         self.best = best
+        self.x = x
+        self.keep = keep
+        self.latest: collections.deque[Mapping[str, Any]] = collections.deque(maxlen=keep)
+        """The latest ended rows of the latest run (the history's own, newest last), all tasks together."""
+        self.overall_best: tuple[float, str] | None = None
+        """A best value from elsewhere, and where it is from (an optimizer's study: "in the study"), that the
+        values panel shows instead of the latest run's own."""
+        self.trials = False
+        """Whether the rows are trials (a `Trial.Task`'s): the plot says "trial" for a call."""
+        self.top: list[tuple[float, int, Mapping[str, Any]]] = []
+        """The `keep` best rows of the latest run by their value, best first: (value, order, row)."""
+        self._order = 0
         self.since: float | None = None
         self.last_error: tuple[float, str] | None = None
         """(finished time, "task: Type: message") of the latest failed call of the latest run."""
@@ -167,6 +198,8 @@ class LiveData:
         if since != self.since:
             self.since = since
             self.last_error = None
+            self.latest.clear()
+            self.top.clear()
             for s in self._series.values():
                 s.clear()
             changed = True
@@ -200,11 +233,13 @@ class LiveData:
         """
         ended = series.ended
         successes, failures = task.SUCCESSES, task.FAILURES
+        latest, top, keep, sign = self.latest, self.top, self.keep, (1.0 if self.best == "min" else -1.0)
         for row in rows:
             finished = row.get("finished")
             if finished is None or finished < start or not isinstance(finished, (int, float)):
                 continue
             ended.append(finished)
+            latest.append(row)
             status = row.get("status")
             if status in failures:
                 series.failed += 1
@@ -226,7 +261,15 @@ class LiveData:
             if value is None or not math.isfinite(value):
                 continue
             series.value_times.append(float(finished))
+            # A trial's own number (an optimizer's: "trial-7" is 7, a resumed study's go on), else the call's.
+            number = row.get("info.number", row.get("info.optuna_trial", row.get("call")))
+            series.value_numbers.append(float(number) if isinstance(number, int) else float(len(ended)))
             series.values.append(value)
+            self._order += 1
+            if len(top) < keep or sign * value < sign * top[-1][0]:
+                # a few rows, kept sorted: best first, the earlier of equal values first
+                bisect.insort(top, (value, self._order, row), key=lambda item: (sign * item[0], item[1]))
+                del top[keep:]
             if value < series.low:
                 series.low = value
             if value > series.high:
@@ -235,26 +278,51 @@ class LiveData:
 
 
 def _round_range(low: float, high: float, intervals: int = _Y_TICKS - 1) -> tuple[float, float]:
-    """A range holding [low, high] whose ticks (at `intervals` fixed fractions) fall on round numbers:
-    its step is 1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten, and it starts at a multiple of it.
-    Limits that grow in such steps change now and then, not at every new point."""
+    """The narrowest range holding [low, high] whose ticks (at `intervals` fixed fractions) fall on round
+    numbers: its step is 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten, and it starts at a
+    multiple of it. An accuracy between 0.1 and 0.98 gets 0 to 1, not -0.4 to 1.2. Limits that grow in
+    such steps change now and then, not at every new point."""
     power = 10.0 ** math.floor(math.log10(max(high - low, 1e-12) / intervals))
-    for factor in (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0):
+    for factor in (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0):
         step = factor * power
-        start = math.floor(low / step) * step
-        if start + intervals * step >= high:
+        start = math.floor(low / step + 1e-9) * step
+        if start + intervals * step >= high - 1e-12 * max(1.0, abs(high)):
             return start, start + intervals * step
-    return low, high  # (not reached: a step of 20 powers always holds the range)
+    return low, high  # (not reached: a step of 25 powers always holds the range)
 
 
-def _tick_text(value: float) -> str:
-    """A short tick label: 0.3, 1.5, 2500, 12k, 1.5M."""
-    size = abs(value)
-    if size >= 1e6:
-        return f"{value / 1e6:.3g}M"
-    if size >= 1e4:
-        return f"{value / 1e3:.3g}k"
-    return f"{value:.4g}"
+def _tick_labels(low: float, high: float, n: int) -> list[str]:
+    """`n` labels for ticks evenly spaced from `low` to `high`, short and each different from the others:
+    0.3, 1.5, 2500, 12k, 1.5M; as many decimals as the step needs, so that each label says its tick's
+    value (0, 0.25, 0.5, not 0, 0.2, 0.5) and no two are alike (0.5431, 0.5432, not 0.543 twice).
+
+    ```python
+    from byop_nb.notebook.plots import _tick_labels
+    assert _tick_labels(0.0, 1.0, 5) == ["0", "0.25", "0.5", "0.75", "1"]
+    assert _tick_labels(0.5431, 0.5435, 5) == ["0.5431", "0.5432", "0.5433", "0.5434", "0.5435"]
+    ```
+    """
+    values = [low + (high - low) * i / (n - 1) for i in range(n)]
+    size = max(abs(low), abs(high))
+    scale, suffix = (1e6, "M") if size >= 1e6 else (1e3, "k") if size >= 1e4 else (1.0, "")
+    step = abs(high - low) / (n - 1) / scale
+    decimals = max(0, -math.floor(math.log10(step))) if step > 0 else 0
+    while decimals < 12 and abs(round(step, decimals) - step) > step * 1e-6:  # 0.25 needs 2, 1.5 needs 1
+        decimals += 1
+    labels: list[str] = []
+    for extra in range(4):  # (labels the step tells apart are unique already; this is a safety net)
+        labels = [_number_text(v / scale, decimals + extra) for v in values]
+        labels = [text + suffix if text != "0" else text for text in labels]
+        if len(set(labels)) == n:
+            break
+    return labels
+
+
+def _number_text(value: float, decimals: int) -> str:
+    text = f"{value:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def _picks(n: int) -> range | list[int]:
@@ -292,7 +360,7 @@ class PlotRenderer:
         self._ticks: dict[Axes, tuple[list[str], list[str]]] = {}
         self._titles: dict[Axes, str] = {}
         self._fonts: dict[float, Any] = {}
-        self._bounds: dict[Axes, tuple[float, float, float]] = {}  # each axes' limits: x max, y low, y high
+        self._bounds: dict[Axes, tuple[float, float, float, float]] = {}  # each axes' limits: x, y low and high
         self._legend_names: tuple[str, ...] = ()
         self._frame: Any = None  # the pixels of the axes, grid and legend (no text that changes)
         self._background: Any = None  # the frame with the tick labels and titles
@@ -318,7 +386,7 @@ class PlotRenderer:
         axes = self.figure.subplots(1, len(layout), squeeze=False)[0]
         self._axes = dict(zip(layout, axes, strict=True))
         self._layout = layout
-        self.figure.subplots_adjust(left=0.05, right=0.99, bottom=0.1, top=0.9, wspace=0.15)
+        self.figure.subplots_adjust(left=0.05, right=0.975, bottom=0.1, top=0.9, wspace=0.15)
         for name, ax in self._axes.items():
             if name != "user":
                 self._style(ax)
@@ -431,28 +499,34 @@ class PlotRenderer:
                 self._animated.append(line)
         return lines
 
-    def _limits(self, ax: Axes, x: float, y_low: float, y_high: float, *, y_from_zero: bool) -> bool:
-        """Grow `ax`'s limits in steps to hold x in [0, x] and y in [y_low, y_high]; whether they changed."""
+    def _limits(self, ax: Axes, x_low: float, x: float, y_low: float, y_high: float, *, y_from_zero: bool) -> bool:
+        """Grow `ax`'s limits in steps to hold x in [x_low, x] and y in [y_low, y_high]; whether they changed.
+
+        The axes follow the data: the y range is the values' own with a narrow margin, rounded
+        out to round ticks (see `_round_range`), made anew when a value falls outside it; x grows
+        a fifth ahead of the data, so that a new point seldom needs new labels."""
         old = self._bounds.get(ax)
         if old is not None:
-            x_max, low, high = old
-            if x <= x_max and low <= y_low and y_high <= high:
+            x_min, x_max, low, high = old
+            if x_min <= x_low and x < x_max and low <= y_low and y_high <= high:  # (a point on the edge: grow)
                 return False
-        x_max = _round_range(0.0, max(x, 1.0) * 1.2, _X_TICKS - 1)[1]
+        x_min = 0.0 if x_low <= 1.0 else x_low - 1.0
+        x_min, x_max = _round_range(x_min, x_min + max(x - x_min, 1.0) * 1.2, _X_TICKS - 1)
         if y_from_zero:
             low, high = _round_range(0.0, max(y_high * 1.2, 8.0))
         else:
-            span = max(y_high - y_low, abs(y_high) * 1e-3, 1e-9)
-            low, high = y_low - 0.25 * span, y_high + 0.25 * span
-            if old is not None:  # only ever widen: a value range that jitters would redraw each time
-                low, high = min(low, old[1]), max(high, old[2])
-            low, high = _round_range(low, high)
-        self._bounds[ax] = (x_max, low, high)
-        ax.set_xlim(0, x_max)
+            span = y_high - y_low
+            margin = span * 0.01 if span > 0 else max(abs(y_high) * 0.05, 1e-6)
+            # From the values' own range (all of the run's so far), not from the old limits: those were
+            # rounded out already, and rounding them again would widen the axis beyond what the data need
+            # (an accuracy from 0.1 to 0.97 on 0 to 1.2). New limits come only when a value falls outside.
+            low, high = _round_range(y_low - margin, y_high + margin)
+        self._bounds[ax] = (x_min, x_max, low, high)
+        ax.set_xlim(x_min, x_max)
         ax.set_ylim(low, high)
         xs, ys = self._ticks[ax]
-        xs[:] = [_tick_text(x_max * i / (_X_TICKS - 1)) for i in range(_X_TICKS)]
-        ys[:] = [_tick_text(low + (high - low) * i / (_Y_TICKS - 1)) for i in range(_Y_TICKS)]
+        xs[:] = _tick_labels(x_min, x_max, _X_TICKS)
+        ys[:] = _tick_labels(low, high, _Y_TICKS)
         return True
 
     def _title(self, ax: Axes, text: str) -> bool:
@@ -494,36 +568,56 @@ class PlotRenderer:
             if len(names) > 1:
                 ax.legend(fontsize=7, loc="upper left", frameon=False)
             self._frame = None
-        return self._limits(ax, x_end, 0.0, float(total), y_from_zero=True) or retitled
+        return self._limits(ax, 0.0, x_end, 0.0, float(total), y_from_zero=True) or retitled
 
     def _draw_values(self, ax: Axes, data: LiveData, since: float) -> bool:
         titles = []
-        x_end = 0.0
+        by_number = data.x == "number"
+        x_start, x_end = math.inf, 0.0
         low, high = math.inf, -math.inf
         for i, series in enumerate(data.series):
             points, best = self._line(ax, "values", i, 2)
             points.set_linestyle("none")
             points.set_marker(".")
-            points.set_markersize(3)
-            points.set_alpha(0.45)
+            points.set_markersize(4 if by_number else 3)
+            points.set_alpha(0.55 if by_number else 0.45)
             best.set_linewidth(1.5)
             best.set_drawstyle("steps-post")
-            picked = _picks(len(series.values))
-            times, values, bests = series.value_times, series.values, series.best
-            xs = [times[i] - since for i in picked]
+            values, bests = series.values, series.best
+            if by_number:
+                # Calls end out of order (trial 7 before trial 6): the best so far is taken in the order
+                # of their numbers, so that its line never steps back. The numbers are nearly sorted
+                # already, which sorting uses.
+                numbers = series.value_numbers
+                order = sorted(range(len(numbers)), key=numbers.__getitem__)
+                better = min if data.best == "min" else max
+                bests = list(itertools.accumulate((values[i] for i in order), better))
+                values = [values[i] for i in order]
+                all_xs = [numbers[i] for i in order]
+                picked = _picks(len(values))
+                xs = [all_xs[i] for i in picked]
+            else:
+                picked = _picks(len(values))
+                times = series.value_times
+                xs = [times[i] - since for i in picked]
             points.set_data(xs, [values[i] for i in picked])
             best.set_data(xs, [bests[i] for i in picked])
             if series.values:
-                x_end = max(x_end, xs[-1])
+                x_start, x_end = min(x_start, xs[0]), max(x_end, xs[-1])
                 low, high = min(low, series.low), max(high, series.high)
             if series.best:
                 label = series.metric or "result"
                 prefix = f"{series.name} " if len(data.series) > 1 else ""
-                titles.append(f"{prefix}{label}: best {series.best[-1]:.4g}")
-        retitled = self._title(ax, " \u00b7 ".join(titles) or "results")
+                titles.append(f"{prefix}{label}: best ({data.best}) {series.best[-1]:.4g}")
+        if data.overall_best is not None:
+            value, where = data.overall_best
+            titles = [f"{data.metric or 'result'}: best ({data.best}) {value:.4g} {where}"]
+        x_text = "x: trial" if by_number and data.trials else "x: call" if by_number else "x: seconds"
+        title = " \u00b7 ".join(titles) or "results"
+        retitled = self._title(ax, f"{title}  \u00b7  {x_text}")
         if not math.isfinite(low):
             return retitled
-        return self._limits(ax, x_end, low, high, y_from_zero=False) or retitled
+        return self._limits(ax, x_start if by_number else 0.0, x_end, low, high, y_from_zero=False) or retitled
 
     def _draw_user(self, ax: Axes, plot: PlotFunction, frame: Callable[[], pd.DataFrame]) -> None:
         ax.clear()

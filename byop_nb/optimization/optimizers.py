@@ -342,6 +342,20 @@ class RandomSearch:
             raise ValueError("this RandomSearch has metric=None, so no trial is best; make it with metric='...'")
         return self._best
 
+    @property
+    def best_value(self) -> float | None:
+        """The best `metric` value of all the reports told (every run's), in `direction`; None before any
+        success, or with `metric=None`.
+
+        ```python
+        search = RandomSearch({"x": (0.0, 1.0)}, metric="acc", direction="maximize")
+        search.tell(search.ask().success(acc=0.5))
+        search.tell(search.ask().success(acc=0.75))
+        search.best_value   # 0.75
+        ```
+        """
+        return None if self.metric is None or self._best is None else self._best_value
+
     def df(self) -> pd.DataFrame:
         """One row per report told, in the order told.
 

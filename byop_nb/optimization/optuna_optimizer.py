@@ -287,6 +287,27 @@ class OptunaOptimizer:
         return directions[0] if len(directions) == 1 else directions
 
     @property
+    def best_value(self) -> float | None:
+        """The study's best value of the metric, in the study's direction, over all its COMPLETE trials:
+        those of earlier runs, kernels and processes on the same storage too. None before any trial
+        completed, and for a multi-objective study (it has a front, not one best).
+
+        ```python
+        optimizer = OptunaOptimizer({"x": (0.0, 1.0)}, metric="acc", direction="maximize")
+        optimizer.best_value            # None: nothing completed yet
+        trial = optimizer.ask()
+        optimizer.tell(trial.success(acc=0.9))
+        optimizer.best_value            # 0.9
+        ```
+        """
+        if len(self.study.directions) != 1:
+            return None
+        try:
+            return float(self.study.best_value)
+        except ValueError:  # no COMPLETE trial yet
+            return None
+
+    @property
     def pending(self) -> list[Trial]:
         """Trials this optimizer asked and was not told about yet (running, or never run)."""
         return [self._trial(t) for t in self._pending.values()]

@@ -194,6 +194,10 @@ class Task(Generic[P, R]):
         self.on_walltime_limit_reached = self.on_wall_time_limit_reached
 
         self.n_called = 0
+        self.n_refused = 0
+        """Calls refused because the run was ending (after `stop()`, a timeout or a callback error): they never
+        ran, and no event says so. A Dashboard counts them as cancelled, as an optimizer's study does."""
+        self._refused_in_run: tuple[float | None, int] = (None, 0)  # (the run's start, refusals in that run)
         self._n_running = 0
         self._maps: list[TaskMap] = []  # the maps of the latest run
         # Event counts, rows per status and rows when the latest run began: what that run did is the difference.
@@ -229,6 +233,9 @@ class Task(Generic[P, R]):
             return None
         scheduler = self.scheduler
         if not scheduler._accepts(self.function):
+            self.n_refused += 1
+            run, refused = self._refused_in_run
+            self._refused_in_run = (scheduler.started_at, refused + 1 if run == scheduler.started_at else 1)
             return None
         call = Call(self, self.n_called + 1, args, kwargs, _now())
         call.feed = feed
