@@ -1445,3 +1445,29 @@ def test_a_trial_is_plotted_at_its_optimizers_number():
     scheduler.run()
     assert board._data.series[0].value_numbers == [3.0, 4.0]
     board.close()
+
+
+def always_fails(x: int) -> int:
+    raise KeyError(f"learning_rate {x}")
+
+
+def test_start_passes_end_after_failures_and_the_failure_line_is_the_engines():
+    """Start ends the run after N failed calls in a row when the dashboard was given
+    end_after_failures=N; its red line is the engine's FailureSummary line."""
+    with pytest.raises(ValueError, match="end_after_failures"):
+        Dashboard(Scheduler.with_threads(1), end_after_failures=0)
+    scheduler = Scheduler.with_threads(1)
+    task = Task(always_fails, scheduler)
+    keep_busy(scheduler, task, 5.0, in_flight=1)
+    board = Dashboard(scheduler, task, end_after_failures=3)
+
+    async def body() -> ExitCode:
+        board.start_button.click()
+        return await board.handle
+
+    assert run_async(body) is ExitCode.EXCEPTION
+    assert "end_after_failures=3" in str(scheduler.last_error)
+    board.refresh()
+    summary = task.failure_summary()
+    assert summary.in_a_row >= 3 and summary.line in board.failures_html.value.replace("&#x27;", "'")
+    board.close()

@@ -47,7 +47,6 @@ SNAPSHOT_EVERY = 5.0
 """While a run goes on, the static picture in the cell's output is brought up to date every 5 seconds
 (and when the run ends): a kernel that dies mid-run leaves a picture at most that old."""
 
-_FAILED_WORDS = {"crashed": "crashed", "fail": "failed", "exception": "raised"}
 
 _DASHBOARD_CSS = (
     "<style>"
@@ -134,6 +133,8 @@ class Dashboard(widgets.VBox):
             [`scheduler.start()`][byop_nb.scheduling.Scheduler.start].
         end_on_empty: passed to `scheduler.start()` the same way.
         wait: passed to `scheduler.start()` the same way.
+        end_after_failures: passed to `scheduler.start()` the same way: end the
+            run once one task failed this many calls in a row (None: never).
         interval: seconds between refreshes while a run goes on; the plot is
             redrawn at most once per interval (default 0.5: at most 2 redraws a
             second), and less often when drawing is slow (see `draw_budget`).
@@ -276,6 +277,7 @@ class Dashboard(widgets.VBox):
         timeout: float | None = None,
         end_on_empty: bool = True,
         wait: bool = True,
+        end_after_failures: int | None = None,
         interval: float = 0.5,
         draw_budget: float = 0.02,
         metric: str | None = None,
@@ -299,7 +301,7 @@ class Dashboard(widgets.VBox):
             plot = None
         if plot is not None and plot is not False and not callable(plot):
             raise TypeError(f"plot= must be None, False or a function plot(df, ax), got {plot!r}")
-        check_run_options(timeout, end_on_empty, wait)
+        check_run_options(timeout, end_on_empty, wait, end_after_failures=end_after_failures)
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval >= 0.05:
             raise ValueError(f"interval= must be a number of seconds, at least 0.05, got {interval!r}")
         if isinstance(draw_budget, bool) or not isinstance(draw_budget, (int, float)) or not 0 < draw_budget <= 1:
@@ -319,6 +321,7 @@ class Dashboard(widgets.VBox):
         self.timeout = timeout
         self.end_on_empty = end_on_empty
         self.wait = wait
+        self.end_after_failures = end_after_failures
         self.interval = float(interval)
         self.draw_budget = float(draw_budget)
         self.handle: RunHandle | None = None
@@ -342,7 +345,6 @@ class Dashboard(widgets.VBox):
         self._study_stale = True  # calls ended since
         self._drawn_ended = 0  # calls ended, and whether values were there, at the latest redraw
         self._drawn_values = False
-        self._failures: dict[int, tuple[int, int, str]] = {}  # per task: (rows at run start, rows read, first error)
         self._snapshots: list[Any] = []  # the IPython DisplayHandles of the static pictures in cell outputs
         self._snapshot_at = -math.inf  # when they were last updated (perf_counter)
         self._renderer = None if plot is False else PlotRenderer()
@@ -719,42 +721,9 @@ class Dashboard(widgets.VBox):
             self.remove_class("byop-failing")
 
     def _failure_line(self, task: Task[Any, Any]) -> str | None:
-        """The latest run's failures of `task` in one line, with the first error; None when none failed.
-
-        Computed from what the task exposes (its rows per status since the run began, and its history's
-        rows): the one place to switch to an engine summary."""
-        _, statuses_then, rows_then = task._at_run_start
-        statuses = task.history.status_counts
-        failed = {
-            str(status): statuses.get(status, 0) - statuses_then.get(status, 0)
-            for status in task.FAILURES
-            if statuses.get(status, 0) - statuses_then.get(status, 0) > 0
-        }
-        if not failed:
-            return None
-        # The first failed row of the run: found once, read incrementally (a run may end thousands of calls).
-        history = task.history
-        then, read, first = self._failures.get(id(task), (rows_then, rows_then, ""))
-        if then != rows_then:
-            read, first = rows_then, ""
-        if not first:
-            failures = task.FAILURES
-            for index in range(read, len(history)):
-                row = history.row(index)
-                if row.get("status") in failures:
-                    first = _html.row_error(row) or str(row.get("status"))
-                    break
-            read = len(history)
-        self._failures[id(task)] = (rows_then, read, first)
-        ended = len(history) - rows_then - statuses.get("cancelled", 0) + statuses_then.get("cancelled", 0)
-        unit = "trials" if isinstance(task, TrialTask) else "calls"
-        words = [f"{n} {_FAILED_WORDS.get(status, 'hit the ' + status)}" for status, n in failed.items()]
-        if len(words) == 1:
-            n, status = next(iter(failed.values())), next(iter(failed))
-            line = f"{n} of {ended} {unit} of {task.name!r} {_FAILED_WORDS.get(status, 'hit the ' + status)}"
-        else:
-            line = f"{sum(failed.values())} of {ended} {unit} of {task.name!r} failed ({', '.join(words)})"
-        return f"{line}; first: {_html.short_error(first, 200)}" if first else line
+        """The latest run's failures of `task` in one line, with the first error; None when none failed
+        (the engine's [`FailureSummary`][byop_nb.scheduling.FailureSummary], as the run's end says it)."""
+        return task.failure_summary().line or None
 
     # -- buttons -----------------------------------------------------------
     def start(self) -> RunHandle:
@@ -775,7 +744,12 @@ class Dashboard(widgets.VBox):
             began = _html.format_seconds(_html.elapsed(scheduler))
             print(f"byop_nb: the run is going on already (for {began}); this returns its handle", file=sys.stderr)
             return scheduler._handle
-        handle = scheduler.start(timeout=self.timeout, end_on_empty=self.end_on_empty, wait=self.wait)
+        handle = scheduler.start(
+            timeout=self.timeout,
+            end_on_empty=self.end_on_empty,
+            wait=self.wait,
+            end_after_failures=self.end_after_failures,
+        )
         self.handle = handle
         self.refresh(redraw=False)
         return handle
