@@ -256,7 +256,7 @@ def _running_pid() -> int | None:
 
 
 def server_died(pid: int) -> str | None:
-    """How this process's warm server `pid` ended ("killed by SIGKILL", "exited with code 1"), or None if it runs.
+    """How this process's warm server `pid` ended ("was killed by SIGKILL", "exited with code 1"), or None if it runs.
 
     Looks without reaping it: multiprocessing reaps it when it next needs the server.
     """
@@ -268,9 +268,9 @@ def server_died(pid: int) -> str | None:
         return None
     if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
         try:
-            return f"killed by {signal.Signals(info.si_status).name}"
+            return f"was killed by {signal.Signals(info.si_status).name}"
         except ValueError:
-            return f"killed by signal {info.si_status}"
+            return f"was killed by signal {info.si_status}"
     return f"exited with code {info.si_status}"
 
 

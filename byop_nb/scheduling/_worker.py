@@ -226,9 +226,9 @@ def _run_on_warm_server(
         died = _warm.server_died(server) if server is not None else None
         if died is not None:
             raise RuntimeError(
-                f"byop_nb: the warm process (pid {server}) that starts this worker's limited calls {died} "
-                f"while {_callstring(fn, args, kwargs)} ran in it; the call is lost. "
-                "A new warm process is started for the next limited call."
+                f"byop_nb: the warm process (pid {server}) that forks this worker's limited calls {died} "
+                f"while {_callstring(fn, args, kwargs)} ran; the call is lost with it. "
+                "The next limited call starts a new warm process."
             ) from None
         if isinstance(e, pynisher.PynisherException):
             _name_the_call(e, function, fn, args, kwargs)
