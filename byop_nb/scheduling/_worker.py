@@ -230,11 +230,44 @@ def _run_on_warm_server(
                 f"while {_callstring(fn, args, kwargs)} ran; the call is lost with it. "
                 "The next limited call starts a new warm process."
             ) from None
-        if isinstance(e, pynisher.PynisherException):
+        if isinstance(e, pynisher.PynisherException) and not _say_which_limit(e, limits, fn, args, kwargs):
             _name_the_call(e, function, fn, args, kwargs)
         raise
     _warm.learn(outcome.imported)
     return outcome.result
+
+
+def _say_which_limit(
+    e: BaseException, limits: Limits, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> bool:
+    """Reword a limit hit as one sentence naming the user's call and the limit, e.g.
+    `hog(400) exceeded its memory limit of 100 MB`; False for other pynisher errors.
+
+    pynisher's own words vary by limit ("Not enough memory to run function (104857600B).",
+    "Did not finish in cpu time (1s)") and put the call on a line of its own.
+    """
+    import pynisher
+
+    call = _callstring(fn, args, kwargs)
+    if isinstance(e, pynisher.MemoryLimitException) and limits.memory is not None:
+        e.args = (f"{call} exceeded its memory limit of {_bytes(limits.memory)}",)
+    elif isinstance(e, pynisher.CpuTimeoutException) and limits.cpu_time is not None:
+        e.args = (f"{call} exceeded its CPU-time limit of {limits.cpu_time} s",)
+    elif isinstance(e, pynisher.WallTimeoutException) and limits.wall_time is not None:
+        stopped = e.args[0] if e.args and isinstance(e.args[0], str) else ""
+        after = stopped[stopped.find("(stopped after") :] if "(stopped after" in stopped else ""
+        e.args = (f"{call} exceeded its wall-time limit of {limits.wall_time:g} s {after}".rstrip(),)
+    else:
+        return False
+    return True
+
+
+def _bytes(n: int) -> str:
+    """`n` bytes as the largest whole unit that says it exactly, e.g. 100 MB, 1.5 GB, 1000 B."""
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} B"
 
 
 def _name_the_call(
@@ -315,7 +348,7 @@ def _run_watched(limited: Any, limits: Limits, result_aware: _ResultAware) -> An
     if killed.is_set():
         raise pynisher.WallTimeoutException(
             f"The call exceeded its wall-time limit of {limits.wall_time}s "
-            f"(stopped after {time.monotonic() - start:.2f}s)."
+            f"(stopped after {time.monotonic() - start:.2f} s)"
         )
     return result
 
