@@ -434,7 +434,13 @@ def start_ray(
         kwargs.pop("include_dashboard")  # a setting of the head, not of a process that connects
     kwargs.update(init_kwargs)
     session = RaySession(kwargs)
-    session.start()
+    try:
+        session.start()
+    except ConnectionError as e:  # something answered at the address, but no Ray head (Ray gives up after ~20 s)
+        raise ConnectionError(
+            f"with_ray(address={address!r}): Ray could not connect to a Ray head there ({e}). Give the address "
+            "of a running Ray head (`ray start --head` prints it), or address=None to start a local Ray"
+        ) from e
     executor = RayExecutor.__new__(RayExecutor)
     try:
         executor._init(num_cpus=None, memory=None, options=task_options, session=session)
