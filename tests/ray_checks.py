@@ -21,7 +21,8 @@ from conftest import assert_no_new_children, live_children
 
 TESTS = Path(__file__).resolve().parent
 
-RAY_CORE = ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
+RAY_CORE = ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py", "ray::DashboardAgent")
+RAY_CORE += ("ray::RuntimeEnvAgent",)
 
 
 def _cmdline(process: psutil.Process) -> str:

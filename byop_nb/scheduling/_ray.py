@@ -286,11 +286,12 @@ class RayExecutor(_Executor):
                 self._session.stop()
         elif self._session is not None:
             session = self._session
-            threading.Thread(
-                target=lambda: (self._wait_for_tasks(outstanding), session.stop()),
-                name="byop_nb-ray-shutdown",
-                daemon=True,
-            ).start()
+
+            def stop_when_done() -> None:
+                self._wait_for_tasks(outstanding)
+                session.stop()
+
+            threading.Thread(target=stop_when_done, name="byop_nb-ray-shutdown", daemon=True).start()
 
     def _wait_for_tasks(self, futures: Iterable[_RayFuture], timeout: float = 60.0) -> None:
         """Wait until the Ray tasks of `futures` ended (a cancelled one ends within moments)."""
