@@ -12,7 +12,10 @@ each ends, N calls in all:
 Rounds alternate between the two so machine noise hits both; the figure is
 the median of the per-round throughput ratios byop_nb/raw with its 95 %
 bootstrap interval (`median_ci`). A control (raw again / raw) shows how far
-noise alone moves a ratio here.
+noise alone moves a ratio here. Each round also measures this process's CPU
+time per call (all its threads, Ray's included): the driver's CPU is what bounds
+no-op dispatch, and on a shared machine it is far steadier than the rates, so
+its ratio raw/byop_nb is the second figure.
 
     PYTHONPATH=. python benchmarks/bench_ray.py [--n 2000] [--rounds 15]
 
@@ -33,7 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _tasks import IN_FLIGHT, WORKERS, median_ci, noop  # noqa: E402
+from _tasks import IN_FLIGHT, WORKERS, median_ci, noop, with_cpu  # noqa: E402
 
 from byop_nb.scheduling import RayExecutor, Scheduler, Task  # noqa: E402
 
@@ -89,19 +92,32 @@ def main(n: int, rounds: int) -> float:
     try:
         noop_remote = ray.remote(noop).options(max_retries=0)
         raw(200, noop_remote), byop(200)  # warm the workers, imports, exports
-        ratios, control = [], []
+        ratios, control, cpu_ratios, cpu_raw, cpu_byop = [], [], [], [], []
         for i in range(rounds):
-            r = raw(n, noop_remote)
-            b = byop(n)
+            r, cr = with_cpu(lambda k: raw(k, noop_remote), n)
+            b, cb = with_cpu(byop, n)
             again = raw(n, noop_remote)
             ratios.append(b / r)
             control.append(again / r)
-            print(f"round {i + 1}: raw {r:7.0f}/s  byop_nb {b:7.0f}/s  ratio {b / r:.3f}  (raw again {again:7.0f}/s)")
+            cpu_ratios.append(cr / cb)
+            cpu_raw.append(cr)
+            cpu_byop.append(cb)
+            print(
+                f"round {i + 1}: raw {r:7.0f}/s  byop_nb {b:7.0f}/s  ratio {b / r:.3f}  (raw again {again:7.0f}/s; "
+                f"main-process CPU per call: raw {cr:.0f} µs, byop_nb {cb:.0f} µs)",
+                flush=True,
+            )
     finally:
         ray.shutdown()
     median, low, high = median_ci(ratios)
     c_median, c_low, c_high = median_ci(control)
     print(f"control raw again/raw: {c_median:.3f} [95 % CI {c_low:.3f}, {c_high:.3f}] (noise alone)")
+    p_median, p_low, p_high = median_ci(cpu_ratios)
+    print(
+        f"main-process CPU per call: raw {statistics.median(cpu_raw):.0f} µs, byop_nb "
+        f"{statistics.median(cpu_byop):.0f} µs; raw/byop_nb {p_median:.3f} [95 % CI {p_low:.3f}, {p_high:.3f}] "
+        "(the driver's CPU bounds dispatch here, and moves less with other load than the rates do)"
+    )
     print(
         f"median ratio byop_nb/raw: {median:.3f} [95 % CI {low:.3f}, {high:.3f}] "
         f"(n={n}, rounds={rounds}, {WORKERS} CPUs, {IN_FLIGHT} in flight; target >= 0.9: "
