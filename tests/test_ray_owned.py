@@ -115,3 +115,56 @@ def test_without_ray_installed_the_error_names_the_extra_and_import_stays_light(
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ImportError: byop_nb runs on Ray only where Ray is installed: pip install 'byop_nb[ray]'" in result.stdout
+
+
+def test_a_scripts_main_functions_classes_and_exceptions_run_on_ray(tmp_path, no_orphans: None) -> None:
+    from conftest import run_script
+
+    source = """
+import os
+from byop_nb.scheduling import Scheduler, Task
+
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+
+class Refused(Exception):
+    pass
+
+
+def double(point):
+    if point.x < 0:
+        raise Refused(f"negative: {point.x}")
+    return Point(point.x * 2)
+
+
+def dies(x):
+    os._exit(3)
+
+
+if __name__ == "__main__":
+    scheduler = Scheduler.with_ray(2, log_to_driver=False)
+    task = Task(double, scheduler)
+    limited = Task(double, scheduler, name="limited", memory_limit=(500, "MB"))
+    dying = Task(dies, scheduler)
+    results, errors = [], []
+    for t in (task, limited):
+        t.on_returned(results.append)
+        t.on_exception(errors.append)
+    dying.on_exception(errors.append)
+    scheduler.on_start(lambda: [task(Point(1)), task(Point(-1)), limited(Point(5)), limited(Point(-5)), dying(0)])
+    print(">", scheduler.run(timeout=120))
+    print(">", sorted(r.x for r in results), all(type(r) is Point for r in results))
+    print(">", sorted(f"{type(e).__name__}: {e}".splitlines()[0][:60] for e in errors))
+    print(">", sorted(r["status"] for r in dying.history.rows))
+"""
+    with workers_import_tests():
+        # Ray's raylet prints to this stdout too (a worker that died): only our lines count
+        out = [line[2:] for line in run_script(tmp_path, source).splitlines() if line.startswith("> ")]
+    assert out[0] == "ExitCode.EXHAUSTED"
+    assert out[1] == "[2, 10] True"
+    assert "'Refused: negative: -1'" in out[2] and "'Refused: negative: -5'" in out[2]
+    assert "WorkerCrashedError" in out[2], out[2]
+    assert out[3] == "['exception']"
