@@ -333,3 +333,29 @@ def test_a_call_ray_cannot_serialize_fails_with_a_row_naming_it(ray: Any, nothin
 def test_with_ray_refuses_to_start_another_ray_beside_a_running_one(ray: Any) -> None:
     with pytest.raises(RuntimeError, match=r"Ray is running in this process already .* ray.shutdown\(\) first"):
         Scheduler.with_ray(2)
+
+
+def test_the_dashboards_buttons_drive_a_background_run_on_ray(ray: Any, nothing_left: None) -> None:
+    from test_dashboard import keep_busy, run_async, status_text, until
+
+    from byop_nb._html import task_counters
+    from byop_nb.notebook import Dashboard
+
+    scheduler = Scheduler(RayExecutor())
+    task = Task(nap, scheduler)
+    keep_busy(scheduler, task, 0.05)
+    board = Dashboard(scheduler, task, timeout=60, interval=0.1)
+
+    async def body() -> None:
+        board.start_button.click()
+        assert board.handle is not None and scheduler.state == "running"
+        await until(lambda: task_counters(task)["succeeded"] >= 10, timeout=60)
+        assert status_text(board).startswith("running")
+        board.stop_button.click()
+        assert await board.handle is ExitCode.STOPPED
+
+    run_async(body)
+    assert status_text(board).startswith("finished") and "exit code: stopped" in status_text(board)
+    returned = task_counters(task)["succeeded"]
+    assert returned >= 10 and f"<td>{returned}</td>" in board.counters_html.value
+    board.close()
