@@ -359,3 +359,19 @@ def test_the_dashboards_buttons_drive_a_background_run_on_ray(ray: Any, nothing_
     returned = task_counters(task)["succeeded"]
     assert returned >= 10 and f"<td>{returned}</td>" in board.counters_html.value
     board.close()
+
+
+def test_the_docstring_example_runs_as_written(
+    ray: Any, nothing_left: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import textwrap
+
+    def python_blocks(text: str) -> list[str]:
+        blocks = textwrap.dedent("\n".join(text.splitlines()[1:])).split("```python\n")[1:]
+        return [textwrap.dedent(block.split("```")[0]) for block in blocks]
+
+    (example,) = python_blocks(RayExecutor.__doc__ or "")
+    # Ray runs already (this module's): the example's own ray.init / ray.shutdown lines are left out.
+    lines = [line for line in example.splitlines() if not line.startswith(("ray.init", "ray.shutdown"))]
+    exec(compile("\n".join(lines), "<RayExecutor docstring>", "exec"), {})
+    assert capsys.readouterr().out == "[1, 2]\n"

@@ -234,6 +234,7 @@ class RayExecutor(_Executor):
         self._lock = threading.Lock()
         self._outstanding: set[_RayFuture] = set()
         self._shutdown = False
+        self._cancelled_all = False
 
     @property
     def owns_ray(self) -> bool:
@@ -252,27 +253,30 @@ class RayExecutor(_Executor):
     def submit_labelled(self, label: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """`submit`, naming the call `label` in errors (byop_nb's scheduler names the user's
         function there, not the worker wrapper that runs it)."""
-        future: _RayFuture
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        # Not under the lock: Ray's thread that settles futures takes it (`_settle`), and `.remote()` may wait on Ray.
+        try:
+            shipped = _shipping.payload(fn)
+            if shipped is fn and isinstance(fn, FunctionType):
+                # A remote function of its own: Ray then sends no function with each call (a tenth of
+                # a no-op's dispatch time). A function that travels by value goes through `_run`.
+                remote = self._direct.get(fn)
+                if remote is None:
+                    if len(self._direct) >= _CACHE_MAX:
+                        self._direct.clear()
+                    remote = self._direct[fn] = _remote_function(fn).options(**self._chosen)
+                object_ref = remote.remote(*args, **kwargs)
+            else:
+                object_ref = self._remote.remote(shipped, *args, **kwargs)
+        except Exception as e:
+            return _failed(_not_serializable(label, e))
+        future = _RayFuture(object_ref, label)
         with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            try:
-                shipped = _shipping.payload(fn)
-                if shipped is fn and isinstance(fn, FunctionType):
-                    # A remote function of its own: Ray then sends no function with each call (a tenth of
-                    # a no-op's dispatch time). A function that travels by value goes through `_run`.
-                    remote = self._direct.get(fn)
-                    if remote is None:
-                        if len(self._direct) >= _CACHE_MAX:
-                            self._direct.clear()
-                        remote = self._direct[fn] = _remote_function(fn).options(**self._chosen)
-                    object_ref = remote.remote(*args, **kwargs)
-                else:
-                    object_ref = self._remote.remote(shipped, *args, **kwargs)
-            except Exception as e:
-                return _failed(_not_serializable(label, e))
-            future = _RayFuture(object_ref, label)
             self._outstanding.add(future)
+            cancelled = self._cancelled_all  # a shutdown(cancel_futures=True) came while this call was sent
+        if cancelled:
+            future.cancel()
         object_ref.future().add_done_callback(lambda inner: self._settle(future, inner))
         return future
 
@@ -304,6 +308,7 @@ class RayExecutor(_Executor):
         """
         with self._lock:
             self._shutdown = True
+            self._cancelled_all = self._cancelled_all or cancel_futures
             outstanding = list(self._outstanding)
         if cancel_futures:
             for future in outstanding:
