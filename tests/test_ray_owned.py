@@ -6,6 +6,7 @@ No Ray runs in this process between these tests: each that needs one starts it t
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -168,3 +169,41 @@ if __name__ == "__main__":
     assert "'Refused: negative: -1'" in out[2] and "'Refused: negative: -5'" in out[2]
     assert "WorkerCrashedError" in out[2], out[2]
     assert out[3] == "['exception']"
+
+
+def test_with_ray_at_an_address_connects_and_only_disconnects_after_a_run(tmp_path, no_orphans: None) -> None:
+    import ray
+    from test_ray_remote import _end_node
+
+    port = _closed_port()
+    with workers_import_tests():
+        # A head without token authentication: this driver reads its own mode once, when Ray is imported.
+        environment = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    log = tmp_path / "head.log"
+    with log.open("wb") as output:
+        head = subprocess.Popen(
+            [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--port", str(port)]
+            + ["--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--block"],
+            env=environment,
+            stdout=output,
+            stderr=output,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # the head's GCS answers on its port
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert head.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.5)
+        scheduler = Scheduler.with_ray(address=f"127.0.0.1:{port}")
+        assert scheduler.executor.owns_ray  # type: ignore[attr-defined]
+        task = Task(square, scheduler)
+        scheduler.on_start(lambda: [task(i) for i in range(3)])
+        assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
+        assert sorted(task.df().result) == [0, 1, 4]
+        assert not ray.is_initialized()  # disconnected: the cluster is not ours to stop
+        assert head.poll() is None
+    finally:
+        _end_node(head)

@@ -204,7 +204,7 @@ class RayExecutor(_Executor):
     def _init(
         self, *, num_cpus: float | None, memory: int | None, options: Mapping[str, Any], session: RaySession | None
     ) -> None:
-        ray = import_ray()
+        ray = self._ray = import_ray()
         if session is None and not ray.is_initialized():
             raise RuntimeError(
                 "RayExecutor needs Ray running in this process: call ray.init(...) first (Ray then stays yours "
@@ -255,6 +255,11 @@ class RayExecutor(_Executor):
         function there, not the worker wrapper that runs it)."""
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        if not self._ray.is_initialized():  # else Ray would start (or join) some other Ray by itself
+            raise RuntimeError(
+                f"{self!r} cannot run {label}: Ray is not running in this process any more (ray.shutdown() was "
+                "called). Start it again (ray.init(...)) and make a new RayExecutor, or use Scheduler.with_ray(...)"
+            )
         # Not under the lock: Ray's thread that settles futures takes it (`_settle`), and `.remote()` may wait on Ray.
         try:
             shipped = _shipping.payload(fn)
@@ -339,14 +344,17 @@ class RayExecutor(_Executor):
     def fresh(self) -> RayExecutor | None:
         """A new executor with these settings, for the scheduler's next run; None when it cannot be made.
 
-        One that started Ray starts it again; otherwise Ray must still be running here.
+        One that started Ray starts it again, and hands it to the new executor: its own
+        `shutdown()` then leaves Ray to the new one. Otherwise Ray must still be running here.
         """
-        if self._session is not None:
-            self._session.start()
+        session = self._session
+        if session is not None:
+            session.start()
         elif not import_ray().is_initialized():
             return None
         new = RayExecutor.__new__(RayExecutor)
-        new._init(num_cpus=self.num_cpus, memory=self.memory, options=self.options, session=self._session)
+        new._init(num_cpus=self.num_cpus, memory=self.memory, options=self.options, session=session)
+        self._session = None
         return new
 
     # -- CommTask -----------------------------------------------------------------------
@@ -471,9 +479,16 @@ def start_ray(
     try:
         session.start()
     except ConnectionError as e:  # something answered at the address, but no Ray head (Ray gives up after ~20 s)
+        causes = f"{e} {e.__cause__ or ''} {e.__context__ or ''}"
+        hint = (
+            "The cluster uses token authentication and this process has no (or another) token: set "
+            "RAY_AUTH_MODE=token and give it the cluster's token (RAY_AUTH_TOKEN, or ~/.ray/auth_token)"
+            if "InvalidAuthToken" in causes or "AuthenticationError" in causes
+            else "Give the address of a running Ray head (`ray start --head` prints it), or address=None to start "
+            "a local Ray"
+        )
         raise ConnectionError(
-            f"with_ray(address={address!r}): Ray could not connect to a Ray head there ({e}). Give the address "
-            "of a running Ray head (`ray start --head` prints it), or address=None to start a local Ray"
+            f"with_ray(address={address!r}): Ray could not connect to a Ray head there ({e}). {hint}"
         ) from e
     executor = RayExecutor.__new__(RayExecutor)
     try:
