@@ -10,7 +10,9 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from conftest import assert_no_new_children, live_children
@@ -207,3 +209,8 @@ def test_with_ray_at_an_address_connects_and_only_disconnects_after_a_run(tmp_pa
         assert head.poll() is None
     finally:
         _end_node(head)
+        # `ray start --head` wrote its address where a later bare ray.init() looks for a cluster to join
+        # (what `ray stop` would remove, but that ends every Ray of the machine): gone with the head.
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.exists() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
