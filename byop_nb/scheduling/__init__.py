@@ -2,6 +2,7 @@
 
 from byop_nb._status import Status
 from byop_nb.scheduling._executors import SequentialExecutor
+from byop_nb.scheduling._ray import RayExecutor
 from byop_nb.scheduling.comms import Comm, CommError, CommTask
 from byop_nb.scheduling.scheduler import ExitCode, RunHandle, Scheduler
 from byop_nb.scheduling.task import FailureSummary, Task, TaskMap, TaskOptions
@@ -16,6 +17,7 @@ __all__ = [
     "ExitCode",
     "RunHandle",
     "SequentialExecutor",
+    "RayExecutor",
     "Comm",
     "CommTask",
     "CommError",

@@ -25,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from byop_nb.scheduling import _pool_tuning, _processes, _shipping
+from byop_nb.scheduling import _pool_tuning, _processes, _ray, _shipping
 from byop_nb.scheduling import _worker as _worker
 
 __all__ = ["SequentialExecutor", "ExecutorKeeper", "fresh_like", "shut_down", "is_shut_down", "worker_processes"]
@@ -82,6 +82,8 @@ def fresh_like(executor: Executor) -> Executor | None:
         )
     if isinstance(executor, SequentialExecutor):
         return SequentialExecutor()
+    if isinstance(executor, _ray.RayExecutor):
+        return executor.fresh()
     if type(executor).__module__ == "distributed.cfexecutor":
         if ex._client.status in ("closed", "closing"):
             return None
@@ -246,6 +248,7 @@ class ExecutorKeeper:
         # ... would be taken as dask's own), and by default gives equal calls one key, so they run
         # once: calls go through the worker wrapper, their arguments as data, and never pure.
         self._dask_options: dict[str, Any] | None = None
+        self._ray = isinstance(executor, _ray.RayExecutor)
         if type(executor).__module__ == "distributed.cfexecutor":
             self._dask_options = {} if "pure" in getattr(executor, "_kwargs", {}) else {"pure": False}
             _quiet_expected_dask_failures()
@@ -292,6 +295,19 @@ class ExecutorKeeper:
             # its notebook cell's source lines, for the worker's tracebacks (see _shipping).
             shipped = _shipping.payload(function)
             return self._executor.submit(_worker.call, shipped, limits, args, kwargs, **self._dask_options)
+        if self._ray:
+            # Ray pickles with its own copy of cloudpickle: byop_nb ships what needs by-value itself,
+            # so that a notebook's classes are the same ones on both sides (see _shipping).
+            payload = _shipping.payload(function)
+            if args or kwargs:
+                args, kwargs = _shipping.arguments(args, kwargs)
+            executor: Any = self._executor
+            label = getattr(function, "__qualname__", None) or type(function).__name__
+            if limits is None and payload is function:
+                # As for a process pool: the common case goes without the worker wrapper (a Ray task's
+                # arguments are serialized one by one; four fewer cost about a tenth of a no-op's dispatch).
+                return executor.submit_labelled(label, function, *args, **kwargs)
+            return executor.submit_labelled(label, _worker.call_and_ship, payload, limits, args, kwargs)
         if not self._ships:  # threads, the sequential executor
             if limits is None:
                 return self._executor.submit(function, *args, **kwargs)

@@ -303,7 +303,7 @@ class CommTask(Task[P, R]):
     def _tcp_host(self) -> str | None:
         """The address the hub also listens on with TCP, or None when its Unix socket reaches every worker.
 
-        Only dask executors can have workers on other machines. Their workers reach the
+        Only dask and Ray executors can have workers on other machines. Their workers reach the
         dask scheduler, so the hub listens where they already reach this machine
         (`tcp_host_for`): the scheduler's own address when it runs here. Asked once per
         executor (a round trip to the dask scheduler).
@@ -326,6 +326,14 @@ class CommTask(Task[P, R]):
                     f"CommTask {self.name!r} found no address of this machine that the workers of the dask "
                     f"scheduler at {address!r} could reach ({type(e).__name__}: {e}); give the cluster an "
                     "address on a network its workers share with this machine (e.g. SLURMCluster(interface=...))"
+                ) from e
+        elif callable(getattr(executor, "comm_host", None)):  # a RayExecutor (Ray's nodes may be elsewhere)
+            try:
+                host = executor.comm_host()  # type: ignore[attr-defined]
+            except OSError as e:
+                raise CommError(
+                    f"CommTask {self.name!r} found no address of this machine that the workers of "
+                    f"{executor!r} could reach ({type(e).__name__}: {e})"
                 ) from e
         self._tcp_host_of = (executor, host)
         return host

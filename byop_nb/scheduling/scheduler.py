@@ -281,6 +281,50 @@ class Scheduler:
             raise TypeError(f"with_dask needs a dask.distributed Client or a cluster, got {client_or_cluster!r}")
         return cls(client.get_executor(**executor_kwargs))
 
+    @classmethod
+    def with_ray(
+        cls,
+        n_workers: int | None = None,
+        *,
+        address: str | None = None,
+        task_options: dict[str, Any] | None = None,
+        **ray_init_kwargs: Any,
+    ) -> Scheduler:
+        """A Scheduler on Ray (a [`RayExecutor`][byop_nb.scheduling.RayExecutor]); needs the `ray` extra.
+
+        Without `address`, starts a local Ray in this process with `n_workers`
+        CPUs (default: all of them) and no dashboard; with `address` (a running
+        Ray head's "host:port", or "auto"), connects to that cluster. Either way
+        the scheduler owns that Ray: it shuts it down (or disconnects) when a run
+        ends, and starts it again for the next run, so nothing of Ray is left
+        running between runs. When Ray is running in this process already (you
+        called `ray.init`), call `with_ray()` without arguments: the scheduler
+        runs on that Ray, which stays yours to shut down (and up between runs).
+
+        Args:
+            n_workers: CPUs of the local Ray (Ray's `num_cpus`): that many calls run at once.
+            address: a running Ray cluster to connect to instead.
+            task_options: options of each call's Ray task (see `RayExecutor`:
+                `num_cpus`, `memory`, `num_gpus`, `resources`, ...).
+            **ray_init_kwargs: passed on to `ray.init` (e.g. `runtime_env=`, `log_to_driver=False`).
+
+        Raises:
+            ImportError: Ray is not installed (the message names the `ray` extra).
+            ConnectionError: nothing answers at `address` within 10 s.
+            RuntimeError: Ray is running in this process already and arguments asked for another.
+
+        ```python
+        from byop_nb.scheduling import Scheduler
+        scheduler = Scheduler.with_ray(2)
+        ```
+        """
+        from byop_nb.scheduling._ray import start_ray  # imports Ray itself only now
+
+        positive_int("n_workers", n_workers)
+        if address is not None and not isinstance(address, str):
+            raise TypeError(f"with_ray(address=...) must be a 'host:port' string or None, got {address!r}")
+        return cls(start_ray(n_workers, address, ray_init_kwargs, task_options or {}))
+
     # -- events and state --------------------------------------------------
     @property
     def counts(self) -> dict[Any, int]:
