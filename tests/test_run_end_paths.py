@@ -124,7 +124,7 @@ def test_memory_limit_messages_name_the_users_call(kind: str, no_orphans: None) 
     assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
     (row,) = task.history.rows
     assert row["status"] == "memory_limit"
-    assert row["exception_message"].endswith("hog(400)"), row["exception_message"]
+    assert row["exception_message"] == "hog(400) exceeded its memory limit of 100 MB", row["exception_message"]
     assert "_Shipped" not in row["exception_message"] and "byop_nb" not in row["exception_message"]
 
 
