@@ -76,6 +76,38 @@ def send_one(comm: Comm) -> str:
 # -- the isolated worker ----------------------------------------------------------------
 
 
+def join_by_veth(
+    namespace: str, host_end: str, worker_end: str, host_addresses: list[str], worker_host: str, cleanup: list[Any]
+) -> None:
+    """Make the network namespace `namespace`, joined to this machine by a veth pair (`host_end` here
+    with `host_addresses`, `worker_end` inside with `worker_host`, all /24); each step's undo goes on
+    `cleanup` as it is made, so a failing step leaves nothing behind that the caller does not undo."""
+    try:
+        _run("ip", "netns", "add", namespace)
+    except RuntimeError as e:
+        _unavailable(f"cannot create a network namespace here: {e}")
+    cleanup.append(("namespace", lambda: _run("ip", "netns", "del", namespace)))
+    _run("ip", "link", "add", host_end, "type", "veth", "peer", "name", worker_end)
+    cleanup.append(("veth pair", lambda: _run("ip", "link", "del", host_end)))  # takes its peer with it
+    _run("ip", "link", "set", worker_end, "netns", namespace)
+    for address in host_addresses:
+        _run("ip", "addr", "add", f"{address}/24", "dev", host_end)
+    _run("ip", "link", "set", host_end, "up")
+    inside = ["ip", "netns", "exec", namespace, _program("ip")]
+    _run(*inside, "addr", "add", f"{worker_host}/24", "dev", worker_end)
+    _run(*inside, "link", "set", worker_end, "up")
+    _run(*inside, "link", "set", "lo", "up")
+
+
+def hide_temporary_folders() -> str:
+    """Shell commands, for a process in a mount namespace of its own, that hide this machine's temporary
+    folders (and every Unix socket and file of ours in them) behind a private tmpfs, but for what it
+    needs to run (`_needed_by_the_worker`)."""
+    temporary = tempfile.gettempdir()
+    hidden = ["/tmp"] if Path(temporary).is_relative_to("/tmp") else ["/tmp", temporary]
+    return _hide(hidden, _needed_by_the_worker(hidden))
+
+
 def _needed_by_the_worker(hidden: list[str]) -> list[Path]:
     """What the isolated worker needs to see under the folders hidden from it: the interpreter, its
     environment and this checkout, when they live there (a venv made in /tmp, say), as another host
@@ -164,20 +196,8 @@ def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Isolated]:
     children_before = live_children()
     cleanup: list[tuple[str, Any]] = []
     try:
-        try:
-            _run("ip", "netns", "add", namespace)
-        except RuntimeError as e:
-            _unavailable(f"cannot create a network namespace here: {e}")
-        cleanup.append(("namespace", lambda: _run("ip", "netns", "del", namespace)))
-        _run("ip", "link", "add", host_end, "type", "veth", "peer", "name", worker_end)
-        cleanup.append(("veth pair", lambda: _run("ip", "link", "del", host_end)))  # takes its peer with it
-        _run("ip", "link", "set", worker_end, "netns", namespace)
-        _run("ip", "addr", "add", f"{scheduler_host}/24", "dev", host_end)
-        _run("ip", "addr", "add", f"{unreachable_host}/24", "dev", host_end)  # no route to it from inside
-        _run("ip", "link", "set", host_end, "up")
-        _run("ip", "netns", "exec", namespace, _program("ip"), "addr", "add", f"{worker_host}/24", "dev", worker_end)
-        _run("ip", "netns", "exec", namespace, _program("ip"), "link", "set", worker_end, "up")
-        _run("ip", "netns", "exec", namespace, _program("ip"), "link", "set", "lo", "up")
+        # A second address on this end, in another subnet: no route to it from inside.
+        join_by_veth(namespace, host_end, worker_end, [scheduler_host, unreachable_host], worker_host, cleanup)
 
         cluster = LocalCluster(
             n_workers=0, host=scheduler_host, protocol="tcp", dashboard_address=f"{scheduler_host}:0"
@@ -187,9 +207,7 @@ def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Isolated]:
         cleanup.append(("client", client.close))
 
         # The worker's private temporary folder hides every Unix socket and file of ours under it.
-        temporary = tempfile.gettempdir()
-        hidden = ["/tmp"] if Path(temporary).is_relative_to("/tmp") else ["/tmp", temporary]
-        mounts = _hide(hidden, _needed_by_the_worker(hidden))
+        mounts = hide_temporary_folders()
         worker_command = (
             f"{mounts} && exec {sys.executable} -m distributed.cli.dask_worker {cluster.scheduler_address} "
             f"--host {worker_host} --nthreads 1 --no-nanny --no-dashboard --name isolated"

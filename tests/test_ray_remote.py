@@ -29,7 +29,15 @@ from typing import Any
 import psutil
 import pytest
 from conftest import assert_no_new_children, live_children
-from test_comms_remote import SEARCH_PATH, _free_subnet, _program, _run, _unavailable, tcp_listeners
+from test_comms_remote import (
+    SEARCH_PATH,
+    _free_subnet,
+    _program,
+    _unavailable,
+    hide_temporary_folders,
+    join_by_veth,
+    tcp_listeners,
+)
 
 from byop_nb.scheduling import Comm, CommTask, ExitCode, RayExecutor, Scheduler
 
@@ -110,19 +118,7 @@ def isolated_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IsolatedR
     children_before = live_children()
     cleanup: list[tuple[str, Any]] = []
     try:
-        try:
-            _run("ip", "netns", "add", namespace)
-        except RuntimeError as e:
-            _unavailable(f"cannot create a network namespace here: {e}")
-        cleanup.append(("namespace", lambda: _run("ip", "netns", "del", namespace)))
-        _run("ip", "link", "add", host_end, "type", "veth", "peer", "name", worker_end)
-        cleanup.append(("veth pair", lambda: _run("ip", "link", "del", host_end)))
-        _run("ip", "link", "set", worker_end, "netns", namespace)
-        _run("ip", "addr", "add", f"{head_host}/24", "dev", host_end)
-        _run("ip", "link", "set", host_end, "up")
-        _run("ip", "netns", "exec", namespace, _program("ip"), "addr", "add", f"{worker_host}/24", "dev", worker_end)
-        _run("ip", "netns", "exec", namespace, _program("ip"), "link", "set", worker_end, "up")
-        _run("ip", "netns", "exec", namespace, _program("ip"), "link", "set", "lo", "up")
+        join_by_veth(namespace, host_end, worker_end, [head_host], worker_host, cleanup)
 
         environment = {**os.environ, "PYTHONPATH": f"{WORKTREE}{os.pathsep}{TESTS}"}
         old_path = os.environ.get("PYTHONPATH")
@@ -144,9 +140,7 @@ def isolated_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IsolatedR
         gcs = ray.get_runtime_context().gcs_address
         environment = {**os.environ, "PYTHONPATH": f"{WORKTREE}{os.pathsep}{TESTS}"}  # ray.init may have set auth
 
-        temporary = tempfile.gettempdir()
-        hidden = ["/tmp"] if Path(temporary).is_relative_to("/tmp") else ["/tmp", temporary]
-        mounts = " && ".join(f"{_program('mount')} -t tmpfs tmpfs {folder}" for folder in hidden)
+        mounts = hide_temporary_folders()  # every Unix socket and file of ours, but what the node needs to run
         node_command = (
             f"{mounts} && exec {sys.executable} -m ray.scripts.scripts start --address {gcs} "
             f"--node-ip-address {worker_host} --num-cpus 1 --resources '{{\"isolated\": 1}}' "
