@@ -34,7 +34,7 @@ __all__ = ["CONTEXT", "start_server"]
 
 
 def start_server(preload: list[str]) -> None:
-    """Start this process's forkserver, importing `preload` (module names) before it serves.
+    """Start this process's forkserver (none may be running), importing `preload` (module names) before it serves.
 
     `forkserver.ensure_running()` (CPython 3.11-3.13) when no server runs, but without the
     main module's preparation data, which it reads off `sys.modules["__main__"]`: a
@@ -45,12 +45,6 @@ def start_server(preload: list[str]) -> None:
     server: Any = forkserver._forkserver
     with server._lock:
         resource_tracker.ensure_running()
-        if server._forkserver_pid is not None:
-            pid, _ = os.waitpid(server._forkserver_pid, os.WNOHANG)
-            if not pid:  # still alive
-                return
-            os.close(server._forkserver_alive_fd)
-            server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
         command = "from multiprocessing.forkserver import main; main(%d, %d, %r)"
         with socket.socket(socket.AF_UNIX) as listener:
             address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]

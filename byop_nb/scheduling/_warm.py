@@ -182,12 +182,11 @@ def preload(function: Callable[..., Any]) -> None:
         _own_forkserver()
         _wanted.update(needed)
         running = _running_pid() is not None
-        learned = _stale and _restarts < MAX_RESTARTS
-        if running and _in_flight == 0 and (needed - _loaded or learned):
-            stop()
-            _restarts += not (needed - _loaded)  # only learning is bounded: a new function is warmed always
-            running = False
-        if not running:
+        warmer = bool(needed - _loaded) or (_stale and _restarts < MAX_RESTARTS)
+        if not running or (_in_flight == 0 and warmer):
+            if running:
+                _restarts += not (needed - _loaded)  # only learning is bounded: a new function is warmed always
+            stop()  # the old server, alive or dead (then reaped, its pipe and socket file gone); none: nothing
             names = sorted(_wanted)
             wanted = {"parent": os.getpid(), "sys_path": sys.path, "modules": [*BASE, *names]}
             os.environ[ENVIRONMENT] = json.dumps(wanted)
@@ -281,21 +280,22 @@ def stop() -> None:
     server: Any = forkserver._forkserver
     with server._lock:
         pid, alive, address = server._forkserver_pid, server._forkserver_alive_fd, server._forkserver_address
+        if pid is None:  # none of ours (a forkserver's child holds its parent's address and pipe: not to touch)
+            return
         server._forkserver_pid = server._forkserver_alive_fd = server._forkserver_address = None
     if alive is not None:
         try:
             os.close(alive)
         except OSError:
             pass
-    if pid is not None:
-        try:
-            os.kill(pid, signal.SIGKILL)  # not only the alive pipe: a process forked meanwhile may hold its end
-        except ProcessLookupError:
-            pass
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+    try:
+        os.kill(pid, signal.SIGKILL)  # not only the alive pipe: a process forked meanwhile may hold its end
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
     if address is not None and not util.is_abstract_socket_namespace(address):
         try:
             os.unlink(address)
@@ -317,9 +317,6 @@ def release() -> None:
         stop()
 
 
-_checked: tuple[int, int] | None = None  # (this process, its forkserver) once seen to be its own
-
-
 def _own_forkserver() -> None:
     """Make sure the forkserver this process is about to use is its own.
 
@@ -328,26 +325,18 @@ def _own_forkserver() -> None:
     started one, and then fails to use it ("No child processes"). Forget such an
     inherited server, so that this process starts its own.
     """
-    global _checked, _loaded
+    global _loaded
     from multiprocessing import forkserver
 
     server: Any = forkserver._forkserver
     pid = getattr(server, "_forkserver_pid", None)
-    if pid is None or _checked == (os.getpid(), pid):  # none yet, or found ours already
+    if pid is None:
         return
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            ours = int(file.read().rsplit(b")", 1)[1].split()[1]) == os.getpid()
-    except (OSError, ValueError, IndexError):
-        import psutil
-
-        try:
-            ours = psutil.Process(pid).ppid() == os.getpid()
-        except psutil.NoSuchProcess:
-            ours = False
-    if ours:
-        _checked = (os.getpid(), pid)
+    try:  # a server this process started is its child, alive or not yet reaped
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         return
+    except ChildProcessError:  # another process's
+        pass
     # Its alive-pipe end is this process's copy: close it, so that the server
     # still ends when its real owner does.
     alive_fd = server._forkserver_alive_fd

@@ -205,7 +205,7 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
     try:
         return _run_limited(function, limits, context)
     except pynisher.PynisherException as e:
-        _name_the_call(e, function, fn, args, kwargs)
+        _explain(e, function, limits, fn, args, kwargs)
         raise
 
 
@@ -230,21 +230,26 @@ def _run_on_warm_server(
                 f"while {_callstring(fn, args, kwargs)} ran; the call is lost with it. "
                 "The next limited call starts a new warm process."
             ) from None
-        if isinstance(e, pynisher.PynisherException) and not _say_which_limit(e, limits, fn, args, kwargs):
-            _name_the_call(e, function, fn, args, kwargs)
+        if isinstance(e, pynisher.PynisherException):
+            _explain(e, function, limits, fn, args, kwargs)
         raise
     _warm.learn(outcome.imported)
     return outcome.result
 
 
-def _say_which_limit(
-    e: BaseException, limits: Limits, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> bool:
-    """Reword a limit hit as one sentence naming the user's call and the limit, e.g.
-    `hog(400) exceeded its memory limit of 100 MB`; False for other pynisher errors.
+def _explain(
+    e: BaseException,
+    function: _Call,
+    limits: Limits,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    """Reword a pynisher error for the user: a limit hit as one sentence naming the call and the
+    limit (`hog(400) exceeded its memory limit of 100 MB`), any other with the user's call named.
 
     pynisher's own words vary by limit ("Not enough memory to run function (104857600B).",
-    "Did not finish in cpu time (1s)") and put the call on a line of its own.
+    "Did not finish in cpu time (1s)") and end with the call it ran, which is our wrapper.
     """
     import pynisher
 
@@ -254,12 +259,11 @@ def _say_which_limit(
     elif isinstance(e, pynisher.CpuTimeoutException) and limits.cpu_time is not None:
         e.args = (f"{call} exceeded its CPU-time limit of {limits.cpu_time} s",)
     elif isinstance(e, pynisher.WallTimeoutException) and limits.wall_time is not None:
-        stopped = e.args[0] if e.args and isinstance(e.args[0], str) else ""
-        after = stopped[stopped.find("(stopped after") :] if "(stopped after" in stopped else ""
-        e.args = (f"{call} exceeded its wall-time limit of {limits.wall_time:g} s {after}".rstrip(),)
-    else:
-        return False
-    return True
+        stopped = getattr(e, "stopped_after", None)  # set by our watchdog (_run_watched)
+        after = f" (stopped after {stopped:.2f} s)" if stopped is not None else ""
+        e.args = (f"{call} exceeded its wall-time limit of {limits.wall_time:g} s{after}",)
+    elif e.args and isinstance(e.args[0], str):
+        e.args = (e.args[0].replace(function.callstring, call), *e.args[1:])
 
 
 def _bytes(n: int) -> str:
@@ -268,14 +272,6 @@ def _bytes(n: int) -> str:
         if n >= size:
             return f"{n / size:g} {unit}"
     return f"{n} B"
-
-
-def _name_the_call(
-    e: BaseException, function: _Call, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> None:
-    """pynisher ends its messages with the call it ran, which is our wrapper: name the user's call."""
-    if e.args and isinstance(e.args[0], str):
-        e.args = (e.args[0].replace(function.callstring, _callstring(fn, args, kwargs)), *e.args[1:])
 
 
 def _run_limited(function: _Call, limits: Limits, context: Any) -> Any:
@@ -346,10 +342,12 @@ def _run_watched(limited: Any, limits: Limits, result_aware: _ResultAware) -> An
         _end_group(limited)
         _retire(result_aware.child)
     if killed.is_set():
-        raise pynisher.WallTimeoutException(
-            f"The call exceeded its wall-time limit of {limits.wall_time}s "
-            f"(stopped after {time.monotonic() - start:.2f} s)"
+        stopped_after = time.monotonic() - start
+        error = pynisher.WallTimeoutException(
+            f"The call exceeded its wall-time limit of {limits.wall_time}s (stopped after {stopped_after:.2f} s)"
         )
+        error.stopped_after = stopped_after  # type: ignore[attr-defined]
+        raise error
     return result
 
 
