@@ -13,20 +13,88 @@ from typing import Any
 import psutil
 import pytest
 
+# -- the default start method ------------------------------------------------------------
+
+START_METHOD_VARIABLE = "BYOP_NB_TEST_START_METHOD"
+"""Run the suite with this multiprocessing start method as the default ("fork", "spawn" or "forkserver"):
+set in this process when the session starts, and in the scripts the tests run (`python_command`)."""
+
+
+def _start_method_wanted() -> str | None:
+    import multiprocessing
+
+    wanted = os.environ.get(START_METHOD_VARIABLE) or None
+    accepted = multiprocessing.get_all_start_methods()
+    if wanted is not None and wanted not in accepted:
+        raise pytest.UsageError(f"{START_METHOD_VARIABLE}={wanted!r} is not a start method here; accepted: {accepted}")
+    return wanted
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import multiprocessing
+
+    wanted = _start_method_wanted()
+    if wanted is not None:
+        multiprocessing.set_start_method(wanted, force=True)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    import multiprocessing
+
+    return f"multiprocessing start method: {multiprocessing.get_start_method()} (set with {START_METHOD_VARIABLE})"
+
+
+_LAUNCHER = (
+    "import multiprocessing, os, runpy, sys; multiprocessing.set_start_method(sys.argv[1], force=True); "
+    "path = sys.argv[2]; sys.argv[:] = sys.argv[2:]; sys.path[0] = os.path.dirname(os.path.abspath(path)); "
+    "runpy.run_path(path, run_name='__main__')"
+)
+
+
+def python_command(script: Path | str, *args: str) -> list[str]:
+    """The command that runs `script` as `python script args...`, with the suite's default start method.
+
+    Python has no setting for the default start method outside the program, so with
+    BYOP_NB_TEST_START_METHOD set the script runs through a two-line launcher that sets it
+    and then runs the file as `__main__` (`runpy.run_path`, which multiprocessing treats as a
+    script: a spawn/forkserver child would import it again, as for `python script.py`).
+    """
+    wanted = _start_method_wanted()
+    if wanted is None:
+        return [sys.executable, str(script), *args]
+    return [sys.executable, "-c", _LAUNCHER, wanted, str(script), *args]
+
+
+# -- processes left behind ------------------------------------------------------------------
+
+
+def _helper_of_the_interpreter(process: psutil.Process) -> bool:
+    """Whether a child process is one of multiprocessing's per-interpreter helpers.
+
+    The resource tracker, and a forkserver that forks pool workers (multiprocessing's own, or
+    byop_nb's pools' server, see `scheduling._mainless`): each is one per Python process,
+    started by the first spawn/forkserver use and ending with the process by design, not a
+    worker anything left behind. A *warm server* (the forkserver of limited calls, which
+    preloads `byop_nb.scheduling._warm`) is not: a run ends it. What a forkserver forked (a
+    worker, with the server's command line) is always counted.
+    """
+    command = " ".join(process.cmdline())
+    if "multiprocessing.resource_tracker" in command:
+        return True
+    if "from multiprocessing.forkserver import main" not in command or "byop_nb.scheduling._warm" in command:
+        return False
+    parent = process.parent()
+    return parent is not None and parent.cmdline() != process.cmdline()  # started by a client, not forked by a server
+
 
 def live_children() -> set[int]:
-    """PIDs of this process's descendants that are alive (zombies excluded).
-
-    multiprocessing's resource tracker is left out: it is one helper per Python
-    process, started by the first spawn/forkserver use and ending with the
-    process by design, not a worker anything left behind.
-    """
+    """PIDs of this process's descendants that are alive (zombies and the interpreter's helpers excluded)."""
     alive = set()
     for child in psutil.Process(os.getpid()).children(recursive=True):
         try:
             if child.status() == psutil.STATUS_ZOMBIE:
                 continue
-            if "multiprocessing.resource_tracker" in " ".join(child.cmdline()):
+            if _helper_of_the_interpreter(child):
                 continue
             alive.add(child.pid)
         except psutil.NoSuchProcess:
@@ -64,7 +132,7 @@ def run_script(directory: Path, source: str, *, timeout: float = 240) -> str:
     """Run `source` as a script file's `__main__` in a new Python; return its stdout, failing on a non-zero exit."""
     script = directory / "script.py"
     script.write_text(source)
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(python_command(script), capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import python_command
 
 from byop_nb.optimization import Optimizer, OptunaOptimizer, RandomSearch, Trial
 from byop_nb.scheduling import ExitCode, Scheduler
@@ -617,9 +618,7 @@ def run_as_main(directory: Path, source: str) -> str:
     script = directory / "example.py"
     script.write_text(source)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run(
-        [sys.executable, str(script)], cwd=directory, env=env, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run(python_command(script), cwd=directory, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 

@@ -66,6 +66,7 @@ def fresh_like(executor: Executor) -> Executor | None:
         initializer, initargs = ex._initializer, ex._initargs
         if initializer is _worker.start_worker:  # the pool's own initializer, which byop_nb wrapped
             _parent, initializer, initargs = initargs
+            initializer = _shipping.load(initializer) if initializer is not None else None
         return ProcessPoolExecutor(
             max_workers=ex._max_workers,
             mp_context=ex._mp_context,
@@ -142,8 +143,35 @@ def _start_workers_with_byop_nb(executor: ProcessPoolExecutor) -> None:
     ex: Any = executor  # the stdlib pool's private settings, read when it starts a worker
     if ex._processes or ex._initializer is _worker.start_worker:
         return
-    ex._initargs = (os.getpid(), ex._initializer, ex._initargs)
+    initializer, initargs = ex._initializer, ex._initargs
+    if initializer is not None:  # by value where the worker could not import it (it skips `__main__`)
+        initializer = _shipping.payload(initializer)
+        initargs, _ = _shipping.arguments(tuple(initargs), {})
+    ex._initargs = (os.getpid(), initializer, initargs)
     ex._initializer = _worker.start_worker
+
+
+def _skip_main(executor: ProcessPoolExecutor) -> bool:
+    """Have a spawn or forkserver pool's workers skip the main script, where it can be done (see `_mainless`)."""
+    if sys.platform == "win32":
+        return _start_method(executor) == "fork"
+    from byop_nb.scheduling import _mainless
+
+    return _mainless.adopt(executor)
+
+
+def _why_main_is_imported(executor: Executor) -> str:
+    """Why byop_nb could not start a pool's workers without the main script (for `check_main_guard`)."""
+    if sys.platform == "win32":
+        return " (on Windows byop_nb starts them with multiprocessing's own spawn)"
+    ex: Any = executor
+    if ex._processes:
+        return " (the pool had started its workers before the Scheduler took it)"
+    context = type(ex._mp_context)
+    return (
+        f" (the pool's context, {context.__module__}.{context.__qualname__}, is of a kind of its own, which "
+        "byop_nb leaves alone)"
+    )
 
 
 def _is_future(value: Any) -> bool:
@@ -158,19 +186,20 @@ def _start_method(executor: Executor) -> str | None:
     return context.get_start_method() if context is not None else None
 
 
-def check_main_guard(start_method: str | None) -> None:
-    """Refuse to start spawn/forkserver workers from a script's unguarded top level.
+def check_main_guard(start_method: str | None, why: str = "") -> None:
+    """Refuse to start workers that import the main script again from a script's unguarded top level.
 
-    Python starts such workers by importing the main script again (as
-    `__mp_main__`), so the script's top-level code, the whole experiment, would
-    run again in each of them, and fail there in multiprocessing's bootstrap
-    with the pool reported broken. Caught here instead, in the process that can
-    say why: a script (not a notebook, `python -c` or a REPL, which have no file
-    to import) whose top-level line that led here is not under
-    `if __name__ == "__main__":`.
+    byop_nb's own pools never import it (see `_mainless`); a pool whose context it cannot
+    replace does (`why` says which: a context of the user's own kind, Windows): Python
+    starts such spawn/forkserver workers by importing the main script again (as
+    `__mp_main__`), so the script's top-level code, the whole experiment, would run
+    again in each of them, and fail there in multiprocessing's bootstrap with the pool
+    reported broken. Caught here instead, in the process that can say why: a script
+    (not a notebook, `python -c` or a REPL, which have no file to import) whose
+    top-level line that led here is not under `if __name__ == "__main__":`.
 
     Raises:
-        RuntimeError: the script lacks the guard; the message says what to do.
+        RuntimeError: the script lacks the guard; the message says why and what to do.
     """
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
@@ -191,10 +220,12 @@ def check_main_guard(start_method: str | None) -> None:
             return
     raise RuntimeError(
         f"this script starts worker processes with start_method={start_method!r} from its top level "
-        f'({path}, line {line}), outside `if __name__ == "__main__":`. Python starts {start_method!r} workers by '
-        "importing the main script again, so its top-level code (this experiment) would run again in every "
-        "worker. Put the script's top-level code under `if __name__ == \"__main__\":` (see 'Safe importing of "
-        'main module\' in the multiprocessing docs), or use start_method="fork".'
+        f'({path}, line {line}), outside `if __name__ == "__main__":`, and these workers import the main script '
+        f"again{why}: its top-level code (this experiment) would run again in every worker. Put the script's "
+        "top-level code under `if __name__ == \"__main__\":` (see 'Safe importing of main module' in the "
+        "multiprocessing docs), or give the pool multiprocessing's own context "
+        f"(`multiprocessing.get_context({start_method!r})`, or `Scheduler.with_processes(n, "
+        f"start_method={start_method!r})`), whose workers byop_nb starts without the main script."
     )
 
 
@@ -239,11 +270,13 @@ class ExecutorKeeper:
     def executor(self, executor: Executor) -> None:
         self._executor = executor
         self._ships = isinstance(executor, ProcessPoolExecutor)  # functions may need to travel by value
+        imports_main = False  # whether the pool's workers import the main script again
         if isinstance(executor, ProcessPoolExecutor):
+            imports_main = not _skip_main(executor)
             _start_workers_with_byop_nb(executor)
             _pool_tuning.tune(executor)
         # A pool whose workers import the main script is checked once, at its first submission.
-        self._check_main = _start_method(executor) in ("spawn", "forkserver")
+        self._check_main = imports_main and _start_method(executor) in ("spawn", "forkserver")
         # dask's ClientExecutor hands keyword arguments to `client.submit` (`key=`, `workers=`, `pure=`
         # ... would be taken as dask's own), and by default gives equal calls one key, so they run
         # once: calls go through the worker wrapper, their arguments as data, and never pure.
@@ -266,7 +299,7 @@ class ExecutorKeeper:
         if self.broken:
             self.replace("its worker process died")
         if self._check_main:
-            check_main_guard(_start_method(self._executor))
+            check_main_guard(_start_method(self._executor), _why_main_is_imported(self._executor))
             self._check_main = False
         try:
             future = self._submit(function, limits, args, kwargs)

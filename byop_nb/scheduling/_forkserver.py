@@ -30,7 +30,7 @@ from multiprocessing import (
 )
 from typing import Any
 
-__all__ = ["CONTEXT", "start_server"]
+__all__ = ["CONTEXT", "start_server", "launch_server"]
 
 
 def start_server(preload: list[str]) -> None:
@@ -44,30 +44,40 @@ def start_server(preload: list[str]) -> None:
     """
     server: Any = forkserver._forkserver
     with server._lock:
-        resource_tracker.ensure_running()
-        command = "from multiprocessing.forkserver import main; main(%d, %d, %r)"
-        with socket.socket(socket.AF_UNIX) as listener:
-            address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
-            listener.bind(address)
-            if not util.is_abstract_socket_namespace(address):
-                os.chmod(address, 0o600)
-            listener.listen()
-            # Every client holds the write end of the "alive" pipe: when all are gone, the server ends.
-            alive_r, alive_w = os.pipe()
-            try:
-                executable = spawn.get_executable()
-                args = [executable, *util._args_from_interpreter_flags()]  # type: ignore[attr-defined]
-                args += ["-c", command % (listener.fileno(), alive_r, preload)]
-                pid = util.spawnv_passfds(executable, args, [listener.fileno(), alive_r])  # type: ignore[arg-type]
-            except BaseException:
-                os.close(alive_w)
-                raise
-            finally:
-                os.close(alive_r)
-            server._forkserver_address, server._forkserver_alive_fd, server._forkserver_pid = address, alive_w, pid
+        launch_server(server, preload)
+
+
+def launch_server(server: Any, preload: list[str]) -> None:
+    """Start the forkserver `server` (a `multiprocessing.forkserver.ForkServer`, its lock held, none running).
+
+    The body of `ForkServer.ensure_running` (CPython 3.11-3.13) without the main module's preparation data.
+    """
+    resource_tracker.ensure_running()
+    command = "from multiprocessing.forkserver import main; main(%d, %d, %r)"
+    with socket.socket(socket.AF_UNIX) as listener:
+        address = connection.arbitrary_address("AF_UNIX")  # type: ignore[attr-defined]
+        listener.bind(address)
+        if not util.is_abstract_socket_namespace(address):
+            os.chmod(address, 0o600)
+        listener.listen()
+        # Every client holds the write end of the "alive" pipe: when all are gone, the server ends.
+        alive_r, alive_w = os.pipe()
+        try:
+            executable = spawn.get_executable()
+            args = [executable, *util._args_from_interpreter_flags()]  # type: ignore[attr-defined]
+            args += ["-c", command % (listener.fileno(), alive_r, preload)]
+            pid = util.spawnv_passfds(executable, args, [listener.fileno(), alive_r])  # type: ignore[arg-type]
+        except BaseException:
+            os.close(alive_w)
+            raise
+        finally:
+            os.close(alive_r)
+        server._forkserver_address, server._forkserver_alive_fd, server._forkserver_pid = address, alive_w, pid
 
 
 class _Popen(popen_forkserver.Popen):
+    server: Any = forkserver._forkserver  # the forkserver that forks the children
+
     def _launch(self, process_obj: Any) -> None:
         # popen_forkserver.Popen._launch (CPython 3.11-3.13), but for the two keys left out of the preparation data
         prep_data = _preparation_data(process_obj._name)
@@ -79,7 +89,7 @@ class _Popen(popen_forkserver.Popen):
         finally:
             context.set_spawning_popen(None)
         fds: list[int] = self._fds  # type: ignore[attr-defined]
-        self.sentinel, w = forkserver.connect_to_new_process(fds)
+        self.sentinel, w = self.server.connect_to_new_process(fds)
         # Keep a duplicate of the data pipe's write end as a sentinel of the parent process used by the child.
         parent_w = os.dup(w)
         self.finalizer = util.Finalize(self, util.close_fds, (parent_w, self.sentinel))  # type: ignore[attr-defined]

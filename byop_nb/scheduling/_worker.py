@@ -105,8 +105,8 @@ def start_worker(parent: int, initializer: Callable[..., Any] | None, initargs: 
             except OSError:
                 pass
     threading.Thread(target=_end_with, args=(parent,), name="byop_nb-parent-watch", daemon=True).start()
-    if initializer is not None:
-        initializer(*initargs)
+    if initializer is not None:  # itself, or its bytes when it travelled by value
+        load(initializer)(*initargs)
 
 
 def _end_with(owner: int) -> None:
