@@ -336,6 +336,19 @@ def test_bad_constructor_arguments_raise_naming_the_value() -> None:
         Scheduler(ThreadPoolExecutor(1), terminate="yes")  # type: ignore[arg-type]
 
 
+def test_an_unknown_start_method_is_refused_naming_the_accepted_ones() -> None:
+    import multiprocessing
+
+    with pytest.raises(ValueError) as refused:
+        Scheduler.with_processes(2, start_method="forx")
+    message = str(refused.value)
+    assert "start_method='forx'" in message and "no such start method" in message
+    for method in multiprocessing.get_all_start_methods():
+        assert repr(method) in message.split("accepted:")[1]
+    with pytest.raises(ValueError, match="accepted"):
+        Scheduler.with_processes(2, start_method=3)  # type: ignore[arg-type]
+
+
 # -- executors and re-runs -------------------------------------------------------
 @pytest.mark.parametrize("kind", KINDS)
 def test_keep_busy_pattern_and_a_second_run_on_every_local_executor(kind: str, no_orphans: None) -> None:

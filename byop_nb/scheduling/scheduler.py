@@ -240,10 +240,14 @@ class Scheduler:
         import multiprocessing
 
         positive_int("max_workers", max_workers)
-        if start_method is not None and start_method not in multiprocessing.get_all_start_methods():
+        accepted = multiprocessing.get_all_start_methods()
+        if start_method is not None and start_method not in accepted:
+            known = start_method in ("fork", "spawn", "forkserver")
             raise ValueError(
-                f"start_method={start_method!r} is not available here; "
-                f"accepted: {multiprocessing.get_all_start_methods()}"
+                f"Scheduler.with_processes(start_method={start_method!r}): "
+                + ("this platform has no such start method" if known else "no such start method")
+                + f"; accepted: {', '.join(map(repr, accepted))}, or None for Python's default "
+                f"({multiprocessing.get_start_method()!r} here)"
             )
         context = multiprocessing.get_context(start_method) if start_method else None
         return cls(ProcessPoolExecutor(max_workers=max_workers, mp_context=context), terminate=terminate)
