@@ -31,7 +31,7 @@ import types
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-__all__ = ["Event", "EventManager", "Subscriber"]
+__all__ = ["Event", "CountedAs", "EventManager", "Subscriber"]
 
 P = ParamSpec("P")
 C = TypeVar("C", bound=Callable[..., Any])
@@ -66,6 +66,37 @@ class Event(Generic[P]):
 
     def __str__(self) -> str:
         return self.name
+
+
+class CountedAs(Event[P]):
+    """An event with callbacks of its own that is counted as another: equal to it, with its hash.
+
+    For a second view of one happening with other arguments: `Task.F_RETURNED`
+    (`(future, result)`) is counted as `Task.RETURNED` (`(result)`), so a `counts`
+    dict has one entry for both, and `counts[Task.F_RETURNED]` reads it. Subscribe to
+    it through its own subscriber (`task.on_f_returned`), whose manager keeps it
+    apart from the event it is counted as.
+
+    ```python
+    from byop_nb.events import CountedAs, Event
+
+    RETURNED: Event[[int]] = Event("returned")
+    F_RETURNED: CountedAs[[object, int]] = CountedAs("future-returned", RETURNED)
+    assert {RETURNED: 1} == {RETURNED: 1, F_RETURNED: 1}
+    ```
+    """
+
+    __slots__ = ("counted_as",)
+
+    def __init__(self, name: str, counted_as: Event[Any]) -> None:
+        super().__init__(name)
+        self.counted_as = counted_as
+
+    def __eq__(self, other: object) -> bool:
+        return other is self or other is self.counted_as
+
+    def __hash__(self) -> int:
+        return hash(self.counted_as)
 
 
 def _positive_int(option: str, value: int | None) -> int | None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeAlias
 
-__all__ = ["no_such_attribute", "positive_int", "check_run_options", "exception_policy", "OnException", "Policy"]
+__all__ = [
+    "no_such_attribute",
+    "positive_int",
+    "check_run_options",
+    "exception_policy",
+    "byop_era_on_exception",
+    "OnException",
+    "Policy",
+]
 
 Policy: TypeAlias = Literal["continue", "end", "raise"]
 OnException: TypeAlias = Policy | Mapping[type[BaseException], Policy]
@@ -41,6 +49,31 @@ def check_run_options(
     for option, value in (("end_on_empty", end_on_empty), ("wait", wait)):
         if not isinstance(value, bool):
             raise TypeError(f"{option}= must be True or False, got {value!r}")
+
+
+def byop_era_on_exception(on_exception: OnException, end_on_exception: bool | None, raises: bool | None) -> OnException:
+    """The `on_exception` that the byop-era run options `end_on_exception=` / `raises=` stand for.
+
+    The byop-era `run(end_on_exception=True, raises=True)` (its defaults) is
+    `on_exception="raise"`; `raises=False` is `"end"` (the run ends with
+    `ExitCode.EXCEPTION`, the exception in `scheduler.last_error`);
+    `end_on_exception=False` is `"continue"` (`raises` then does nothing). Neither
+    given: `on_exception` as it is. Both kinds given: a ValueError naming them.
+    """
+    if end_on_exception is None and raises is None:
+        return on_exception
+    for option, value in (("end_on_exception", end_on_exception), ("raises", raises)):
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{option}= must be True or False (the byop-era alias of on_exception=), got {value!r}")
+    if not (isinstance(on_exception, str) and on_exception == "continue"):
+        raise ValueError(
+            f"run() got on_exception={on_exception!r} and the byop-era end_on_exception={end_on_exception!r}, "
+            f'raises={raises!r}, which stand for on_exception too; pass one of them: on_exception="raise" is '
+            'end_on_exception=True, raises=True; "end" is raises=False; "continue" is end_on_exception=False'
+        )
+    if end_on_exception is False:
+        return "continue"
+    return "end" if raises is False else "raise"
 
 
 def exception_policy(on_exception: OnException) -> Callable[[BaseException], Policy] | None:

@@ -36,7 +36,20 @@ logger = logging.getLogger(__name__)
 class SequentialExecutor(Executor):
     """Runs each call in the calling thread at `submit`, returning a finished Future.
 
-    Useful for debugging: breakpoints and prints work as in plain Python.
+    Useful for debugging: breakpoints and prints work as in plain Python. The
+    byop era's `SequentialExecutor` (same name, same import path as there:
+    `byop_nb.scheduling`); `Scheduler.with_sequential()` makes a Scheduler on one.
+    A running call cannot be interrupted: a run's `timeout` or `wait=False` takes
+    effect when it returns.
+
+    ```python
+    from byop_nb.scheduling import Scheduler, SequentialExecutor, Task
+
+    scheduler = Scheduler(SequentialExecutor())
+    task = Task(print, scheduler)
+    scheduler.on_start(lambda: task("runs in the main process"))
+    scheduler.run()
+    ```
     """
 
     def __init__(self) -> None:

@@ -37,7 +37,14 @@ from byop_nb._text import clipped
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.scheduling import _checks, _shipping
 from byop_nb.scheduling import _executors as _executors
-from byop_nb.scheduling._checks import OnException, Policy, check_run_options, exception_policy, positive_int
+from byop_nb.scheduling._checks import (
+    OnException,
+    Policy,
+    byop_era_on_exception,
+    check_run_options,
+    exception_policy,
+    positive_int,
+)
 from byop_nb.scheduling._handoff import Handoff
 from byop_nb.scheduling._output import RunOutput
 from byop_nb.scheduling._runtime import (
@@ -381,6 +388,7 @@ class Scheduler:
             # A re-run notebook cell makes the task anew: the callbacks registered on it (in other
             # cells, which the user does not run again) go on working on the new one.
             task.event_manager.adopt(old.event_manager)
+            task._future_events.adopt(old._future_events)  # the byop-era F_ callbacks too
             warnings.warn(
                 f"A Task named {task.name!r} already exists on this scheduler; the new one replaces it and "
                 "takes over its callbacks (its counts start afresh). Pass name= to keep both.",
@@ -578,6 +586,8 @@ class Scheduler:
         wait: bool = True,
         on_exception: OnException = "continue",
         end_after_failures: int | None = None,
+        end_on_exception: bool | None = None,
+        raises: bool | None = None,
     ) -> ExitCode:
         """Run until nothing is left to do, `stop()`, or `timeout`; blocks and returns the ExitCode.
 
@@ -601,10 +611,18 @@ class Scheduler:
                 starts the count afresh, a cancelled one is not counted). Running
                 work is then waited for or cancelled as `wait` says, and
                 `scheduler.last_error` says why. None (the default): never.
+            end_on_exception: the byop-era spelling, an alias of `on_exception`:
+                `end_on_exception=True` (with `raises=True`, both the byop-era
+                defaults) is `on_exception="raise"`; False is `"continue"`.
+            raises: the byop-era spelling, with `end_on_exception`: `raises=False`
+                is `on_exception="end"` (the run returns `ExitCode.EXCEPTION`, the
+                exception is in `scheduler.last_error`; the byop-era run returned
+                the exception itself). Not together with `on_exception`.
 
         ```python
         scheduler.run(on_exception="raise")       # the first failing call's exception, raised here
         scheduler.run(end_after_failures=3)       # stop wasting trials once 3 crashed in a row
+        scheduler.run(end_on_exception=True)      # the byop-era spelling of on_exception="raise"
         ```
 
         At the end of a run in which calls failed, one line per task says how many,
@@ -623,6 +641,7 @@ class Scheduler:
         # The error is raised again below, which puts this frame back on its trimmed traceback:
         # IPython (a notebook) and pytest leave out frames that set this.
         __tracebackhide__ = True
+        on_exception = byop_era_on_exception(on_exception, end_on_exception, raises)
         check_run_options(timeout, end_on_empty, wait, on_exception, end_after_failures)
         self._check_not_running("run()")
         coroutine = self.async_run(
@@ -650,6 +669,8 @@ class Scheduler:
         wait: bool = True,
         on_exception: OnException = "continue",
         end_after_failures: int | None = None,
+        end_on_exception: bool | None = None,
+        raises: bool | None = None,
     ) -> RunHandle:
         """Start the run in the background on the running event loop and return at once.
 
@@ -672,6 +693,7 @@ class Scheduler:
             RuntimeError: no event loop is running (use `run()`, or `await async_run()`),
                 or the scheduler is already running.
         """
+        on_exception = byop_era_on_exception(on_exception, end_on_exception, raises)
         check_run_options(timeout, end_on_empty, wait, on_exception, end_after_failures)
         self._check_not_running("start()")
         loop = running_loop()
@@ -703,6 +725,8 @@ class Scheduler:
         wait: bool = True,
         on_exception: OnException = "continue",
         end_after_failures: int | None = None,
+        end_on_exception: bool | None = None,
+        raises: bool | None = None,
     ) -> ExitCode:
         """The coroutine behind `run()`; same arguments and result.
 
@@ -710,6 +734,7 @@ class Scheduler:
         exit_code = await scheduler.async_run(timeout=10)
         ```
         """
+        on_exception = byop_era_on_exception(on_exception, end_on_exception, raises)
         check_run_options(timeout, end_on_empty, wait, on_exception, end_after_failures)
         self._check_not_running("async_run()")
         self._begin(asyncio.get_running_loop(), on_exception, end_after_failures)

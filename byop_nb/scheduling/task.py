@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypedDict, TypeVar
 
 from byop_nb._text import bounded_repr, cell_value, clipped
-from byop_nb.events import Event, EventManager, Subscriber
+from byop_nb.events import CountedAs, Event, EventManager, Subscriber
 from byop_nb.history import History
 from byop_nb.scheduling import _checks
 from byop_nb.scheduling._call import Call, Status
@@ -118,6 +118,10 @@ class Task(Generic[P, R]):
     """A call returned: `on_returned(result)`."""
     EXCEPTION: Event[[BaseException]] = Event("task-exception")
     """A call raised: `on_exception(exception)`."""
+    F_RETURNED: CountedAs[[Future[Any], Any]] = CountedAs("task-future-returned", RETURNED)
+    """The byop-era alias of RETURNED with the future: `on_f_returned(future, result)`; counted as RETURNED."""
+    F_EXCEPTION: CountedAs[[Future[Any], BaseException]] = CountedAs("task-future-exception", EXCEPTION)
+    """The byop-era alias of EXCEPTION with the future: `on_f_exception(future, exception)`; counted as EXCEPTION."""
     TIMEOUT: Event[[Future[Any], BaseException]] = Event("task-timeout")
     """A call hit its CPU or wall-time limit: `on_timeout(future, exception)`."""
     MEMORY_LIMIT_REACHED: Event[[Future[Any], BaseException]] = Event("task-memory-limit-reached")
@@ -189,6 +193,10 @@ class Task(Generic[P, R]):
         self.on_wall_time_limit_reached = em.subscriber(self.WALL_TIME_LIMIT_REACHED)
         self.on_call_limit_reached: Subscriber[...] = em.subscriber(self.CALL_LIMIT_REACHED)
         self.on_concurrent_limit_reached: Subscriber[...] = em.subscriber(self.CONCURRENT_LIMIT_REACHED)
+        # The byop-era F_ events: callbacks of their own (with the future), counted as RETURNED / EXCEPTION.
+        self._future_events = EventManager(name=f"Task({name}) future events")
+        self.on_f_returned: Subscriber[[Future[Any], Any]] = self._future_events.subscriber(self.F_RETURNED)
+        self.on_f_exception: Subscriber[[Future[Any], BaseException]] = self._future_events.subscriber(self.F_EXCEPTION)
         # The guide's spellings.
         self.on_cpu_limit_reached = self.on_cpu_time_limit_reached
         self.on_walltime_limit_reached = self.on_wall_time_limit_reached
@@ -518,12 +526,16 @@ class Task(Generic[P, R]):
         future = call.future
         if status is _RETURNED:
             em.emit(self.DONE, future)
+            if self._future_events._handlers:  # byop-era callbacks: only when there are some
+                self._future_events.emit(self.F_RETURNED, future, result)
             em.emit(self.RETURNED, result)
             return
         if status is _CANCELLED:
             em.emit(self.CANCELLED, future)
             return
         em.emit(self.DONE, future)
+        if self._future_events._handlers:
+            self._future_events.emit(self.F_EXCEPTION, future, exception)
         em.emit(self.EXCEPTION, exception)
         if status is _MEMORY_LIMIT:
             em.emit(self.MEMORY_LIMIT_REACHED, future, exception)
