@@ -25,6 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+from byop_nb import _compat
 from byop_nb.scheduling import _pool_tuning, _processes, _ray, _shipping
 from byop_nb.scheduling import _worker as _worker
 
@@ -74,25 +75,27 @@ class SequentialExecutor(Executor):
 
 def fresh_like(executor: Executor) -> Executor | None:
     """A new executor with the same settings as `executor`, or None for unknown types."""
-    ex: Any = executor  # reads the private settings of the stdlib and dask executors
+    ex: Any = executor  # reads the private settings of the dask executor
     if isinstance(executor, ProcessPoolExecutor):
-        initializer, initargs = ex._initializer, ex._initargs
+        settings = _compat.process_pool_settings(executor)
+        initializer, initargs = settings.initializer, settings.initargs
         if initializer is _worker.start_worker:  # the pool's own initializer, which byop_nb wrapped
             _parent, initializer, initargs = initargs
             initializer = _shipping.load(initializer) if initializer is not None else None
         return ProcessPoolExecutor(
-            max_workers=ex._max_workers,
-            mp_context=ex._mp_context,
+            max_workers=settings.max_workers,
+            mp_context=settings.mp_context,
             initializer=initializer,
             initargs=initargs,
-            max_tasks_per_child=ex._max_tasks_per_child,
+            max_tasks_per_child=settings.max_tasks_per_child,
         )
     if isinstance(executor, ThreadPoolExecutor):
+        settings = _compat.thread_pool_settings(executor)
         return ThreadPoolExecutor(
-            max_workers=ex._max_workers,
-            thread_name_prefix=ex._thread_name_prefix or "",
-            initializer=ex._initializer,
-            initargs=ex._initargs,
+            max_workers=settings.max_workers,
+            thread_name_prefix=settings.thread_name_prefix,
+            initializer=settings.initializer,
+            initargs=settings.initargs,
         )
     if isinstance(executor, SequentialExecutor):
         return SequentialExecutor()
@@ -124,12 +127,12 @@ def shut_down(executor: Executor, *, wait: bool, cancel_futures: bool) -> None:
 
 def is_shut_down(executor: Executor) -> bool:
     """Whether `executor` refuses new work (best effort, for the known executor types)."""
-    return bool(getattr(executor, "_shutdown_thread", False) or getattr(executor, "_shutdown", False))
+    return _compat.is_shut_down(executor)
 
 
 def worker_processes(executor: Executor) -> list[Any]:
     """The live `multiprocessing.Process` objects of a ProcessPoolExecutor (else empty)."""
-    processes = getattr(executor, "_processes", None) if isinstance(executor, ProcessPoolExecutor) else None
+    processes = _compat.pool_processes(executor)
     return list(processes.values()) if processes else []
 
 
@@ -153,15 +156,13 @@ def _start_workers_with_byop_nb(executor: ProcessPoolExecutor) -> None:
     when killed can be killed too) and ends when this process ends, even by SIGKILL.
     The pool's own initializer runs after it.
     """
-    ex: Any = executor  # the stdlib pool's private settings, read when it starts a worker
-    if ex._processes or ex._initializer is _worker.start_worker:
+    initializer, initargs = _compat.pool_initializer(executor)  # read when the pool starts a worker
+    if _compat.pool_processes(executor) or initializer is _worker.start_worker:
         return
-    initializer, initargs = ex._initializer, ex._initargs
     if initializer is not None:  # by value where the worker could not import it (it skips `__main__`)
         initializer = _shipping.payload(initializer)
         initargs, _ = _shipping.arguments(tuple(initargs), {})
-    ex._initargs = (os.getpid(), initializer, initargs)
-    ex._initializer = _worker.start_worker
+    _compat.set_pool_initializer(executor, _worker.start_worker, (os.getpid(), initializer, initargs))
 
 
 def _skip_main(executor: ProcessPoolExecutor) -> bool:
@@ -177,10 +178,11 @@ def _why_main_is_imported(executor: Executor) -> str:
     """Why byop_nb could not start a pool's workers without the main script (for `check_main_guard`)."""
     if sys.platform == "win32":
         return " (on Windows byop_nb starts them with multiprocessing's own spawn)"
-    ex: Any = executor
-    if ex._processes:
+    if isinstance(executor, ProcessPoolExecutor) and _compat.pool_processes(executor):
         return " (the pool had started its workers before the Scheduler took it)"
-    context = type(ex._mp_context)
+    if not _compat.LAUNCH_WITHOUT_MAIN:
+        return f" (byop_nb starts workers without the main script on CPython {_compat.TESTED} only)"
+    context = type(_compat.pool_context(executor))  # type: ignore[arg-type]
     return (
         f" (the pool's context, {context.__module__}.{context.__qualname__}, is of a kind of its own, which "
         "byop_nb leaves alone)"
@@ -195,7 +197,7 @@ def _is_future(value: Any) -> bool:
 
 
 def _start_method(executor: Executor) -> str | None:
-    context = getattr(executor, "_mp_context", None) if isinstance(executor, ProcessPoolExecutor) else None
+    context = _compat.pool_context(executor) if isinstance(executor, ProcessPoolExecutor) else None
     return context.get_start_method() if context is not None else None
 
 
@@ -380,7 +382,7 @@ class ExecutorKeeper:
         Pools with `max_tasks_per_child` replace workers as they retire, so those are watched all along.
         """
         executor = self._executor
-        procs = getattr(executor, "_processes", None)  # a process pool's workers, by pid
+        procs = _compat.pool_processes(executor)  # a process pool's workers, by pid
         if procs is None:
             self._watching = False
             return
@@ -389,7 +391,7 @@ class ExecutorKeeper:
             self._processes = list(procs.values())
             for process in self._processes:
                 self._deaths.watch(process.pid)
-        self._watching = recycling or len(procs) < getattr(executor, "_max_workers", 0)
+        self._watching = recycling or len(procs) < (_compat.pool_max_workers(executor) or 0)
 
     def explain_broken(self, exception: BrokenProcessPool) -> None:
         """A call failed because its pool broke: name the cause in the exception, replace the pool later."""

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import io
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import context, forkserver, popen_spawn_posix, reduction, resource_tracker, spawn, util
 from typing import Any
 
+from byop_nb import _compat
 from byop_nb.scheduling._forkserver import _Popen as _ForkServerPopen
 from byop_nb.scheduling._forkserver import _preparation_data, launch_server
 
@@ -138,12 +138,12 @@ def adopt(executor: ProcessPoolExecutor) -> bool:
         or its context was replaced or is one of ours already); False when they will
         (a pool that started its workers already, a context of the user's own kind, Windows).
     """
-    ex: Any = executor  # the stdlib pool's private settings, read when it starts a worker
-    mp_context = ex._mp_context
+    mp_context = _compat.pool_context(executor)
+    if mp_context is None:
+        return False
     if mp_context in (SPAWN, FORKSERVER) or mp_context.get_start_method() == "fork":
         return True
     ours = _STOCK.get(type(mp_context))
-    if ours is None or sys.platform == "win32" or ex._processes:
+    if ours is None or not _compat.LAUNCH_WITHOUT_MAIN:
         return False
-    ex._mp_context = ours
-    return True
+    return _compat.set_pool_context(executor, ours)

@@ -29,10 +29,11 @@ import os
 import select
 import types
 from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures import process as _stdlib_pool
 from multiprocessing.reduction import ForkingPickler
 from queue import Full
 from typing import Any
+
+from byop_nb import _compat
 
 __all__ = ["tune"]
 
@@ -48,7 +49,10 @@ _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _DIRECT_MAX = getattr(select, "PIPE_BUF", 4096)
 
 
-class _CoalescedWakeup(_stdlib_pool._ThreadWakeup):
+_WakeupBase: Any = _compat.THREAD_WAKEUP or object  # no tuning where the stdlib's is not the known one
+
+
+class _CoalescedWakeup(_WakeupBase):
     """The stdlib pool's wake-up of its manager thread, written to at most once until the thread
     looks: a submission into a pool whose manager is already due to wake skips the pipe write.
 
@@ -90,8 +94,8 @@ class _CoalescedWakeup(_stdlib_pool._ThreadWakeup):
 def _coalesce_wakeups(executor: ProcessPoolExecutor) -> None:
     """Give a stdlib process pool the `_CoalescedWakeup` (the same object: its manager thread and
     call queue hold it too); a pool whose wake-up is not the stdlib's own is left as it is."""
-    wakeup = getattr(executor, "_executor_manager_thread_wakeup", None)
-    if fcntl is None or type(wakeup) is not _stdlib_pool._ThreadWakeup:
+    wakeup = _compat.pool_wakeup(executor)
+    if fcntl is None or wakeup is None:
         return
     coalesced: Any = wakeup
     coalesced.__class__ = _CoalescedWakeup
@@ -141,7 +145,7 @@ def _plain_call(obj: Any, budget: int) -> bool:
     bytes without running any code but pickle's own."""
     if obj is None:
         return True
-    if type(obj) is not _stdlib_pool._CallItem:
+    if _compat.CALL_ITEM is None or type(obj) is not _compat.CALL_ITEM:
         return False
     size = _CALL_OVERHEAD + _size(obj.fn, budget)
     if size <= budget:
@@ -174,8 +178,8 @@ def _write_calls_directly(executor: ProcessPoolExecutor) -> None:
     feeder as it is: the feeder pickles and writes it, or reports the failure on the call's
     future, as it always did.
     """
-    found = getattr(executor, "_call_queue", None)
-    if fcntl is None or type(found) is not _stdlib_pool._SafeQueue or "put" in vars(found):
+    found = _compat.pool_call_queue(executor)
+    if fcntl is None or found is None or "put" in vars(found):
         return
     queue: Any = found  # the multiprocessing.Queue's private parts, read as the feeder reads them
     try:

@@ -29,10 +29,10 @@ import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures._base import FINISHED as _FINISHED
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
+from byop_nb._compat import FUTURE_FINISHED as _FINISHED  # Future._state, read on the hot path
 from byop_nb._text import clipped
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.scheduling import _checks, _shipping

@@ -698,8 +698,10 @@ class TaskMap:
 
 
 def _default_in_flight(scheduler: Scheduler) -> int:
-    workers = getattr(scheduler.executor, "_max_workers", None)
-    return 2 * workers if isinstance(workers, int) and workers > 0 else 2 * (os.cpu_count() or 1)
+    from byop_nb._compat import pool_max_workers
+
+    workers = pool_max_workers(scheduler.executor)
+    return 2 * workers if workers is not None else 2 * (os.cpu_count() or 1)
 
 
 def _argument_keys(function: Callable[..., Any], skip: int) -> tuple[tuple[str, ...], str | None, dict[str, Any]]:
