@@ -53,3 +53,50 @@ def test_the_readme_test_commands_are_what_ci_runs() -> None:
     for version in ("3.12", "3.13"):
         assert f"python{version}" in readme
     assert "for version in 3.12 3.13" in ci and ".[test,notebook,optuna,parquet]" in readme + ci
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _calls(text: str, name: str) -> list[str]:
+    """The argument text of each `name(...)` call in `text` (parentheses balanced)."""
+    calls = []
+    start = text.find(name + "(")
+    while start != -1:
+        depth, i = 0, start + len(name)
+        for i in range(start + len(name), len(text)):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            if depth == 0:
+                break
+        calls.append(text[start + len(name) + 1 : i])
+        start = text.find(name + "(", i)
+    return calls
+
+
+def test_every_local_cluster_we_show_listens_on_loopback_only() -> None:
+    """A `LocalCluster(...)` in the docs, the tutorials, the README, the examples or a docstring binds its
+    scheduler and its dashboard to loopback (dask's defaults listen on every interface); prose that
+    names the option (`LocalCluster(host=...)`) is not a call, and the one example of opening a cluster
+    to a network says so in a comment ("opened to a network on purpose")."""
+    import json
+    import re
+
+    sources: dict[str, str] = {}
+    for pattern in ("docs/**/*.md", "README.md", "examples/**/*.py", "byop_nb/**/*.py"):
+        for path in ROOT.glob(pattern):
+            sources[str(path.relative_to(ROOT))] = path.read_text()
+    for path in ROOT.glob("notebooks/*.ipynb"):
+        cells = json.loads(path.read_text())["cells"]
+        sources[str(path.relative_to(ROOT))] = "\n".join("".join(cell["source"]) for cell in cells)
+    open_ones, shown = [], 0
+    for where, text in sources.items():
+        for arguments in _calls(text, "LocalCluster"):
+            if arguments.strip() in ("host=...", "...") or "opened to a network on purpose" in arguments:
+                continue
+            shown += 1
+            host = re.search(r"""host\s*=\s*["']([^"']*)["']""", arguments)
+            dashboard = re.search(r"""dashboard_address\s*=\s*["']([^"']*)["']""", arguments)
+            if not (host and host.group(1) in LOOPBACK and dashboard and dashboard.group(1).startswith(LOOPBACK)):
+                open_ones.append(f"{where}: LocalCluster({' '.join(arguments.split())})")
+    assert shown >= 4, "the scan found fewer LocalCluster calls than the docs show: is it still looking?"
+    assert open_ones == [], "not bound to loopback:\n" + "\n".join(open_ones)
