@@ -220,9 +220,10 @@ CALL_ITEM: Any = getattr(_stdlib_pool, "_CallItem", None) if IS_TESTED_VERSION e
 
 
 def pool_wakeup(executor: ProcessPoolExecutor) -> Any:
-    """The pool's manager-thread wake-up (`_executor_manager_thread_wakeup`) when it is a `THREAD_WAKEUP`, else None."""
+    """The pool's manager-thread wake-up (`_executor_manager_thread_wakeup`) when it is a `THREAD_WAKEUP`
+    (or byop_nb's subclass of it), else None."""
     wakeup = getattr(executor, "_executor_manager_thread_wakeup", None)
-    return wakeup if THREAD_WAKEUP is not None and type(wakeup) is THREAD_WAKEUP else None
+    return wakeup if THREAD_WAKEUP is not None and isinstance(wakeup, THREAD_WAKEUP) else None
 
 
 def pool_call_queue(executor: ProcessPoolExecutor) -> Any:

@@ -43,6 +43,25 @@ def test_wall_time_limit_ends_the_call_within_half_a_second_of_the_limit(kind: s
 
 
 # -- dying workers ---------------------------------------------------------------------
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_a_pool_that_starts_workers_on_demand_notices_a_new_workers_death_at_once(
+    start_method: str, no_orphans: None
+) -> None:
+    """A spawn/forkserver pool starts each worker in submit(), after waking its manager thread, which
+    may then wait without the new worker's sentinel; byop_nb wakes it again, so the death of the
+    second worker fails the first worker's long call at once, not when that call ends."""
+    for _ in range(3):  # the race is won or lost in a few milliseconds: three times
+        scheduler = Scheduler.with_processes(2, start_method=start_method)
+        sleeper, dying = Task(nap, scheduler), Task(die, scheduler)
+        failed: list[BaseException] = []
+        sleeper.on_exception(failed.append)
+        scheduler.on_start(lambda: (sleeper(30.0), dying("exit")))
+        started = time.monotonic()
+        assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
+        assert time.monotonic() - started < 15
+        assert len(failed) == 1 and isinstance(failed[0], BrokenProcessPool)
+
+
 @pytest.mark.parametrize(
     ("how", "cause"),
     [("exit", "exited with code 3"), ("segv", "SIGSEGV"), ("kill", "SIGKILL (possibly the out-of-memory killer)")],
@@ -61,7 +80,7 @@ def test_a_dying_worker_fails_only_the_work_in_flight_naming_the_cause(how: str,
 
     @scheduler.on_start
     def launch() -> None:
-        sleeper(1.0)  # in flight on the other worker when the pool breaks
+        sleeper(10.0)  # in flight on the other worker when the pool breaks (it fails then: no wait)
         dying(how)
         executors_used.append(scheduler.executor)
 

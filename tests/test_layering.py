@@ -25,6 +25,7 @@ LAYERS = {
     "byop_nb._journal": 0,
     "byop_nb._text": 0,
     "byop_nb._frames": 0,
+    "byop_nb._compat": 0,  # CPython's private parts, used by scheduling (it imports only the stdlib)
     "byop_nb._html": 1,
     "byop_nb.history": 1,
     "byop_nb.scheduling": 2,

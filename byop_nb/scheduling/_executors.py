@@ -388,6 +388,8 @@ class ExecutorKeeper:
             return
         recycling = getattr(executor, "_max_tasks_per_child", None) is not None
         if recycling or len(procs) != len(self._processes):
+            if len(procs) > len(self._processes) and isinstance(executor, ProcessPoolExecutor):
+                _pool_tuning.watch_new_workers(executor)  # so that the pool's manager watches the new ones
             self._processes = list(procs.values())
             for process in self._processes:
                 self._deaths.watch(process.pid)

@@ -35,7 +35,7 @@ from typing import Any
 
 from byop_nb import _compat
 
-__all__ = ["tune"]
+__all__ = ["tune", "watch_new_workers"]
 
 try:
     import fcntl
@@ -95,7 +95,7 @@ def _coalesce_wakeups(executor: ProcessPoolExecutor) -> None:
     """Give a stdlib process pool the `_CoalescedWakeup` (the same object: its manager thread and
     call queue hold it too); a pool whose wake-up is not the stdlib's own is left as it is."""
     wakeup = _compat.pool_wakeup(executor)
-    if fcntl is None or wakeup is None:
+    if fcntl is None or wakeup is None or type(wakeup) is not _compat.THREAD_WAKEUP:
         return
     coalesced: Any = wakeup
     coalesced.__class__ = _CoalescedWakeup
@@ -228,6 +228,24 @@ def _write_calls_directly(executor: ProcessPoolExecutor) -> None:
             notempty.notify()
 
     queue.put = put
+
+
+def watch_new_workers(executor: ProcessPoolExecutor) -> None:
+    """Wake the pool's manager thread after a submission started a worker, so that it watches that one too.
+
+    A spawn or forkserver pool starts its workers on demand, in `submit()`, after waking its
+    manager thread (CPython 3.11-3.13): a manager that woke before the new worker was
+    registered waits without that worker's sentinel, and would notice its death only when
+    something else wakes it (another call's end, maybe much later). One more wake-up, written
+    whatever the coalescing says, makes it look again.
+    """
+    wakeup = _compat.pool_wakeup(executor)
+    if wakeup is None:
+        return
+    try:
+        _compat.THREAD_WAKEUP.wakeup(wakeup)  # the stdlib's write, not the coalesced one
+    except (OSError, ValueError, AttributeError):  # the pool is shutting down: its manager looks anyway
+        pass
 
 
 def tune(executor: ProcessPoolExecutor) -> None:
