@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
 from conftest import run_script
+
+pytestmark = pytest.mark.dask  # imports dask.distributed
 
 SCRIPT = textwrap.dedent(
     """

@@ -20,7 +20,7 @@ def fails_on_three(x: int) -> int:
     return x
 
 
-@pytest.fixture(params=["threads", "processes", "sequential", "dask"])
+@pytest.fixture(params=["threads", "processes", "sequential", pytest.param("dask", marks=pytest.mark.dask)])
 def scheduler(request: pytest.FixtureRequest, no_orphans: None) -> Iterator[Scheduler]:
     if request.param == "threads":
         yield Scheduler.with_threads(1)
