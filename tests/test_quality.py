@@ -100,3 +100,36 @@ def test_every_local_cluster_we_show_listens_on_loopback_only() -> None:
                 open_ones.append(f"{where}: LocalCluster({' '.join(arguments.split())})")
     assert shown >= 4, "the scan found fewer LocalCluster calls than the docs show: is it still looking?"
     assert open_ones == [], "not bound to loopback:\n" + "\n".join(open_ones)
+
+
+def test_ci_finds_the_pythons_of_its_legs_and_names_what_it_accepts_when_one_is_missing(tmp_path: Path) -> None:
+    import os
+
+    find = str(ROOT / ".ci" / "find-python")
+    for version in ("3.12", "3.13"):
+        found = subprocess.run([find, version], capture_output=True, text=True, timeout=60)
+        if found.returncode != 0:  # not on this machine: the message must say what to install
+            assert f"no Python {version} found" in found.stderr and "accepted" in found.stderr
+            continue
+        interpreter = found.stdout.strip()
+        ran = subprocess.run(
+            [interpreter, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.stdout.strip() == version
+    import shutil
+
+    tools = tmp_path / "bin"  # a PATH with the script's tools and no Python
+    tools.mkdir()
+    for tool in ("ls", "sort", "tail"):
+        (tools / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    nowhere = {**os.environ, "PYENV_ROOT": str(tmp_path), "PATH": str(tools)}
+    bash = shutil.which("bash") or "/bin/bash"
+    missing = subprocess.run([bash, find, "3.13"], capture_output=True, text=True, timeout=60, env=nowhere)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert f"looked in {tmp_path}/versions/3.13.*" in missing.stderr
+    assert "accepted: a CPython 3.13.x from pyenv, or python3.13 on PATH" in missing.stderr
+    other = subprocess.run([bash, find, "3.10"], capture_output=True, text=True, timeout=60)
+    assert other.returncode == 2 and "accepted: 3.12, 3.13" in other.stderr
