@@ -48,7 +48,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec
 from byop_nb._text import bounded_repr
 from byop_nb.events import Event, Subscriber
 from byop_nb.scheduling._call import Call, Status
+from byop_nb.scheduling._comm_worker import Comm, _CommCall
+from byop_nb.scheduling._executors import SequentialExecutor
 from byop_nb.scheduling._shipping import traceback_text
+from byop_nb.scheduling.comms import CommTask
 from byop_nb.scheduling.task import Task, TaskOptions
 
 if TYPE_CHECKING:
@@ -94,6 +97,11 @@ class Trial:
     `traceback` (the text of the exception's traceback). Trials are equal when
     name, config and info are; they hash by name, so they can key a dict.
 
+    While a [`Trial.Task`][byop_nb.optimization.Trial.Task]'s function runs,
+    `trial.comm` is the call's [`Comm`][byop_nb.scheduling.Comm], to talk with
+    the main process (`trial.comm.send(...)`, `trial.comm.request(...)`, which
+    the task's `on_message` / `on_request` receive); it is None otherwise.
+
     Example:
         ```python
         from byop_nb.optimization import Trial
@@ -113,6 +121,7 @@ class Trial:
     timings: Trial.Timings | None = field(default=None, init=False, compare=False)
     exception: BaseException | None = field(default=None, init=False, compare=False, repr=False)
     traceback: str | None = field(default=None, init=False, compare=False, repr=False)
+    comm: Comm | None = field(default=None, init=False, compare=False, repr=False)
     # While a `begin()` block runs: (start, wall clock at start, CPU clock at start, the CPU clock).
     _clock: tuple[float, float, float, Callable[[], float]] | None = field(
         default=None, init=False, compare=False, repr=False
@@ -303,7 +312,7 @@ class Trial:
         )
 
 
-class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
+class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
     """A Task for optimization: calling it with a [`Trial`][byop_nb.optimization.Trial] evaluates it.
 
     Spelled `Trial.Task(function, scheduler, ...)`; takes every
@@ -325,6 +334,17 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
     names it: "memory", "cpu_time" or "wall_time"), or a return value that is
     neither a report, a number nor a mapping of numbers become a CrashReport. A cancelled trial (a `wait=False` stop)
     makes no report.
+
+    A Trial.Task is a [`CommTask`][byop_nb.scheduling.CommTask]: while the
+    function runs, `trial.comm` is its call's [`Comm`][byop_nb.scheduling.Comm]
+    (the function's signature stays `function(trial, ...)`), so it can
+    `trial.comm.send(obj)` (`on_message(msg)`) and `trial.comm.request(obj)`
+    (`on_request(msg)`, answered with `msg.respond(x)`); `msg.args[0]` is the
+    trial. `on_close(msg)` comes once per call, before its `DONE`. The comm
+    connects only when used, so a trial that never uses it pays no connection.
+    On the sequential executor the function runs in the scheduler's own
+    thread, where nothing could answer: `trial.comm` is there, but using it
+    raises a `CommError` that says so.
 
     Each report is recorded in `task.history` (`task.df()`): columns `task`,
     `call`, `args`/`kwargs` (those after the trial), `trial` (its name),
@@ -380,7 +400,7 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
         scheduler: Scheduler,
         **options: Unpack[TaskOptions],
     ) -> None:
-        super().__init__(function, scheduler, **options)
+        super().__init__(function, scheduler, **options)  # type: ignore[arg-type]  # the trial is the caller's
         em = self.event_manager
         self.on_report: Subscriber[[Trial.Report]] = em.subscriber(self.REPORT)
         self.on_success: Subscriber[[Trial.Report]] = em.subscriber(self.SUCCESS)
@@ -388,7 +408,11 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
         self.on_crashed: Subscriber[[Trial.Report]] = em.subscriber(self.CRASHED)
 
     # -- the Task hooks ---------------------------------------------------------------
+    _ARGS_GIVEN_BY_TASK = 0  # the trial is the caller's (its columns are its own: see `_record`)
+    _COMM_REQUIRED = False  # a trial runs on the sequential executor too: only using its comm fails there
+
     def _function_for(self, call: Call) -> Callable[..., Any]:
+        """The function, run with `trial.comm` set to the call's Comm."""
         args = call.args
         if not args or not isinstance(args[0], Trial):
             first = repr(args[0]) if args else "nothing"
@@ -396,26 +420,45 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
                 f"Trial.Task {self.name!r} is called with a Trial first, e.g. "
                 f"task(Trial(name='t-1', config={{...}})); got {first}"
             )
-        return self.function
+        if isinstance(self.scheduler.executor, SequentialExecutor):
+            comm = Comm(
+                None,
+                None,
+                b"",
+                call.number,
+                "",
+                unusable=f"trial.comm of Trial.Task {self.name!r} cannot be used on the sequential executor: "
+                "the function runs inside the scheduler's own thread, so nothing could receive its messages "
+                "or answer its requests; use Scheduler.with_threads(1) instead",
+            )
+        else:
+            comm = self._comm_for(call)
+        return _CommCall(self.function, comm, into_trial=True)
 
-    def _report(
-        self, trial: Trial, status: Status, result: Any, exception: BaseException | None
-    ) -> Trial.Report | None:
-        """The report of a call that ended with `status`: where a trial's status is decided."""
+    def _row_status(self, call: Call) -> Status:
+        """The trial's status, its report's: where a trial's report is made (`call.report`)."""
+        report = call.report = self._report(call)
+        return report.status if report is not None else Status.CANCELLED
+
+    def _report(self, call: Call) -> Trial.Report | None:
+        """The report of the ended `call`: where a trial's status is decided."""
+        status, trial = call.status, call.args[0]
         if status is Status.CANCELLED:
             return None
         if status is Status.RETURNED:
+            result = call.result
             if isinstance(result, Trial.Report):
                 return result
             return _plain_report(self.name, trial, result)
-        assert exception is not None
+        exception = call.exception
+        assert exception is not None and status is not None
         return Trial.CrashReport(
             trial=trial, exception=exception, traceback=traceback_text(exception), limit=status.limit
         )
 
-    def _record(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
+    def _record(self, call: Call) -> None:
         trial: Trial = call.args[0]
-        report = call.state = self._report(trial, status, result, exception)
+        report: Trial.Report | None = call.report
         timings = report.timings if report is not None else None
         shown = report.trial if report is not None else trial
         self.history.record(
@@ -441,14 +484,11 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
             flush=False,  # the scheduler flushes the journal once per batch of ended calls
         )
 
-    def _row_status(self, call: Call, status: Status) -> Status:
-        report: Trial.Report | None = call.state
-        return report.status if report is not None else Status.CANCELLED
-
-    def _emit(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
-        """The Task's events (DONE, RETURNED or EXCEPTION and limit events), then the report's."""
-        super()._emit(call, status, result, exception)
-        report: Trial.Report | None = call.state
+    def _emit(self, call: Call) -> None:
+        """The comm's events (MESSAGE, REQUEST, CLOSE), the Task's (DONE, RETURNED or EXCEPTION and
+        limit events), then the report's."""
+        super()._emit(call)
+        report: Trial.Report | None = call.report
         if report is None:
             return
         em = self.event_manager
