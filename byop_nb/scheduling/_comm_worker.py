@@ -36,6 +36,7 @@ from byop_nb.scheduling._wire import (
     CommError,
     frames,
     hello_mac,
+    knock,
     readable,
 )
 
@@ -274,6 +275,7 @@ class Comm:
         error: OSError | None = None
         here = socket.gethostname()
         if self._path is not None and here == self._host:
+            knock(self._path, self._call_id)  # first: the call's end then looks for this connection
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.connect(self._path)
