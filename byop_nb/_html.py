@@ -141,7 +141,8 @@ def _counts(task: Task[Any, Any], run: bool) -> tuple[dict[Any, int], dict[str, 
     """The task's event counts and rows per status: all, or the latest run's."""
     counts, statuses = dict(task.event_manager.counts), task.history.status_counts
     if run:
-        counts_then, statuses_then, _ = task._at_run_start
+        then = task.run_baseline
+        counts_then, statuses_then = then.counts, then.statuses
         counts = {event: n - counts_then.get(event, 0) for event, n in counts.items()}
         statuses = {status: n - statuses_then.get(status, 0) for status, n in statuses.items()}
     return counts, statuses
@@ -171,10 +172,9 @@ def never_ran(task: Task[Any, Any], *, run: bool = False) -> dict[str, int]:
     cancelled (`OptunaOptimizer.fail_pending`), so the two counts agree.
     """
     counts = _counts(task, run)[0]
-    started, refused = task._refused_in_run
     why = {
         "cancelled unrun": counts.get(task.CANCELLED, 0),
-        "refused as the run ended": (refused if started == task.scheduler.started_at else 0) if run else task.n_refused,
+        "refused as the run ended": task.refused_in_run if run else task.n_refused,
         "refused by call_limit": counts.get(task.CALL_LIMIT_REACHED, 0),
         "refused by concurrent_limit": counts.get(task.CONCURRENT_LIMIT_REACHED, 0),
     }

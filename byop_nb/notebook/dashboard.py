@@ -637,7 +637,7 @@ class Dashboard(widgets.VBox):
     def _update_progress(self, tasks: list[Task[Any, Any]]) -> None:
         scheduler = self.scheduler
         limited = [task for task in tasks if task.call_limit is not None]
-        maps = [m for task in tasks for m in task._maps if m.run == scheduler.started_at]
+        maps = [m for task in tasks for m in task.maps]  # the latest run's
         timeout = getattr(scheduler, "timeout", None)
         seconds = _html.elapsed(scheduler)
         unit = "trials" if self._data.trials else "calls"
@@ -739,11 +739,12 @@ class Dashboard(widgets.VBox):
                 or a blocking `run()` is going on.
         """
         scheduler = self.scheduler
-        if scheduler.running() and scheduler._handle is not None:
+        running = scheduler.handle if scheduler.running() else None
+        if running is not None:
             # Not an error a traceback helps with: say it in one line, and give the run's handle.
             began = _html.format_seconds(_html.elapsed(scheduler))
             print(f"byop_nb: the run is going on already (for {began}); this returns its handle", file=sys.stderr)
-            return scheduler._handle
+            return running
         handle = scheduler.start(
             timeout=self.timeout,
             end_on_empty=self.end_on_empty,

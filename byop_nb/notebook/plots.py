@@ -214,7 +214,7 @@ class LiveData:
             n = len(task.history)
             if n == series.rows_read:
                 continue
-            self._read(task, series, task.history._stored(series.rows_read, n), start, better)
+            self._read(task, series, task.history.stored_rows(series.rows_read, n), start, better)
             series.rows_read = n
             changed = True
         return changed

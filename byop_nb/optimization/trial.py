@@ -392,7 +392,7 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
     """A callback on any of these handles failed trials."""
     FAILURES: ClassVar[frozenset[Status]] = frozenset({Status.FAIL, Status.CRASHED})
     """A trial failed when it returned a `FailReport`, or crashed (limit hits included)."""
-    _NOUN = "trials"
+    NOUN: ClassVar[str] = "trials"
 
     def __init__(
         self,
