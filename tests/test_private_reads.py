@@ -116,8 +116,7 @@ def test_no_module_reads_another_modules_private_names() -> None:
             if name not in allowed:
                 offenders.append(f"byop_nb/{relative}:{line}: {owner}.{name}")
     assert not offenders, (
-        "these read another module's private names; give the class a public read API instead:\n"
-        + "\n".join(offenders)
+        "these read another module's private names; give the class a public read API instead:\n" + "\n".join(offenders)
     )
 
 
@@ -132,7 +131,7 @@ def test_the_allowed_internals_are_still_read() -> None:
 
 
 def test_the_check_finds_a_read_of_another_classs_private_name() -> None:
-    source = '''
+    source = """
 from byop_nb.scheduling import Scheduler
 
 class Mine:
@@ -141,5 +140,16 @@ class Mine:
 
     def peek(self, scheduler: Scheduler, other: "Mine") -> object:
         return scheduler._queue, other._own, self._own, scheduler.state, scheduler.__class__
-'''
+"""
     assert private_reads(source) == [(9, "scheduler", "_queue")]
+
+
+def test_only_the_jupyter_module_looks_ipython_up() -> None:
+    """One home for what knows about Jupyter: `byop_nb/_jupyter.py` (the notebook skin, which only
+    runs in a kernel, imports IPython's display itself)."""
+    knowing = sorted(
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if '"IPython"' in path.read_text() or "get_ipython" in path.read_text()
+    )
+    assert knowing == ["_jupyter.py"], knowing
