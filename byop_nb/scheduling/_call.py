@@ -11,8 +11,6 @@ from byop_nb._status import Status
 if TYPE_CHECKING:
     from byop_nb.events import Event, EventManager
     from byop_nb.history import History
-    from byop_nb.scheduling._comm_hub import _CallComms
-    from byop_nb.scheduling._failures import FailureSummary
 
 __all__ = ["Call", "Status", "TaskLike"]
 
@@ -42,7 +40,7 @@ class TaskLike(Protocol):
 
     def cancelled_call(self, call: Call) -> None: ...  # pragma: no cover
 
-    def failure_summary(self) -> FailureSummary: ...  # pragma: no cover
+    def failure_summary(self) -> Any: ...  # pragma: no cover  # a FailureSummary (_failures is above this)
 
 
 class Call:
@@ -102,7 +100,7 @@ class Call:
         self.status: Status | None = None
         self.result: Any = None
         self.exception: BaseException | None = None
-        self.comm: _CallComms | None = None
+        self.comm: Any = None  # a CommTask's _CallComms (the comm hub's module is above this one)
         self.report: Any = None
 
     def end(self, status: Status, result: Any = None, exception: BaseException | None = None) -> None:

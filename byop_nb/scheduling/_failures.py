@@ -16,7 +16,6 @@ from byop_nb._text import bounded_repr, clipped
 
 if TYPE_CHECKING:
     from byop_nb.scheduling._call import TaskLike
-    from byop_nb.scheduling._run import TaskBaseline
 
 __all__ = ["FailureSummary", "summarize"]
 
@@ -26,8 +25,9 @@ _CANCELLED = Status.CANCELLED
 FirstFailure = tuple[int, int, "dict[str, Any] | None"]
 
 
-def summarize(task: TaskLike, baseline: TaskBaseline, cache: FirstFailure) -> tuple[FailureSummary, FirstFailure]:
-    """The task's FailureSummary for the run that began at `baseline`, and the first-failure cache updated."""
+def summarize(task: TaskLike, baseline: Any, cache: FirstFailure) -> tuple[FailureSummary, FirstFailure]:
+    """The task's FailureSummary for the run that began at `baseline` (a `_run.TaskBaseline`: its
+    `statuses` and `rows`), and the first-failure cache updated."""
     statuses_then, rows_then = baseline.statuses, baseline.rows
     statuses = task.history.status_counts
     ran = {s: n - statuses_then.get(s, 0) for s, n in statuses.items() if s != _CANCELLED}
