@@ -551,7 +551,7 @@ def test_a_dask_cluster_on_loopback_is_reached_through_the_unix_socket_only(
 
 
 def test_where_a_hub_listens_for_the_workers_of_a_dask_scheduler() -> None:
-    from byop_nb.scheduling._comm_hub import tcp_host_for
+    from byop_nb.scheduling._network import tcp_host_for
 
     assert tcp_host_for("inproc://10.0.0.1/123/1") is None  # workers in this process
     assert tcp_host_for("tcp://127.0.0.1:8786") is None  # workers on this machine: the Unix socket

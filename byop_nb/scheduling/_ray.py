@@ -365,10 +365,10 @@ class RayExecutor(_Executor):
         Raises:
             OSError: no address of this machine is on the route to the Ray head.
         """
-        from byop_nb.scheduling._comm_hub import _local_addresses, tcp_host_for
+        from byop_nb.scheduling._network import local_addresses, tcp_host_for
 
         ray = import_ray()
-        local = _local_addresses() | {"127.0.0.1", "::1"}
+        local = local_addresses() | {"127.0.0.1", "::1"}
         nodes = [node for node in ray.nodes() if node.get("Alive")]
         if all(str(node.get("NodeManagerAddress", "")) in local for node in nodes):
             return None

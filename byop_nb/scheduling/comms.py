@@ -61,9 +61,10 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeAlia
 from byop_nb._text import bounded_repr
 from byop_nb.events import Event, Subscriber
 from byop_nb.scheduling._call import Call
-from byop_nb.scheduling._comm_hub import _CallComms, _Conn, _Hub, tcp_host_for
+from byop_nb.scheduling._comm_hub import _CallComms, _Conn, _Hub
 from byop_nb.scheduling._comm_worker import Comm, _CommCall
 from byop_nb.scheduling._executors import SequentialExecutor
+from byop_nb.scheduling._network import tcp_host_for
 from byop_nb.scheduling._shipping import dumps
 from byop_nb.scheduling._wire import ANSWER, CLOSE, MESSAGE, REFUSAL, REQUEST, CommError
 from byop_nb.scheduling.task import Task, TaskOptions
