@@ -10,7 +10,7 @@ anything it sends is unpickled, then its whole frames go to the `on_frame`
 callback the hub was made with (its CommTask's). `_CallComms` is what the main
 side keeps of one call. The hub knows nothing of CommTask nor of Msg (which
 reads `call.ended` and `conn.closed` to know whether anybody still waits); it
-knows the [`_Run`][byop_nb.scheduling._run._Run] it serves: its loop, and
+knows the [`_Run`][byop_nb.scheduling.engine._run._Run] it serves: its loop, and
 `run.fail(error)` for a callback's error.
 """
 
@@ -31,14 +31,14 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from byop_nb.scheduling._wire import CHUNK, GOODBYE, HEADER, HELLO, KNOCK_FILE, KNOCKS, SEND_FLAGS, hello_mac
+from byop_nb.scheduling.comm._wire import CHUNK, GOODBYE, HEADER, HELLO, KNOCK_FILE, KNOCKS, SEND_FLAGS, hello_mac
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from byop_nb.scheduling._call import Call
-    from byop_nb.scheduling._output import RunOutput
-    from byop_nb.scheduling._run import _Run
+    from byop_nb.scheduling.engine._call import Call
+    from byop_nb.scheduling.engine._output import RunOutput
+    from byop_nb.scheduling.engine._run import _Run
 
 # What a hub hands each whole frame to (a CommTask's `_on_frame`): (connection, its call or None, kind, body).
 OnFrame = Callable[["_Conn", "_CallComms | None", int, "bytes | memoryview"], None]
