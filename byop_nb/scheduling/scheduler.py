@@ -7,7 +7,7 @@ order per event.
 
 The Scheduler keeps submission, the registry of tasks, the counts, and drives
 each run (`_begin`, `_run_begun`, `_finish`). Each run's own state lives in the
-[`_Run`][byop_nb.scheduling.engine._run._Run] that `_begin` makes (its options,
+`_Run` that `_begin` makes (its options,
 deadline, named state, exit code, error and per-task baselines); three
 collaborators do the rest, each in its own module:
 

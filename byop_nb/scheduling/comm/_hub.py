@@ -10,7 +10,7 @@ anything it sends is unpickled, then its whole frames go to the `on_frame`
 callback the hub was made with (its CommTask's). `_CallComms` is what the main
 side keeps of one call. The hub knows nothing of CommTask nor of Msg (which
 reads `call.ended` and `conn.closed` to know whether anybody still waits); it
-knows the [`_Run`][byop_nb.scheduling.engine._run._Run] it serves: its loop, and
+knows the `_Run` it serves: its loop, and
 `run.fail(error)` for a callback's error.
 """
 

@@ -2,7 +2,7 @@
 
 A [`Call`][byop_nb.scheduling.engine._call.Call] and the
 [`TaskLike`][byop_nb.scheduling.engine._call.TaskLike] protocol the scheduler
-knows tasks by (`_call`); the [`_Run`][byop_nb.scheduling.engine._run._Run] each
+knows tasks by (`_call`); the `_Run` each
 run makes, its options, named states and `RunHandle` (`_run`); the handing of
 finished futures to the loop (`_handoff`, `_doorbell`); a background run's
 captured output (`_output`); running nested in Jupyter's loop (`_runtime`); the

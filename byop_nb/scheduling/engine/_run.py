@@ -1,4 +1,4 @@
-"""One run of a Scheduler: the [`_Run`][byop_nb.scheduling.engine._run._Run] that `run()`, `start()` and the like make.
+"""One run of a Scheduler: the `_Run` that `run()`, `start()` and the like make.
 
 A Scheduler lives across runs; everything that belongs to one run lives in its
 `_Run`, made fresh when the run begins (no field is reset by hand):
