@@ -443,11 +443,15 @@ class _CommCall:
     ) -> None:
         self.function = function
         self.comm = comm
-        self.unpickled = unpickled  # it came through pickle: what it returns goes back through pickle
+        self.unpickled = unpickled  # its function came by value: what it returns goes back by value
         self.into_trial = into_trial
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_CommCall, (payload(self.function), self.comm, True, self.into_trial))
+        # As the scheduler ships a plain task: a function importable in the worker goes by reference,
+        # and then its result and exception travel back as the stdlib pool sends them (no second
+        # pickling); a function shipped by value sends them back by value where it must.
+        shipped = payload(self.function)
+        return (_CommCall, (shipped, self.comm, shipped is not self.function, self.into_trial))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         comm = self.comm
