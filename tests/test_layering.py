@@ -209,3 +209,10 @@ def test_no_import_cycles_between_modules_type_only_imports_included() -> None:
 )
 def test_the_cycle_finder_finds_cycles(graph: dict[str, set[str]], cycles: list[list[str]]) -> None:
     assert strongly_connected(graph) == cycles
+
+
+def test_modules_stay_short_enough_to_read() -> None:
+    """The house after issue 26: `scheduler.py` at most 600 lines, no module above 700."""
+    lines = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
+    assert lines["byop_nb.scheduling.scheduler"] <= 600, lines["byop_nb.scheduling.scheduler"]
+    assert {name: n for name, n in lines.items() if n > 700} == {}
