@@ -54,6 +54,8 @@ from byop_nb.scheduling.task import Task, TaskOptions
 if TYPE_CHECKING:
     from typing import Unpack
 
+    import pandas as pd
+
     from byop_nb.scheduling.scheduler import Scheduler
 
 __all__ = ["Trial", "TrialTask"]
@@ -113,10 +115,15 @@ class Trial:
     timings: Trial.Timings | None = field(default=None, init=False, compare=False)
     exception: BaseException | None = field(default=None, init=False, compare=False, repr=False)
     traceback: str | None = field(default=None, init=False, compare=False, repr=False)
+    optimizer: Any = field(default=None, compare=False, repr=False)
     # While a `begin()` block runs: (start, wall clock at start, CPU clock at start, the CPU clock).
     _clock: tuple[float, float, float, Callable[[], float]] | None = field(
         default=None, init=False, compare=False, repr=False
     )
+    comm: Any = field(default=None, init=False, compare=False, repr=False)
+    # In the worker: whether the asking optimizer prunes, and the latest step reported.
+    _prunes: bool = field(default=False, init=False, compare=False, repr=False)
+    _last_step: int | None = field(default=None, init=False, compare=False, repr=False)
 
     Task: ClassVar[type[TrialTask[...]]]
     """[`TrialTask`][byop_nb.optimization.trial.TrialTask]: `Trial.Task(function, scheduler, ...)`."""
@@ -128,6 +135,18 @@ class Trial:
 
     def __hash__(self) -> int:
         return hash(self.name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The optimizer stays in the main process (it holds a study, a database connection...): the
+        # worker gets only whether it prunes, which is what `prune()` checks there.
+        state = dict(self.__dict__)
+        optimizer = state.pop("optimizer", None)
+        state["optimizer"] = None
+        state["_prunes"] = bool(getattr(optimizer, "prunes", False)) or state.get("_prunes", False)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -216,6 +235,19 @@ class Trial:
 
         status: ClassVar[Status] = Status.CRASHED
 
+    @dataclass(frozen=True)
+    class PrunedReport(Report):
+        """The trial was stopped early on its optimizer's word: `return trial.prune(**results)`.
+
+        Attributes:
+            step: the latest step the trial reported with `report_step` (None
+                when it reported none).
+        """
+
+        step: int | None = None
+
+        status: ClassVar[Status] = Status.PRUNED
+
     # -- in the worker -------------------------------------------------------
     @contextlib.contextmanager
     def begin(self) -> Iterator[Trial]:
@@ -263,6 +295,118 @@ class Trial:
         wall, cpu = time.perf_counter() - wall0, cpu_clock() - cpu0
         return Trial.Timings(start=start, end=start + wall, wall_time=wall, cpu_time=cpu)
 
+    # -- multi-fidelity: steps, and pruning (in the worker) -------------------------
+    def report_step(self, step: int, **metrics: float) -> None:
+        """Report the trial's metrics at an integer `step` (an epoch, a boosting round) to the main process.
+
+        The report travels through the call's comm (`trial.comm`) as one
+        request: when it returns, the main process has recorded the step
+        (`task.steps_df()`, the Dashboard's learning curves) and the optimizer
+        that asked the trial has it (`OptunaOptimizer` reports the metric to the
+        Optuna trial, into the study's storage). Works wherever a CommTask
+        works (processes, dask, Slurm, Ray).
+
+        ```python
+        def train(trial: Trial) -> Trial.Report:
+            model = make_model(trial.config)
+            for epoch in range(20):
+                loss = model.fit_one_epoch()
+                trial.report_step(epoch, loss=loss)
+                if trial.should_prune():
+                    return trial.prune(loss=loss)
+            return trial.success(loss=loss)
+        ```
+
+        Args:
+            step: an int, larger than the trial's previous step.
+            metrics: metric names and numbers; they must include the metric of
+                the optimizer that asked the trial (`trial.metrics`).
+
+        Raises:
+            RuntimeError: not inside a running `Trial.Task` call.
+            ValueError: `step` is not an int larger than the previous one; no
+                metrics; a metric is not a number; the optimizer's metric is
+                missing; or the optimizer refused the step (its message).
+        """
+        comm = self._running_comm("report_step")
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise ValueError(
+                f"trial {self.name!r}: report_step(step={step!r}): a step is an int (an epoch, a round), "
+                f"got {type(step).__name__}"
+            )
+        if self._last_step is not None and step <= self._last_step:
+            raise ValueError(
+                f"trial {self.name!r}: report_step(step={step}) after step {self._last_step}: steps must "
+                f"increase; report step {self._last_step + 1} or later"
+            )
+        if not metrics:
+            raise ValueError(
+                f"trial {self.name!r}: report_step({step}) has no metrics; report at least "
+                f"{self.metrics[0]!r}, e.g. trial.report_step({step}, {self.metrics[0]}=...)"
+            )
+        not_numbers = {k: v for k, v in metrics.items() if not _number(v)}
+        if not_numbers:
+            key, value = next(iter(not_numbers.items()))
+            raise ValueError(
+                f"trial {self.name!r}: report_step({step}, {key}={bounded_repr(value, 100)}): a metric is a "
+                "real number (int, float, numpy scalar)"
+            )
+        missing = [m for m in self.metrics if m not in metrics] if self.metric is not None else []
+        if missing:
+            raise ValueError(
+                f"trial {self.name!r}: report_step({step}, {', '.join(f'{k}=...' for k in metrics)}) lacks "
+                f"{missing[0]!r}, the metric of the optimizer that asked the trial; report it, e.g. "
+                f"trial.report_step({step}, {missing[0]}=...)"
+            )
+        error = comm.request(_Step(step, {k: float(_plain(v)) for k, v in metrics.items()}, time.time()))
+        if error is not None:
+            raise ValueError(error)
+        self._last_step = step
+
+    def should_prune(self) -> bool:
+        """Whether the optimizer that asked the trial says to stop it now: one round trip to the main process.
+
+        Answered from the latest step the trial reported (`report_step`);
+        False before any. An optimizer without a pruner (`RandomSearch`,
+        `OptunaOptimizer` without `pruner=`, or none: a trial made by hand)
+        always answers False.
+
+        Raises:
+            RuntimeError: not inside a running `Trial.Task` call.
+        """
+        comm = self._running_comm("should_prune")
+        return bool(comm.request(_SHOULD_PRUNE))
+
+    def prune(self, **results: Any) -> Trial.PrunedReport:
+        """A [`PrunedReport`][byop_nb.optimization.Trial.PrunedReport]: return it to end the trial as pruned.
+
+        `results` are what the trial measured last (e.g. its metric at the
+        latest step); the report carries that step. An `OptunaOptimizer` tells
+        the study trial as PRUNED; the task emits `on_pruned`.
+
+        Raises:
+            RuntimeError: the optimizer that asked the trial has no pruner (or
+                there is none): nothing decided to prune it.
+        """
+        if not self._prunes:
+            raise RuntimeError(
+                f"trial {self.name!r}: prune() in a run without a pruner: the optimizer that asked the trial "
+                f"({type(self.optimizer).__name__ if self.optimizer is not None else 'none; a trial made by hand'}"
+                ") never prunes. Ask trials from an optimizer with a pruner, e.g. "
+                "OptunaOptimizer(space, pruner=optuna.pruners.MedianPruner()), and prune when "
+                "trial.should_prune() says so; or end the trial with trial.success(...) / trial.fail(...)"
+            )
+        return Trial.PrunedReport(trial=self, results=results, timings=self._timings_now(), step=self._last_step)
+
+    def _running_comm(self, method: str) -> Any:
+        comm = self.comm
+        if comm is None:
+            raise RuntimeError(
+                f"trial {self.name!r}: {method}() works inside the function of a running Trial.Task call "
+                "(the trial it was given), where it talks to the main process; this trial is not running there"
+            )
+        return comm
+
     def success(self, **results: Any) -> Trial.SuccessReport:
         """A [`SuccessReport`][byop_nb.optimization.Trial.SuccessReport] with `results` and the timings."""
         return Trial.SuccessReport(trial=self, results=results, timings=self._timings_now())
@@ -301,6 +445,25 @@ class Trial:
         return Trial.CrashReport(
             trial=self, results=results, timings=self._timings_now(), exception=exception, traceback=text
         )
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What `trial.report_step` sends: the step, its metrics, and when (epoch seconds, the worker's clock)."""
+
+    step: int
+    metrics: dict[str, float]
+    time: float
+
+
+class _ShouldPrune:
+    """What `trial.should_prune` asks."""
+
+    def __reduce__(self) -> str:
+        return "_SHOULD_PRUNE"  # one instance, in every process
+
+
+_SHOULD_PRUNE = _ShouldPrune()
 
 
 class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
@@ -365,13 +528,16 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
     """A trial failed: `on_failed(report)`."""
     CRASHED: Event[[Trial.Report]] = Event("trial-crashed")
     """A trial crashed (exception, limit hit, bad return value): `on_crashed(report)`."""
+    PRUNED: Event[[Trial.Report]] = Event("trial-pruned")
+    """A trial was pruned (it returned `trial.prune(...)`): `on_pruned(report)`."""
 
     SUCCESSES: ClassVar[frozenset[Status]] = frozenset({Status.SUCCESS})
     """A trial succeeded when it returned a `SuccessReport`."""
     FAILURE_EVENTS: ClassVar[tuple[Event[Any], ...]] = (REPORT, FAILURE, CRASHED, *Task.FAILURE_EVENTS)
     """A callback on any of these handles failed trials."""
     FAILURES: ClassVar[frozenset[Status]] = frozenset({Status.FAIL, Status.CRASHED})
-    """A trial failed when it returned a `FailReport`, or crashed (limit hits included)."""
+    """A trial failed when it returned a `FailReport`, or crashed (limit hits included).
+    A pruned trial is neither a success nor a failure (`outcome` says "pruned")."""
     _NOUN = "trials"
 
     def __init__(
@@ -386,6 +552,97 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
         self.on_success: Subscriber[[Trial.Report]] = em.subscriber(self.SUCCESS)
         self.on_failed: Subscriber[[Trial.Report]] = em.subscriber(self.FAILURE)
         self.on_crashed: Subscriber[[Trial.Report]] = em.subscriber(self.CRASHED)
+        self.on_pruned: Subscriber[[Trial.Report]] = em.subscriber(self.PRUNED)
+        self._steps: list[dict[str, Any]] = []  # one row per reported step (`steps_df`)
+        self._steps_version = 0
+        self._last_steps: dict[str, int] = {}  # trial name -> its latest recorded step
+
+    @classmethod
+    def outcome(cls, status: str) -> str:
+        """What a row's `status` means: "success", "failure", "pruned" or "cancelled".
+
+        ```python
+        Trial.Task.outcome("crashed")   # "failure"
+        Trial.Task.outcome("pruned")    # "pruned"
+        ```
+        """
+        if status == Status.PRUNED:
+            return "pruned"
+        return super().outcome(status)
+
+    # -- multi-fidelity: the steps trials report (in the loop's thread) ---------------
+    def steps_df(self) -> pd.DataFrame:
+        """One row per step a trial reported with `trial.report_step(step, **metrics)`, in the order received.
+
+        Columns: `trial` (its name), `call` (the call's number), `step`
+        (int64), one float64 column per metric name any step reported (NaN
+        where a step did not report it), and `time` (datetime64 UTC, when the
+        worker reported it).
+
+        ```python
+        curves = task.steps_df().pivot(index="step", columns="trial", values="loss")
+        ```
+
+        The steps live in this task (this kernel); an `OptunaOptimizer` also
+        keeps the metric's values in its study's storage, so the curves of a
+        study outlive the kernel (`optimizer.steps_df()`).
+        """
+        import pandas as pd
+
+        metrics: dict[str, None] = {}
+        for row in self._steps:
+            metrics.update(dict.fromkeys(row["metrics"]))
+        columns: dict[str, Any] = {
+            "trial": pd.array([row["trial"] for row in self._steps], dtype="string"),
+            "call": pd.array([row["call"] for row in self._steps], dtype="int64"),
+            "step": pd.array([row["step"] for row in self._steps], dtype="int64"),
+        }
+        for metric in metrics:
+            columns[metric] = pd.array(
+                [row["metrics"].get(metric, float("nan")) for row in self._steps], dtype="float64"
+            )
+        columns["time"] = pd.to_datetime([row["time"] for row in self._steps], unit="s", utc=True)
+        return pd.DataFrame(columns)
+
+    def _trial_request(self, call: Call, data: Any) -> tuple[bool, Any]:
+        """Answer a request of `trial.report_step` or `trial.should_prune`: (handled, answer).
+
+        Internal requests are answered here, never emitted to `on_request` (a
+        user's callbacks see only what the function sends itself).
+        """
+        trial: Trial = call.args[0]
+        optimizer = trial.optimizer
+        if isinstance(data, _Step):
+            last = self._last_steps.get(trial.name)
+            if last is not None and data.step <= last:
+                return True, (
+                    f"trial {trial.name!r}: step {data.step} after step {last}: steps must increase "
+                    "(a copy of the trial in another process reported them?)"
+                )
+            if optimizer is not None and callable(getattr(optimizer, "report_step", None)):
+                try:
+                    optimizer.report_step(trial, data.step, data.metrics)
+                except Exception as e:
+                    return True, f"{type(optimizer).__name__}.report_step() refused step {data.step}: {e}"
+            self._last_steps[trial.name] = data.step
+            self._steps.append(
+                {
+                    "trial": trial.name,
+                    "call": call.number,
+                    "step": data.step,
+                    "metrics": data.metrics,
+                    "time": data.time,
+                }
+            )
+            self._steps_version += 1
+            return True, None
+        if isinstance(data, _ShouldPrune):
+            if optimizer is None or not callable(getattr(optimizer, "should_prune", None)):
+                return True, False
+            if trial.name not in self._last_steps:
+                return True, False  # nothing reported yet: nothing to judge
+            return True, bool(optimizer.should_prune(trial))
+        return False, None
 
     # -- the Task hooks ---------------------------------------------------------------
     def _function_for(self, call: Call) -> Callable[..., Any]:
@@ -457,6 +714,8 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
             em.emit(self.SUCCESS, report)
         elif isinstance(report, Trial.FailReport):
             em.emit(self.FAILURE, report)
+        elif isinstance(report, Trial.PrunedReport):
+            em.emit(self.PRUNED, report)
         else:
             em.emit(self.CRASHED, report)
 
