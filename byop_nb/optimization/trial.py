@@ -632,6 +632,8 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
                     "step": data.step,
                     "metrics": data.metrics,
                     "time": data.time,
+                    "received": time.time(),  # the main process's clock: which run a step belongs to
+                    "metric": trial.metrics[0] if trial.metric is not None else None,
                 }
             )
             self._steps_version += 1
