@@ -147,8 +147,9 @@ def test_a_pruned_report_carries_its_last_step_and_goes_to_on_pruned(optuna: Any
 
 @pytest.mark.dask
 def test_a_pruned_study_on_a_dask_cluster(optuna: Any, no_orphans: None) -> None:
-    from distributed import LocalCluster
     from multiprocessing import resource_tracker
+
+    from distributed import LocalCluster
 
     resource_tracker.ensure_running()  # dask's nannies start it: one per interpreter, not an orphan
     with LocalCluster(
@@ -170,7 +171,9 @@ def test_random_search_never_prunes_and_its_steps_are_still_recorded(no_orphans:
     task = run_study(scheduler, search, n_trials=4)
     assert set(task.df()["status"]) == {"success"}
     steps = task.steps_df()
-    assert len(steps) == 4 * STEPS and steps.groupby("trial").size().to_dict() == {f"trial-{i}": STEPS for i in range(4)}
+    assert len(steps) == 4 * STEPS and steps.groupby("trial").size().to_dict() == {
+        f"trial-{i}": STEPS for i in range(4)
+    }
 
 
 def test_an_optuna_optimizer_without_a_pruner_does_not_prune(optuna: Any) -> None:
@@ -255,7 +258,7 @@ def test_bad_steps_and_a_prune_without_a_pruner_fail_the_trial_at_the_call_that_
     (report,) = reports
     assert isinstance(report, Trial.CrashReport) and type(report.exception) is error
     assert str(report.exception).startswith(message), str(report.exception)
-    assert f"in misbehave" in (report.traceback or "")  # raised in the worker, at the call
+    assert "in misbehave" in (report.traceback or "")  # raised in the worker, at the call
 
 
 def test_should_prune_and_report_step_outside_a_running_trial_say_where_they_work(optuna: Any) -> None:
@@ -343,9 +346,7 @@ def test_a_resume_after_sigkill_keeps_the_earlier_learning_curves(
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen(
-        [sys.executable, str(script), url, str(ROOT / "tests")], env=env, start_new_session=True
-    )
+    child = subprocess.Popen([sys.executable, str(script), url, str(ROOT / "tests")], env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
         while True:  # mid-study: trials finished, two running with some steps reported
