@@ -21,8 +21,9 @@ study (same sampler seed, so the same configurations in the same order) runs
 once without a pruner and once with `MedianPruner(n_startup_trials=5,
 n_warmup_steps=1)`; each counts the epochs it trained. The space is wide
 (`alpha` and `eta0` from tiny to far too large, three losses), as a first
-search is: many configurations are bad, and a pruner's saving is there. Target: the pruned study reaches the same best error on at most half
-of the epochs.
+search is: many configurations are bad, and a pruner's saving is there.
+Target: the pruned study reaches the same best error on at most half of the
+epochs.
 
     python benchmarks/bench_pruning.py [--steps 200] [--rounds 3] [--trials 40] [--epochs 20] [--seeds 0 1 2]
 """
