@@ -48,7 +48,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec
 from byop_nb._text import bounded_repr
 from byop_nb.events import Event, Subscriber
 from byop_nb.scheduling._call import Call, Status
+from byop_nb.scheduling._comm_worker import Comm, _CommCall
+from byop_nb.scheduling._executors import SequentialExecutor
 from byop_nb.scheduling._shipping import traceback_text
+from byop_nb.scheduling.comms import CommTask
 from byop_nb.scheduling.task import Task, TaskOptions
 
 if TYPE_CHECKING:
@@ -96,6 +99,11 @@ class Trial:
     `traceback` (the text of the exception's traceback). Trials are equal when
     name, config and info are; they hash by name, so they can key a dict.
 
+    While a [`Trial.Task`][byop_nb.optimization.Trial.Task]'s function runs,
+    `trial.comm` is the call's [`Comm`][byop_nb.scheduling.Comm], to talk with
+    the main process (`trial.comm.send(...)`, `trial.comm.request(...)`, which
+    the task's `on_message` / `on_request` receive); it is None otherwise.
+
     Example:
         ```python
         from byop_nb.optimization import Trial
@@ -116,11 +124,11 @@ class Trial:
     exception: BaseException | None = field(default=None, init=False, compare=False, repr=False)
     traceback: str | None = field(default=None, init=False, compare=False, repr=False)
     optimizer: Any = field(default=None, compare=False, repr=False)
+    comm: Comm | None = field(default=None, init=False, compare=False, repr=False)
     # While a `begin()` block runs: (start, wall clock at start, CPU clock at start, the CPU clock).
     _clock: tuple[float, float, float, Callable[[], float]] | None = field(
         default=None, init=False, compare=False, repr=False
     )
-    comm: Any = field(default=None, init=False, compare=False, repr=False)
     # In the worker: whether the asking optimizer prunes, and the latest step reported.
     _prunes: bool = field(default=False, init=False, compare=False, repr=False)
     _last_step: int | None = field(default=None, init=False, compare=False, repr=False)
@@ -358,8 +366,8 @@ class Trial:
                 f"{missing[0]!r}, the metric of the optimizer that asked the trial; report it, e.g. "
                 f"trial.report_step({step}, {missing[0]}=...)"
             )
-        error = comm.request(_Step(step, {k: float(_plain(v)) for k, v in metrics.items()}, time.time()))
-        if error is not None:
+        ok, error = comm.request(_Step(step, {k: float(_plain(v)) for k, v in metrics.items()}, time.time()))
+        if not ok:
             raise ValueError(error)
         self._last_step = step
 
@@ -372,10 +380,14 @@ class Trial:
         always answers False.
 
         Raises:
-            RuntimeError: not inside a running `Trial.Task` call.
+            RuntimeError: not inside a running `Trial.Task` call, or the
+                optimizer's `should_prune` raised (its message).
         """
         comm = self._running_comm("should_prune")
-        return bool(comm.request(_SHOULD_PRUNE))
+        ok, answer = comm.request(_SHOULD_PRUNE)
+        if not ok:
+            raise RuntimeError(answer)
+        return bool(answer)
 
     def prune(self, **results: Any) -> Trial.PrunedReport:
         """A [`PrunedReport`][byop_nb.optimization.Trial.PrunedReport]: return it to end the trial as pruned.
@@ -388,7 +400,8 @@ class Trial:
             RuntimeError: the optimizer that asked the trial has no pruner (or
                 there is none): nothing decided to prune it.
         """
-        if not self._prunes:
+        # In a thread worker the trial is the main process's own, with its optimizer; a copy has `_prunes`.
+        if not (self._prunes or getattr(self.optimizer, "prunes", False)):
             raise RuntimeError(
                 f"trial {self.name!r}: prune() in a run without a pruner: the optimizer that asked the trial "
                 f"({type(self.optimizer).__name__ if self.optimizer is not None else 'none; a trial made by hand'}"
@@ -466,7 +479,7 @@ class _ShouldPrune:
 _SHOULD_PRUNE = _ShouldPrune()
 
 
-class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
+class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
     """A Task for optimization: calling it with a [`Trial`][byop_nb.optimization.Trial] evaluates it.
 
     Spelled `Trial.Task(function, scheduler, ...)`; takes every
@@ -488,6 +501,17 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
     names it: "memory", "cpu_time" or "wall_time"), or a return value that is
     neither a report, a number nor a mapping of numbers become a CrashReport. A cancelled trial (a `wait=False` stop)
     makes no report.
+
+    A Trial.Task is a [`CommTask`][byop_nb.scheduling.CommTask]: while the
+    function runs, `trial.comm` is its call's [`Comm`][byop_nb.scheduling.Comm]
+    (the function's signature stays `function(trial, ...)`), so it can
+    `trial.comm.send(obj)` (`on_message(msg)`) and `trial.comm.request(obj)`
+    (`on_request(msg)`, answered with `msg.respond(x)`); `msg.args[0]` is the
+    trial. `on_close(msg)` comes once per call, before its `DONE`. The comm
+    connects only when used, so a trial that never uses it pays no connection.
+    On the sequential executor the function runs in the scheduler's own
+    thread, where nothing could answer: `trial.comm` is there, but using it
+    raises a `CommError` that says so.
 
     Each report is recorded in `task.history` (`task.df()`): columns `task`,
     `call`, `args`/`kwargs` (those after the trial), `trial` (its name),
@@ -546,7 +570,7 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
         scheduler: Scheduler,
         **options: Unpack[TaskOptions],
     ) -> None:
-        super().__init__(function, scheduler, **options)
+        super().__init__(function, scheduler, **options)  # type: ignore[arg-type]  # the trial is the caller's
         em = self.event_manager
         self.on_report: Subscriber[[Trial.Report]] = em.subscriber(self.REPORT)
         self.on_success: Subscriber[[Trial.Report]] = em.subscriber(self.SUCCESS)
@@ -554,7 +578,6 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
         self.on_crashed: Subscriber[[Trial.Report]] = em.subscriber(self.CRASHED)
         self.on_pruned: Subscriber[[Trial.Report]] = em.subscriber(self.PRUNED)
         self._steps: list[dict[str, Any]] = []  # one row per reported step (`steps_df`)
-        self._steps_version = 0
         self._last_steps: dict[str, int] = {}  # trial name -> its latest recorded step
 
     @classmethod
@@ -604,11 +627,12 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
         columns["time"] = pd.to_datetime([row["time"] for row in self._steps], unit="s", utc=True)
         return pd.DataFrame(columns)
 
-    def _trial_request(self, call: Call, data: Any) -> tuple[bool, Any]:
+    def _answer_own(self, call: Call, data: Any) -> tuple[bool, Any]:
         """Answer a request of `trial.report_step` or `trial.should_prune`: (handled, answer).
 
-        Internal requests are answered here, never emitted to `on_request` (a
-        user's callbacks see only what the function sends itself).
+        They are answered here, in the loop's thread, never emitted as `REQUEST`:
+        a user's `on_request` callbacks see only what the function asks itself.
+        The answer is `(True, value)`, or `(False, message)` for the worker to raise.
         """
         trial: Trial = call.args[0]
         optimizer = trial.optimizer
@@ -616,14 +640,15 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
             last = self._last_steps.get(trial.name)
             if last is not None and data.step <= last:
                 return True, (
+                    False,
                     f"trial {trial.name!r}: step {data.step} after step {last}: steps must increase "
-                    "(a copy of the trial in another process reported them?)"
+                    "(a copy of the trial in another process reported them?)",
                 )
             if optimizer is not None and callable(getattr(optimizer, "report_step", None)):
                 try:
                     optimizer.report_step(trial, data.step, data.metrics)
                 except Exception as e:
-                    return True, f"{type(optimizer).__name__}.report_step() refused step {data.step}: {e}"
+                    return True, (False, f"{type(optimizer).__name__}.report_step() refused step {data.step}: {e}")
             self._last_steps[trial.name] = data.step
             self._steps.append(
                 {
@@ -636,18 +661,24 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
                     "metric": trial.metrics[0] if trial.metric is not None else None,
                 }
             )
-            self._steps_version += 1
-            return True, None
+            return True, (True, None)
         if isinstance(data, _ShouldPrune):
             if optimizer is None or not callable(getattr(optimizer, "should_prune", None)):
-                return True, False
+                return True, (True, False)
             if trial.name not in self._last_steps:
-                return True, False  # nothing reported yet: nothing to judge
-            return True, bool(optimizer.should_prune(trial))
+                return True, (True, False)  # nothing reported yet: nothing to judge
+            try:
+                return True, (True, bool(optimizer.should_prune(trial)))
+            except Exception as e:
+                return True, (False, f"{type(optimizer).__name__}.should_prune() raised {type(e).__name__}: {e}")
         return False, None
 
     # -- the Task hooks ---------------------------------------------------------------
+    _ARGS_GIVEN_BY_TASK = 0  # the trial is the caller's (its columns are its own: see `_record`)
+    _COMM_REQUIRED = False  # a trial runs on the sequential executor too: only using its comm fails there
+
     def _function_for(self, call: Call) -> Callable[..., Any]:
+        """The function, run with `trial.comm` set to the call's Comm."""
         args = call.args
         if not args or not isinstance(args[0], Trial):
             first = repr(args[0]) if args else "nothing"
@@ -655,26 +686,45 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
                 f"Trial.Task {self.name!r} is called with a Trial first, e.g. "
                 f"task(Trial(name='t-1', config={{...}})); got {first}"
             )
-        return self.function
+        if isinstance(self.scheduler.executor, SequentialExecutor):
+            comm = Comm(
+                None,
+                None,
+                b"",
+                call.number,
+                "",
+                unusable=f"trial.comm of Trial.Task {self.name!r} cannot be used on the sequential executor: "
+                "the function runs inside the scheduler's own thread, so nothing could receive its messages "
+                "or answer its requests; use Scheduler.with_threads(1) instead",
+            )
+        else:
+            comm = self._comm_for(call)
+        return _CommCall(self.function, comm, into_trial=True)
 
-    def _report(
-        self, trial: Trial, status: Status, result: Any, exception: BaseException | None
-    ) -> Trial.Report | None:
-        """The report of a call that ended with `status`: where a trial's status is decided."""
+    def _row_status(self, call: Call) -> Status:
+        """The trial's status, its report's: where a trial's report is made (`call.report`)."""
+        report = call.report = self._report(call)
+        return report.status if report is not None else Status.CANCELLED
+
+    def _report(self, call: Call) -> Trial.Report | None:
+        """The report of the ended `call`: where a trial's status is decided."""
+        status, trial = call.status, call.args[0]
         if status is Status.CANCELLED:
             return None
         if status is Status.RETURNED:
+            result = call.result
             if isinstance(result, Trial.Report):
                 return result
             return _plain_report(self.name, trial, result)
-        assert exception is not None
+        exception = call.exception
+        assert exception is not None and status is not None
         return Trial.CrashReport(
             trial=trial, exception=exception, traceback=traceback_text(exception), limit=status.limit
         )
 
-    def _record(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
+    def _record(self, call: Call) -> None:
         trial: Trial = call.args[0]
-        report = call.state = self._report(trial, status, result, exception)
+        report: Trial.Report | None = call.report
         timings = report.timings if report is not None else None
         shown = report.trial if report is not None else trial
         self.history.record(
@@ -700,14 +750,11 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
             flush=False,  # the scheduler flushes the journal once per batch of ended calls
         )
 
-    def _row_status(self, call: Call, status: Status) -> Status:
-        report: Trial.Report | None = call.state
-        return report.status if report is not None else Status.CANCELLED
-
-    def _emit(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
-        """The Task's events (DONE, RETURNED or EXCEPTION and limit events), then the report's."""
-        super()._emit(call, status, result, exception)
-        report: Trial.Report | None = call.state
+    def _emit(self, call: Call) -> None:
+        """The comm's events (MESSAGE, REQUEST, CLOSE), the Task's (DONE, RETURNED or EXCEPTION and
+        limit events), then the report's."""
+        super()._emit(call)
+        report: Trial.Report | None = call.report
         if report is None:
             return
         em = self.event_manager

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from byop_nb._status import Status
 
 if TYPE_CHECKING:
+    from byop_nb.scheduling._comm_hub import _CallComms
     from byop_nb.scheduling.task import Task, TaskMap
 
 __all__ = ["Call", "Status"]
@@ -17,7 +18,9 @@ class Call:
     """One submitted call of a Task, from its submission until it ended (internal).
 
     The scheduler's table of work in flight maps each Future to its Call, and
-    hands the Call back to its task when the Future is done.
+    hands the Call back to its task when the Future is done. The task ends it
+    with [`end`][byop_nb.scheduling._call.Call.end], once; every hook after that
+    (`_record`, `_emit`, ...) takes the Call alone and reads how it ended from it.
 
     Attributes:
         task: the Task the call belongs to.
@@ -25,12 +28,30 @@ class Call:
         args, kwargs: the arguments as the caller gave them.
         submitted: when it was submitted (epoch seconds).
         future: its Future, once the executor took it.
-        state: what a Task subclass keeps about the call between its hooks
-            (a CommTask: the call's comm state; a Trial.Task: the trial's report).
         feed: the `task.map(...)` that submitted it, if one did.
+        status: how it ended (`RETURNED`, `EXCEPTION`, a limit's status, or
+            `CANCELLED`); None while it has not ended.
+        result: what the function returned (None unless `status` is `RETURNED`).
+        exception: what it raised (None unless it raised or hit a limit).
+        comm: a CommTask's state of the call's comm (its hub's record of it), or None.
+        report: a Trial.Task's report of the call, once it ended (None for a
+            cancelled trial, and for other tasks).
     """
 
-    __slots__ = ("args", "feed", "future", "kwargs", "number", "state", "submitted", "task")
+    __slots__ = (
+        "args",
+        "comm",
+        "exception",
+        "feed",
+        "future",
+        "kwargs",
+        "number",
+        "report",
+        "result",
+        "status",
+        "submitted",
+        "task",
+    )
 
     def __init__(
         self,
@@ -46,8 +67,44 @@ class Call:
         self.kwargs = kwargs
         self.submitted = submitted
         self.future: Future[Any] | None = None
-        self.state: Any = None
         self.feed: TaskMap | None = None
+        self.status: Status | None = None
+        self.result: Any = None
+        self.exception: BaseException | None = None
+        self.comm: _CallComms | None = None
+        self.report: Any = None
+
+    def end(self, status: Status, result: Any = None, exception: BaseException | None = None) -> None:
+        """The call ended with `status`: the one transition from running to ended, made once.
+
+        Like `Future.set_running_or_notify_cancel`, it is guarded: a call ends
+        exactly once, whoever ends it (its Future finishing, or a `wait=False`
+        stop cancelling it).
+
+        Args:
+            status: how it ended: `Status.RETURNED`, `Status.EXCEPTION`, a limit's
+                status (`MEMORY_LIMIT`, `CPU_TIME_LIMIT`, `WALL_TIME_LIMIT`) or
+                `Status.CANCELLED`.
+            result: what the function returned (for `RETURNED`).
+            exception: what it raised (for `EXCEPTION` and the limits).
+
+        Raises:
+            RuntimeError: the call has ended already.
+            TypeError: `status` is not a Status.
+
+        Example:
+            ```python
+            call.end(Status.RETURNED, result=9)
+            assert call.status is Status.RETURNED and call.result == 9
+            ```
+        """
+        if self.status is not None:
+            raise RuntimeError(f"{self!r} has ended already (with status {self.status.value!r}); a call ends once")
+        if type(status) is not Status:
+            raise TypeError(f"Call.end() needs a byop_nb Status, got {status!r}")
+        self.status = status
+        self.result = result
+        self.exception = exception
 
     def __repr__(self) -> str:
         return f"Call({self.task.name!r}, number={self.number}, args={self.args!r}, kwargs={self.kwargs!r})"

@@ -16,15 +16,17 @@ import contextlib
 import hmac
 import ipaddress
 import itertools
+import mmap
 import os
 import secrets
+import select
 import shutil
 import socket
 import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
 
-from byop_nb.scheduling._wire import CHUNK, GOODBYE, HEADER, HELLO, SEND_FLAGS, hello_mac
+from byop_nb.scheduling._wire import CHUNK, GOODBYE, HEADER, HELLO, KNOCK_FILE, KNOCKS, SEND_FLAGS, hello_mac
 
 if TYPE_CHECKING:
     import asyncio
@@ -196,11 +198,23 @@ class _Hub:
         self.address: str | None = None  # the Unix socket's path
         self.tcp_address: tuple[str, int] | None = None
         self.listeners: list[socket.socket] = []
+        # Whether a listener has a connection waiting, in one look (not an accept() per listener).
+        self._knocking = select.poll()
+        # The knock file's map (see _wire.KNOCK_FILE): which calls' workers may have connected.
+        self._knocks: mmap.mmap | None = None
+        self._always_look = tcp_host is not None or not unix  # workers elsewhere cannot knock
         try:
             if unix:
                 base = None if len(tempfile.gettempdir()) < 80 else "/tmp"  # Unix socket paths are short
                 self.directory = tempfile.mkdtemp(prefix="byop_nb-comm-", dir=base)
                 self.address = os.path.join(self.directory, "s")
+                knocks = os.path.join(self.directory, KNOCK_FILE)
+                fd = os.open(knocks, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.ftruncate(fd, KNOCKS)
+                    self._knocks = mmap.mmap(fd, KNOCKS)
+                finally:
+                    os.close(fd)
                 self._listen(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), self.address)
             if tcp_host is not None:
                 family = socket.AF_INET6 if ipaddress.ip_address(tcp_host).version == 6 else socket.AF_INET
@@ -219,6 +233,7 @@ class _Hub:
         listener.bind(address)
         listener.listen(socket.SOMAXCONN)
         listener.setblocking(False)
+        self._knocking.register(listener.fileno(), select.POLLIN)
         self.loop.add_reader(listener.fileno(), self._on_acceptable, listener)
         return listener
 
@@ -226,14 +241,25 @@ class _Hub:
         for listener in self.listeners:
             with contextlib.suppress(Exception):  # the loop may be closed already
                 self.loop.remove_reader(listener.fileno())
+            with contextlib.suppress(Exception):
+                self._knocking.unregister(listener.fileno())
             listener.close()
         self.listeners.clear()
+        knocks, self._knocks = self._knocks, None
+        if knocks is not None:
+            knocks.close()
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def new_call(self, owner: Call) -> _CallComms:
         call = _CallComms(self, next(self._ids), owner)
-        self.calls[call.id] = call
+        calls = self.calls
+        calls[call.id] = call
+        knocks = self._knocks
+        if knocks is not None:
+            knocks[call.id % KNOCKS] = 0
+            if len(calls) >= KNOCKS:  # two calls in flight could share a knock: look at every end from now on
+                self._always_look = True
         return call
 
     # -- loop callbacks: an error here is a user callback's, and ends the run ---
@@ -272,8 +298,11 @@ class _Hub:
 
     def drain(self, call: _CallComms) -> None:
         """Handle everything that reached the socket for `call` (it ended, so nothing more will come)."""
-        for listener in self.listeners:
-            self.accept(listener)
+        knocks = self._knocks
+        if self._always_look or knocks is None or knocks[call.id % KNOCKS]:  # it may have connected
+            if self._knocking.poll(0):
+                for listener in self.listeners:
+                    self.accept(listener)
         for conn in [c for c in self.conns if c.call is None]:  # not yet said which call they belong to
             for _ in range(DRAIN_ROUNDS):
                 if not conn.read() or conn.call is not None:

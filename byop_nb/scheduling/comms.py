@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeAlia
 
 from byop_nb._text import bounded_repr
 from byop_nb.events import Event, Subscriber
-from byop_nb.scheduling._call import Call, Status
+from byop_nb.scheduling._call import Call
 from byop_nb.scheduling._comm_hub import _CallComms, _Conn, _Hub, tcp_host_for
 from byop_nb.scheduling._comm_worker import Comm, _CommCall
 from byop_nb.scheduling._executors import SequentialExecutor
@@ -131,6 +131,12 @@ class Msg:
 
     def __repr__(self) -> str:
         return f"Msg({self.kind}, data={bounded_repr(self.data)}, task={self.task.name!r})"
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """The arguments the call was submitted with, as the caller gave them (a CommTask's Comm not
+        among them); for a [`Trial.Task`][byop_nb.optimization.Trial.Task], `msg.args[0]` is the trial."""
+        return self._call.owner.args
 
     @property
     def answered(self) -> bool:
@@ -245,6 +251,7 @@ class CommTask(Task[P, R]):
     """The message class (`CommTask.Msg` is `Comm.Msg`), for annotating callbacks."""
 
     _ARGS_GIVEN_BY_TASK = 1  # the Comm: the function's first parameter is not the caller's
+    _COMM_REQUIRED = True  # refuse the sequential executor when created (a Trial.Task only refuses a comm's use)
 
     MESSAGE: Event[[Msg]] = Event("comm-message")
     """The worker sent a message: `on_message(msg)`."""
@@ -259,7 +266,7 @@ class CommTask(Task[P, R]):
         scheduler: Scheduler,
         **options: Unpack[TaskOptions],
     ) -> None:
-        if isinstance(getattr(scheduler, "executor", None), SequentialExecutor):
+        if self._COMM_REQUIRED and isinstance(getattr(scheduler, "executor", None), SequentialExecutor):
             raise TypeError(
                 "a CommTask cannot run on the sequential executor: it runs the function inside the "
                 "scheduler's own thread, so nothing could receive its messages or answer its requests. "
@@ -282,7 +289,15 @@ class CommTask(Task[P, R]):
 
     # -- the Task hooks (in the loop's thread) ---------------------------------------
     def _function_for(self, call: Call) -> Callable[..., Any]:
-        """The function with a fresh Comm first; the call's comm state goes in `call.state`."""
+        """The function with a fresh Comm first."""
+        return _CommCall(self.function, self._comm_for(call))
+
+    def _comm_for(self, call: Call) -> Comm:
+        """A fresh Comm for `call`; the call's comm state goes in `call.comm`.
+
+        Only the hub's record of the call is made here: the worker's Comm connects the
+        first time it is used, so a call that never uses it costs no connection.
+        """
         scheduler = self.scheduler
         loop = scheduler._loop
         assert loop is not None  # the scheduler accepted the call: it runs
@@ -290,15 +305,15 @@ class CommTask(Task[P, R]):
         if hub is None or not hub.open or hub.loop is not loop:
             self._close_hub()
             hub = self._hub = _Hub(self, loop, scheduler._loop_thread, tcp_host=self._tcp_host())
-        comms = call.state = hub.new_call(call)
-        return _CommCall(self.function, Comm(hub.address, hub.tcp_address, hub.token, comms.id, hub.host))
+        comms = call.comm = hub.new_call(call)
+        return Comm(hub.address, hub.tcp_address, hub.token, comms.id, hub.host)
 
-    def _emit(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
+    def _emit(self, call: Call) -> None:
         """What the call sent is emitted first (MESSAGE, REQUEST), then CLOSE, then the Task's events."""
         try:
-            self._end_comm(call.state)
+            self._end_comm(call.comm)
         finally:
-            super()._emit(call, status, result, exception)
+            super()._emit(call)
 
     def _tcp_host(self) -> str | None:
         """The address the hub also listens on with TCP, or None when its Unix socket reaches every worker.
@@ -349,6 +364,10 @@ class CommTask(Task[P, R]):
             request_id, data = self._loads(body, call)
             msg = Msg("request", data, self, call.future, call, conn, request_id)
             call.requests[request_id] = msg
+            handled, answer = self._answer_own(call.owner, data)
+            if handled:  # the task's own protocol (a Trial.Task's steps): never the user's callbacks
+                msg.respond(answer)
+                return
             em.emit(self.REQUEST, msg)
             if msg._waiting:
                 if not em.callbacks(self.REQUEST):
@@ -362,6 +381,15 @@ class CommTask(Task[P, R]):
             self._emit_close(call)
         else:
             conn.hub.drop(conn)
+
+    def _answer_own(self, call: Call, data: Any) -> tuple[bool, Any]:
+        """Hook: answer a request of the task's own protocol, or (False, None) to emit it as `REQUEST`.
+
+        A subclass whose worker-side helpers talk through the call's comm (a Trial.Task's
+        `trial.report_step` and `trial.should_prune`) answers their requests here, in the loop's
+        thread, so that the user's `on_request` callbacks see only the user's own requests.
+        """
+        return False, None
 
     def _loads(self, body: bytes | memoryview, call: _CallComms) -> Any:
         try:

@@ -63,8 +63,8 @@ __all__ = ["Scheduler", "ExitCode", "RunHandle"]
 
 logger = logging.getLogger(__name__)
 
-# A concluded call of a batch, to announce: (call, status, result, exception).
-_Ended: TypeAlias = "tuple[Call, Status, Any, BaseException | None]"
+# A concluded call of a batch, to announce: the Call, ended (`call.end`) and recorded.
+_Ended: TypeAlias = "Call"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -470,10 +470,10 @@ class Scheduler:
                 if self._exception_policy is not None:  # before the call's events: what they submit is refused
                     self._on_call_exception(exception, self._exception_policy(exception))
             if call is not None:
-                status = call.task._conclude(call, cancelled, exception, result)
+                row_status = call.task._conclude(call, cancelled, exception, result)
                 if self._end_after_failures is not None:
-                    self._count_failure(call.task, call.task._row_status(call, status))
-                return call, status, result, exception
+                    self._count_failure(call.task, row_status)
+                return call
         except BaseException as e:  # a user callback raised: end the run with it
             self._fail(e)
         return None
@@ -482,11 +482,11 @@ class Scheduler:
         """The second half of the batch's ends: their rows reach the journals (one write per journal),
         and only then are their events emitted, in the order the calls finished. So every call whose
         events a callback saw is on disk, and a journal costs one system call per batch, not per call."""
-        for history in {ended_call[0].task.history: None for ended_call in ended}:  # each once, in order
+        for history in {call.task.history: None for call in ended}:  # each once, in order
             history.flush()
-        for call, status, result, exception in ended:
+        for call in ended:
             try:
-                call.task._announce(call, status, result, exception)
+                call.task._announce(call)
             except BaseException as e:  # a user callback raised: end the run with it
                 self._fail(e)
 

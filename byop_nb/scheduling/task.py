@@ -8,14 +8,18 @@ Where things happen, for a call of a Task:
   [`Status`][byop_nb.scheduling._call.Status] (the only place a plain Task's
   status is decided), records its row (`_record`) and emits its events (`_emit`).
 
-Subclasses (`CommTask`, `Trial.Task`) extend a Task through three hooks, each
-called with the Call:
+The call ends once, in `Task._conclude`: `call.end(status, result, exception)`
+sets how it ended on the Call. Subclasses (`CommTask`, `Trial.Task`) extend a
+Task through hooks that each take the Call alone:
 
 * `_function_for(call)`: what the executor runs for this call;
-* `_record(call, status, result, exception)`: the row for this outcome;
-* `_emit(call, status, result, exception)`: the events for this outcome.
+* `_row_status(call)`: the status of its row, the one decision a subclass
+  overrides (a Trial.Task makes its report there: `call.report`);
+* `_record(call)`: its row;
+* `_emit(call)`: its events.
 
-What a subclass keeps about a call between its hooks goes in `call.state`.
+What a subclass keeps about a call between its hooks has a named slot on the
+Call: `call.comm` (a CommTask's comm state), `call.report` (a trial's report).
 """
 
 from __future__ import annotations
@@ -414,35 +418,39 @@ class Task(Generic[P, R]):
 
     # -- ending (called by the scheduler in its event loop) ---------------
     def _end(self, call: Call, cancelled: bool, exception: BaseException | None, result: Any) -> None:
-        """The call ended (cancelled, raised `exception`, or returned `result`): decide its status,
-        record its row (to the journal too), then emit its events."""
-        status = self._conclude(call, cancelled, exception, result)
+        """The call ended (cancelled, raised `exception`, or returned `result`): end it, record its row
+        (to the journal too), then emit its events."""
+        self._conclude(call, cancelled, exception, result)
         self.history.flush()
-        self._announce(call, status, result, exception)
+        self._announce(call)
 
     def _conclude(self, call: Call, cancelled: bool, exception: BaseException | None, result: Any) -> Status:
-        """The first half of `_end`: decide the call's status and record its row; a journal gets it at
-        the history's next flush. The scheduler concludes a batch of calls, flushes, then announces."""
+        """The first half of `_end`: end the call (`call.end`, the only place its status is decided),
+        then record its row; a journal gets it at the history's next flush. Returns the row's status
+        (`_row_status`). The scheduler concludes a batch of calls, flushes, then announces."""
         if cancelled:
-            status = _CANCELLED
+            call.end(_CANCELLED)
         elif exception is None:
-            status = _RETURNED
+            call.end(_RETURNED, result)
         else:
             attach_traceback(exception)  # one place to find the worker's traceback text, whatever the executor
             name_cells(exception)  # in a notebook: "Cell In[5], line 7", as IPython names its cells
             limit = limit_hit(exception) if self.limits is not None else None
-            status = Status.of_limit(limit) if limit else _EXCEPTION
+            call.end(Status.of_limit(limit) if limit else _EXCEPTION, None, exception)
         try:
-            self._record(call, status, result, exception)
+            row_status = self._row_status(call)
+            self._record(call)
         except Exception as e:  # recording never ends a run, nor loses the call's row
-            self._record_failed(call, status, e)
-        return status
+            row_status = call.status  # type: ignore[assignment]  # ended just above
+            self._record_failed(call, e)
+        return row_status
 
-    def _row_status(self, call: Call, status: Status) -> Status:
-        """Hook: the `status` of the row recorded for `call`, which ended with the call's `status`."""
-        return status
+    def _row_status(self, call: Call) -> Status:
+        """Hook, the one decision a subclass overrides: the `status` of the row recorded for the ended
+        `call` (a plain Task's is the call's own; a Trial.Task's is its report's, which it makes here)."""
+        return call.status  # type: ignore[return-value]  # called once the call ended
 
-    def _announce(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
+    def _announce(self, call: Call) -> None:
         """The second half of `_end`: emit the call's events; then a `task.map` feeding it goes on.
 
         The call stops counting as running here, as its events begin: a callback of an earlier
@@ -450,12 +458,12 @@ class Task(Generic[P, R]):
         """
         self._n_running -= 1
         try:
-            self._emit(call, status, result, exception)
+            self._emit(call)
         finally:
             if call.feed is not None:
                 call.feed._ended()
 
-    def _record_failed(self, call: Call, status: Status, error: Exception) -> None:
+    def _record_failed(self, call: Call, error: Exception) -> None:
         """`_record` raised: record a row that names the failure instead, and warn once."""
         message = (
             f"the row of call {call.number} of task {self.name!r} could not be recorded "
@@ -467,7 +475,7 @@ class Task(Generic[P, R]):
                 {
                     "task": self.name,
                     "call": call.number,
-                    "status": status._value_,
+                    "status": call.status._value_ if call.status is not None else None,
                     "exception_type": "RecordingError",
                     "exception_message": message,
                     "submitted": call.submitted,
@@ -477,16 +485,16 @@ class Task(Generic[P, R]):
         except Exception:
             logger.exception("byop_nb: %s", message)
 
-    def _record(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
-        """Hook: record the row for this outcome of `call`."""
-        args, kwargs = call.args, call.kwargs
+    def _record(self, call: Call) -> None:
+        """Hook: record the row of the ended `call`."""
+        args, kwargs, exception = call.args, call.kwargs, call.exception
         self.history.record_call(
             self.name,
             call.number,
             args,
             kwargs,
-            status._value_,
-            result,
+            call.status._value_,  # type: ignore[union-attr]  # called once the call ended
+            call.result,
             exception,
             None if exception is None else traceback_text(exception),
             call.submitted,
@@ -512,13 +520,13 @@ class Task(Generic[P, R]):
                 cells[key] = default
         return cells
 
-    def _emit(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
-        """Hook: emit the events for this outcome of `call`."""
+    def _emit(self, call: Call) -> None:
+        """Hook: emit the events of the ended `call`."""
         em = self.event_manager
-        future = call.future
+        future, status, exception = call.future, call.status, call.exception
         if status is _RETURNED:
             em.emit(self.DONE, future)
-            em.emit(self.RETURNED, result)
+            em.emit(self.RETURNED, call.result)
             return
         if status is _CANCELLED:
             em.emit(self.CANCELLED, future)
