@@ -131,6 +131,7 @@ class Trial:
     )
     # In the worker: whether the asking optimizer prunes, and the latest step reported.
     _prunes: bool = field(default=False, init=False, compare=False, repr=False)
+    _asked_by: str | None = field(default=None, init=False, compare=False, repr=False)  # the optimizer's class
     _last_step: int | None = field(default=None, init=False, compare=False, repr=False)
 
     Task: ClassVar[type[TrialTask[...]]]
@@ -151,6 +152,8 @@ class Trial:
         optimizer = state.pop("optimizer", None)
         state["optimizer"] = None
         state["_prunes"] = bool(getattr(optimizer, "prunes", False)) or state.get("_prunes", False)
+        if optimizer is not None:
+            state["_asked_by"] = type(optimizer).__name__
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -404,12 +407,15 @@ class Trial:
         if not (self._prunes or getattr(self.optimizer, "prunes", False)):
             raise RuntimeError(
                 f"trial {self.name!r}: prune() in a run without a pruner: the optimizer that asked the trial "
-                f"({type(self.optimizer).__name__ if self.optimizer is not None else 'none; a trial made by hand'}"
-                ") never prunes. Ask trials from an optimizer with a pruner, e.g. "
-                "OptunaOptimizer(space, pruner=optuna.pruners.MedianPruner()), and prune when "
-                "trial.should_prune() says so; or end the trial with trial.success(...) / trial.fail(...)"
+                f"({self._optimizer_name() or 'none; a trial made by hand'}) never prunes. Ask trials from an "
+                "optimizer with a pruner, e.g. OptunaOptimizer(space, pruner=optuna.pruners.MedianPruner()), "
+                "and prune when trial.should_prune() says so; or end the trial with trial.success(...) or "
+                "trial.fail(...)"
             )
         return Trial.PrunedReport(trial=self, results=results, timings=self._timings_now(), step=self._last_step)
+
+    def _optimizer_name(self) -> str | None:
+        return type(self.optimizer).__name__ if self.optimizer is not None else self._asked_by
 
     def _running_comm(self, method: str) -> Any:
         comm = self.comm
