@@ -403,7 +403,9 @@ class PlotRenderer:
 
     Panels: "ended calls over time" (one step line per task), then either
     the results' values with their best so far (when there are numeric
-    results), or the user's plot `plot(df, ax)` when one is given.
+    results), or the user's plot `plot(df, ax)` when one is given; then,
+    once a trial reported a step (`trial.report_step`), the learning curves:
+    the metric against the step, a line per trial, pruned trials in grey.
 
     Args:
         width: figure width in inches.
@@ -521,7 +523,9 @@ class PlotRenderer:
         """
         import numpy as np
 
-        layout = ("ended", "user") if plot is not None else ("ended", "values") if data.has_values else ("ended",)
+        layout: tuple[str, ...] = (
+            ("ended", "user") if plot is not None else ("ended", "values") if data.has_values else ("ended",)
+        )
         if data.has_curves:
             layout += ("curves",)
         self._set_layout(layout)
