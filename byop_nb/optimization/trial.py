@@ -568,6 +568,7 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
     FAILURES: ClassVar[frozenset[Status]] = frozenset({Status.FAIL, Status.CRASHED})
     """A trial failed when it returned a `FailReport`, or crashed (limit hits included).
     A pruned trial is neither a success nor a failure (`outcome` says "pruned")."""
+    _OTHER_OUTCOMES: ClassVar[Mapping[Status, str]] = {Status.PRUNED: "pruned"}
     _NOUN = "trials"
 
     def __init__(
@@ -585,19 +586,6 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
         self.on_pruned: Subscriber[[Trial.Report]] = em.subscriber(self.PRUNED)
         self._steps: list[dict[str, Any]] = []  # one row per reported step (`steps_df`)
         self._last_steps: dict[str, int] = {}  # trial name -> its latest recorded step
-
-    @classmethod
-    def outcome(cls, status: str) -> str:
-        """What a row's `status` means: "success", "failure", "pruned" or "cancelled".
-
-        ```python
-        Trial.Task.outcome("crashed")   # "failure"
-        Trial.Task.outcome("pruned")    # "pruned"
-        ```
-        """
-        if status == Status.PRUNED:
-            return "pruned"
-        return super().outcome(status)
 
     # -- multi-fidelity: the steps trials report (in the loop's thread) ---------------
     def steps_df(self) -> pd.DataFrame:
