@@ -48,7 +48,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # -- (a) the round trip ------------------------------------------------------------------------
 
 
-def report_through_comm(trial: Trial, steps: int) -> dict[str, float]:
+def report_through_comm(trial: Trial, steps: int) -> Trial.Report:
     """Seconds per report_step and per should_prune, medians over `steps`, timed in the worker."""
     reports, questions = [], []
     for step in range(steps):
@@ -58,7 +58,7 @@ def report_through_comm(trial: Trial, steps: int) -> dict[str, float]:
         began = time.perf_counter()
         trial.should_prune()
         questions.append(time.perf_counter() - began)
-    return {"report": statistics.median(reports), "prune": statistics.median(questions)}
+    return trial.success(loss=0.0, report=statistics.median(reports), prune=statistics.median(questions))
 
 
 def report_to_storage(url: str, study_name: str, trial_id: int, steps: int) -> dict[str, float]:

@@ -585,7 +585,7 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
         self.on_crashed: Subscriber[[Trial.Report]] = em.subscriber(self.CRASHED)
         self.on_pruned: Subscriber[[Trial.Report]] = em.subscriber(self.PRUNED)
         self._steps: list[dict[str, Any]] = []  # one row per reported step (`steps_df`)
-        self._last_steps: dict[str, int] = {}  # trial name -> its latest recorded step
+        self._last_steps: dict[int, int] = {}  # call number -> the latest step of a running call
 
     # -- multi-fidelity: the steps trials report (in the loop's thread) ---------------
     def steps_df(self) -> pd.DataFrame:
@@ -631,7 +631,7 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
         trial: Trial = call.args[0]
         optimizer = trial.optimizer
         if isinstance(data, _Step):
-            last = self._last_steps.get(trial.name)
+            last = self._last_steps.get(call.number)
             if last is not None and data.step <= last:
                 return True, (
                     False,
@@ -643,7 +643,7 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
                     optimizer.report_step(trial, data.step, data.metrics)
                 except Exception as e:
                     return True, (False, f"{type(optimizer).__name__}.report_step() refused step {data.step}: {e}")
-            self._last_steps[trial.name] = data.step
+            self._last_steps[call.number] = data.step
             self._steps.append(
                 {
                     "trial": trial.name,
@@ -659,7 +659,7 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
         if isinstance(data, _ShouldPrune):
             if optimizer is None or not callable(getattr(optimizer, "should_prune", None)):
                 return True, (True, False)
-            if trial.name not in self._last_steps:
+            if call.number not in self._last_steps:
                 return True, (True, False)  # nothing reported yet: nothing to judge
             try:
                 return True, (True, bool(optimizer.should_prune(trial)))
@@ -747,6 +747,7 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
     def _emit(self, call: Call) -> None:
         """The comm's events (MESSAGE, REQUEST, CLOSE), the Task's (DONE, RETURNED or EXCEPTION and
         limit events), then the report's."""
+        self._last_steps.pop(call.number, None)
         super()._emit(call)
         report: Trial.Report | None = call.report
         if report is None:
