@@ -707,12 +707,23 @@ class PlotRenderer:
             if curve.steps:
                 x_end = max(x_end, curve.steps[-1])
                 low, high = min(low, curve.low), max(high, curve.high)
-        title = f"{data.curve_metric or 'metric'} by step: {len(data.curves)} trials"
+        title = f"{data.curve_metric or 'metric'}: {len(data.curves)} trials"
         if n_pruned:
             title += f", {n_pruned} pruned (grey)"
+        highs = sorted(curve.high for curve in data.curves.values() if curve.steps)
+        if len(highs) >= 10:
+            # A few wild curves (a diverged learning rate) would squash the others into a line at the
+            # bottom: the axis holds 90 % of the curves whole, and the rest go off the top.
+            clipped = highs[(len(highs) * 9) // 10 - 1]
+            if low < clipped < high:
+                high = clipped
+                title += ", y clipped"
         retitled = self._title(ax, f"{title}  \u00b7  x: step")
         if not math.isfinite(low):
             return retitled
+        old = self._bounds.get(ax)
+        if old is not None and old[3] - old[2] > 2 * (high - low):
+            del self._bounds[ax]  # the axis may shrink too: a wild curve fell out of the 90 % kept whole
         return self._limits(ax, 0.0, x_end, low, high, y_from_zero=False) or retitled
 
     def _draw_user(self, ax: Axes, plot: PlotFunction, frame: Callable[[], pd.DataFrame]) -> None:

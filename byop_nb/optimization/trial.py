@@ -501,7 +501,14 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
 
     * `REPORT(report)` `on_report`: every report;
     * `SUCCESS(report)` `on_success`, `FAILURE(report)` `on_failed`,
-      `CRASHED(report)` `on_crashed`: by kind.
+      `CRASHED(report)` `on_crashed`, `PRUNED(report)` `on_pruned`: by kind.
+
+    Multi-fidelity: the function may report its metrics at each step
+    (`trial.report_step(step, **metrics)`), ask `trial.should_prune()`, and
+    end with `return trial.prune(...)`. The task answers those requests
+    itself (they are not `REQUEST` events), records each step
+    (`steps_df()`), and hands it to the optimizer that asked the trial
+    (`trial.optimizer`, see `PruningOptimizer`).
 
     An exception escaping the function, a limit hit (the CrashReport's `limit`
     names it: "memory", "cpu_time" or "wall_time"), or a return value that is
@@ -521,7 +528,7 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
 
     Each report is recorded in `task.history` (`task.df()`): columns `task`,
     `call`, `args`/`kwargs` (those after the trial), `trial` (its name),
-    `status` ("success"/"fail"/"crashed"; "cancelled" for a call cancelled unrun),
+    `status` ("success"/"fail"/"crashed"/"pruned"; "cancelled" for a call cancelled unrun),
     `config.<key>`, `info.<key>`, `result.<key>`, `exception_type`, `exception_message`, `traceback`,
     `submitted`, `finished`, `wall_time`, `cpu_time`.
 
