@@ -417,3 +417,37 @@ def test_the_live_data_reads_the_curves_and_greys_out_pruned_trials(optuna: Any,
         assert grey == curve.pruned, name
     assert "pruned (grey)" in renderer._titles[renderer._axes["curves"]]
     assert not data.update([task], scheduler.started_at)  # nothing new: nothing read
+
+
+def test_the_curves_panel_keeps_most_curves_whole_when_one_diverges() -> None:
+    pytest.importorskip("matplotlib")
+    from byop_nb.notebook.plots import LiveData, PlotRenderer
+
+    data = LiveData()
+    steps: list[dict[str, Any]] = []
+
+    from byop_nb.history import History
+
+    class Steps:  # what LiveData reads of a Trial.Task: its (empty) history and its steps
+        name = "train"
+        history = History("train")
+        _steps = steps
+
+    task = Steps()
+    renderer = PlotRenderer()
+
+    def report(trial: str, values: list[float]) -> None:
+        for step, value in enumerate(values):
+            steps.append({"trial": trial, "step": step, "metrics": {"loss": value}, "received": 1.0, "metric": "loss"})
+
+    report("wild", [0.9, 0.95, 0.9])  # a diverged one first: the axis grows to hold it
+    data.update([task], 0.0)  # type: ignore[list-item]
+    renderer.render(data)
+    ax = renderer._axes["curves"]
+    assert ax.get_ylim()[1] >= 0.9
+    for i in range(10):
+        report(f"good-{i}", [0.2 - 0.01 * i, 0.1, 0.05])
+    data.update([task], 0.0)  # type: ignore[list-item]
+    renderer.render(data)
+    assert ax.get_ylim()[1] < 0.5  # shrunk: 10 of the 11 curves whole, the wild one off the top
+    assert "y clipped" in renderer._titles[ax] and "11 trials" in renderer._titles[ax]
