@@ -856,7 +856,7 @@ def test_without_a_dashboard_nothing_is_captured_and_streams_stay_untouched(caps
     board.close()  # a closed dashboard no longer listens
 
     async def body() -> None:
-        assert not scheduler._output.active
+        assert not scheduler.output.active
         await scheduler.start()
 
     run_async(body)

@@ -431,7 +431,7 @@ def test_the_curves_panel_keeps_most_curves_whole_when_one_diverges() -> None:
     class Steps:  # what LiveData reads of a Trial.Task: its (empty) history and its steps
         name = "train"
         history = History("train")
-        _steps = steps
+        step_rows = steps
 
     task = Steps()
     renderer = PlotRenderer()

@@ -238,7 +238,7 @@ class LiveData:
             if series is None or series.task is not task:
                 series = self._series[key] = _Series(task, self.metric)
                 changed = True
-            steps = getattr(task, "_steps", None)  # a Trial.Task's reported steps
+            steps = getattr(task, "step_rows", None)  # a Trial.Task's reported steps
             if steps is not None and len(steps) != self._steps_read.get(key, 0):
                 self._read_steps(steps, self._steps_read.get(key, 0), start)
                 self._steps_read[key] = len(steps)
@@ -246,7 +246,7 @@ class LiveData:
             n = len(task.history)
             if n == series.rows_read:
                 continue
-            self._read(task, series, task.history._stored(series.rows_read, n), start, better)
+            self._read(task, series, task.history.stored_rows(series.rows_read, n), start, better)
             series.rows_read = n
             changed = True
         return changed

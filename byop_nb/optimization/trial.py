@@ -575,8 +575,9 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
     FAILURES: ClassVar[frozenset[Status]] = frozenset({Status.FAIL, Status.CRASHED})
     """A trial failed when it returned a `FailReport`, or crashed (limit hits included).
     A pruned trial is neither a success nor a failure (`outcome` says "pruned")."""
-    _OTHER_OUTCOMES: ClassVar[Mapping[Status, str]] = {Status.PRUNED: "pruned"}
-    _NOUN = "trials"
+    OTHER_OUTCOMES: ClassVar[Mapping[Status, str]] = {Status.PRUNED: "pruned"}
+    """A pruned trial's outcome is "pruned"."""
+    NOUN: ClassVar[str] = "trials"
 
     def __init__(
         self,
@@ -595,6 +596,17 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
         self._last_steps: dict[int, int] = {}  # call number -> the latest step of a running call
 
     # -- multi-fidelity: the steps trials report (in the loop's thread) ---------------
+    @property
+    def step_rows(self) -> Sequence[Mapping[str, Any]]:
+        """The reported steps as recorded, oldest first (read only; `steps_df()` is the DataFrame).
+
+        Each is a dict: `trial`, `call`, `step`, `metrics` (name -> float), `time`
+        (the worker's clock), `received` (the main process's clock) and `metric`
+        (the asking optimizer's metric, or None). The list only grows, so a reader
+        that keeps how many it has read (the Dashboard) reads only the new ones.
+        """
+        return self._steps
+
     def steps_df(self) -> pd.DataFrame:
         """One row per step a trial reported with `trial.report_step(step, **metrics)`, in the order received.
 

@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from byop_nb._status import Status
 
 if TYPE_CHECKING:
-    from byop_nb.scheduling._comm_hub import _CallComms
-    from byop_nb.scheduling.task import Task, TaskMap
+    from byop_nb.events import Event, EventManager
+    from byop_nb.history import History
 
-__all__ = ["Call", "Status"]
+__all__ = ["Call", "Status", "TaskLike"]
+
+
+class TaskLike(Protocol):
+    """What the engine (the Scheduler and its run) asks of a task: [`Task`][byop_nb.scheduling.Task] is one.
+
+    The scheduler knows tasks through this protocol alone, so the engine does not
+    import the module of the Task class (nor the Task module the engine's).
+    """
+
+    name: str
+    function: Callable[..., Any]
+    history: History
+    event_manager: EventManager
+    call_limit: int | None
+    n_called: int
+    FAILURES: ClassVar[frozenset[Status]]
+    NOUN: ClassVar[str]
+    CALL_LIMIT_REACHED: Event[...]
+
+    def conclude_call(
+        self, call: Call, cancelled: bool, exception: BaseException | None, result: Any
+    ) -> Status: ...  # pragma: no cover
+
+    def announce_call(self, call: Call) -> None: ...  # pragma: no cover
+
+    def cancelled_call(self, call: Call) -> None: ...  # pragma: no cover
+
+    def failure_summary(self) -> Any: ...  # pragma: no cover  # a FailureSummary (_failures is above this)
 
 
 class Call:
@@ -55,7 +84,7 @@ class Call:
 
     def __init__(
         self,
-        task: Task[Any, Any],
+        task: TaskLike,
         number: int,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -67,11 +96,11 @@ class Call:
         self.kwargs = kwargs
         self.submitted = submitted
         self.future: Future[Any] | None = None
-        self.feed: TaskMap | None = None
+        self.feed: Any = None  # a TaskMap
         self.status: Status | None = None
         self.result: Any = None
         self.exception: BaseException | None = None
-        self.comm: _CallComms | None = None
+        self.comm: Any = None  # a CommTask's _CallComms (the comm hub's module is above this one)
         self.report: Any = None
 
     def end(self, status: Status, result: Any = None, exception: BaseException | None = None) -> None:

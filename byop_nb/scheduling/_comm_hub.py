@@ -6,8 +6,12 @@ workers may run elsewhere, on TCP at one address of this machine
 (`tcp_host_for` picks it: the interface the workers already reach this machine
 on, never a wildcard). Each accepted connection is a non-blocking `_Conn` read
 by the scheduler's event loop (`loop.add_reader`); its hello is checked before
-anything it sends is unpickled, then its whole frames go to the task's
-`_on_frame`. `_CallComms` is what the main side keeps of one call.
+anything it sends is unpickled, then its whole frames go to the `on_frame`
+callback the hub was made with (its CommTask's). `_CallComms` is what the main
+side keeps of one call. The hub knows nothing of CommTask nor of Msg (which
+reads `call.ended` and `conn.closed` to know whether anybody still waits); it
+knows the [`_Run`][byop_nb.scheduling._run._Run] it serves: its loop, and
+`run.fail(error)` for a callback's error.
 """
 
 from __future__ import annotations
@@ -24,16 +28,20 @@ import shutil
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from byop_nb.scheduling._wire import CHUNK, GOODBYE, HEADER, HELLO, KNOCK_FILE, KNOCKS, SEND_FLAGS, hello_mac
 
 if TYPE_CHECKING:
-    import asyncio
     from concurrent.futures import Future
 
     from byop_nb.scheduling._call import Call
-    from byop_nb.scheduling.comms import CommTask, Msg
+    from byop_nb.scheduling._output import RunOutput
+    from byop_nb.scheduling._run import _Run
+
+# What a hub hands each whole frame to (a CommTask's `_on_frame`): (connection, its call or None, kind, body).
+OnFrame = Callable[["_Conn", "_CallComms | None", int, "bytes | memoryview"], None]
 
 __all__ = ["_Hub", "_Conn", "_CallComms", "tcp_host_for"]
 
@@ -51,7 +59,7 @@ class _CallComms:
         self.owner = owner  # the engine's Call
         self.conns: list[_Conn] = []
         self.nonces: set[bytes] = set()  # of the hellos accepted: a hello seen on the network is not let in twice
-        self.requests: dict[int, Msg] = {}  # open requests by id
+        self.requests: dict[int, Any] = {}  # open requests by id: their Msgs
         self.closed = False  # CLOSE was emitted
         self.ended = False
 
@@ -115,7 +123,7 @@ class _Conn:
             self.call = call
             call.conns.append(self)
         # The hot path: frames are handed on as slices of what was received, without copies.
-        on_frame = self.hub.task._on_frame
+        on_frame = self.hub.on_frame
         view = memoryview(data)
         size, header, unpack = len(data), HEADER.size, HEADER.unpack_from
         try:
@@ -182,16 +190,18 @@ class _Hub:
 
     def __init__(
         self,
-        task: CommTask[Any, Any],
-        loop: asyncio.AbstractEventLoop,
-        loop_thread: int | None,
+        on_frame: OnFrame,
+        run: _Run,
+        output: RunOutput,
         *,
         tcp_host: str | None = None,
         unix: bool = True,
     ) -> None:
-        self.task = task
-        self.loop = loop
-        self.loop_thread = loop_thread
+        self.on_frame = on_frame
+        self.run = run
+        self.output = output
+        self.loop = run.loop
+        self.loop_thread = run.loop_thread
         self.token = secrets.token_bytes(16)
         self.host = socket.gethostname()
         self.directory: str | None = None
@@ -267,18 +277,18 @@ class _Hub:
         try:
             self.accept(listener)
         except BaseException as e:
-            self.task.scheduler._fail(e)
+            self.run.fail(e)
 
     def _on_readable(self, conn: _Conn) -> None:
-        scheduler = self.task.scheduler
+        output = self.output
         try:
-            if scheduler._output.active:  # the messages' callbacks write to a Dashboard's log pane
-                with scheduler._output.capture():
+            if output.active:  # the messages' callbacks write to a Dashboard's log pane
+                with output.capture():
                     conn.read()
             else:
                 conn.read()
         except BaseException as e:
-            scheduler._fail(e)
+            self.run.fail(e)
 
     # -- work -----------------------------------------------------------------
     def accept(self, listener: socket.socket) -> None:
@@ -314,10 +324,8 @@ class _Hub:
 
     def end(self, call: _CallComms) -> None:
         """Say goodbye to and close the connections of `call`."""
-        call.ended = True
+        call.ended = True  # its requests' Msgs see it: nobody waits for their answers any more
         self.calls.pop(call.id, None)
-        for msg in call.requests.values():
-            msg._abandon()
         call.requests.clear()
         for conn in list(call.conns):
             # A goodbye, not only the close: a forked pynisher child of another call may hold a
@@ -333,10 +341,7 @@ class _Hub:
         self.conns.discard(conn)
         if conn.call is not None:
             with contextlib.suppress(ValueError):
-                conn.call.conns.remove(conn)
-            for msg in conn.call.requests.values():
-                if msg._conn is conn:
-                    msg._abandon()
+                conn.call.conns.remove(conn)  # its requests' Msgs see `conn.closed`
         fd = conn.sock.fileno()
         if fd >= 0:
             with contextlib.suppress(Exception):  # the loop may be closed already

@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from byop_nb.scheduling._shipping import attach_traceback, dumps, load, payload, sendable, sendable_exception
 from byop_nb.scheduling._wire import (
@@ -39,9 +39,6 @@ from byop_nb.scheduling._wire import (
     knock,
     readable,
 )
-
-if TYPE_CHECKING:
-    from byop_nb.scheduling.comms import Msg
 
 __all__ = ["Comm"]
 
@@ -79,7 +76,7 @@ class Comm:
     """
 
     Error = CommError
-    Msg: ClassVar[type[Msg]]  # set by byop_nb.scheduling.comms, the main side's module
+    Msg: ClassVar[type]  # the main side's Msg class, set by byop_nb.scheduling.comms (not imported here)
 
     __slots__ = (
         "_buffer",

@@ -36,6 +36,8 @@ from itertools import islice
 from types import FunctionType, MethodType
 from typing import Any, ClassVar
 
+from byop_nb import _jupyter
+
 __all__ = [
     "needs_by_value",
     "payload",
@@ -149,15 +151,10 @@ def cells_named(text: str) -> str:
     """`text` (a worker's traceback) with the frames of notebook cells named as IPython names them
     (`File "/tmp/ipykernel_1/123.py", line 7` -> `Cell In[5], line 7`); `text` itself outside IPython.
 
-    Looks IPython up in `sys.modules` only: nothing is imported here.
+    Asks `byop_nb._jupyter` for IPython's naming: nothing is imported here.
     """
-    import sys
-
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    compiler = getattr(shell, "compile", None)
-    name_of = getattr(compiler, "format_code_name", None)
-    if name_of is None or 'File "' not in text:
+    name_of = _jupyter.cell_namer() if 'File "' in text else None
+    if name_of is None:
         return text
     global _CELL_FRAME
     import re

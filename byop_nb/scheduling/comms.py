@@ -86,7 +86,6 @@ _Kind = Literal["message", "request", "close"]
 _OPEN = "open"  # a request waiting for an answer
 _ANSWERED = "answered"  # msg.respond(...) answered it
 _REFUSED = "refused"  # nobody will answer (no on_request callback, or the run is finishing)
-_GONE = "gone"  # the call ended, or its connection closed, before an answer
 _NOT_A_REQUEST = "-"  # a "message" or "close" Msg
 
 
@@ -144,9 +143,15 @@ class Msg:
         return self._state == _ANSWERED
 
     @property
-    def _waiting(self) -> bool:
-        """A request that no one answered or refused yet, whose worker may still wait."""
-        return self._state == _OPEN
+    def waiting(self) -> bool:
+        """Whether this is a request that no one answered or refused yet, and whose worker may still
+        wait for the answer (its call has not ended, nor its connection closed)."""
+        return self._state == _OPEN and not self._gone()
+
+    def _gone(self) -> bool:
+        """The call ended, or the request's connection closed: nobody waits for an answer any more."""
+        conn = self._conn
+        return self._call.ended or (conn is not None and conn.closed)
 
     def respond(self, response: Any) -> None:
         """Answer this request: the worker's `comm.request(...)` returns `response`.
@@ -167,7 +172,7 @@ class Msg:
             )
         if self._state == _ANSWERED:
             raise RuntimeError(f"this request was answered already: {self!r}")
-        if self._state != _OPEN:
+        if self._state != _OPEN or self._gone():
             return
         try:
             body = dumps((self._request_id, response))  # by value when its class is the notebook's
@@ -175,15 +180,25 @@ class Msg:
             raise TypeError(f"msg.respond() needs a picklable answer, got {bounded_repr(response)}: {e}") from e
         self._close_request(_ANSWERED, ANSWER, body)
 
-    def _refuse(self, reason: str) -> None:
-        """Tell the waiting worker that no answer will come (its `request` raises or gives its default)."""
-        if self._state == _OPEN:
-            self._close_request(_REFUSED, REFUSAL, pickle.dumps((self._request_id, reason)))
+    def refuse(self, reason: str) -> None:
+        """Tell the waiting worker that no answer will come: its `comm.request(...)` raises
+        `CommError(reason)` (with `block=True`) or returns its `default`. Does nothing when the
+        request was answered or refused already, or nobody waits any more.
 
-    def _abandon(self) -> None:
-        """The call ended or its connection closed: nobody waits for an answer any more."""
-        if self._state == _OPEN:
-            self._state = _GONE
+        ```python
+        @task.on_request
+        def answer(msg: Comm.Msg) -> None:
+            if msg.data != "learning rate?":
+                msg.refuse(f"unknown request {msg.data!r}")
+        ```
+
+        Raises:
+            TypeError: this is not a request.
+        """
+        if self.kind != "request":
+            raise TypeError(f"only requests can be refused, and this is a {self.kind!r} message")
+        if self._state == _OPEN and not self._gone():
+            self._close_request(_REFUSED, REFUSAL, pickle.dumps((self._request_id, str(reason))))
 
     def _close_request(self, state: str, kind: int, body: bytes) -> None:
         self._state = state
@@ -299,12 +314,12 @@ class CommTask(Task[P, R]):
         first time it is used, so a call that never uses it costs no connection.
         """
         scheduler = self.scheduler
-        loop = scheduler._loop
-        assert loop is not None  # the scheduler accepted the call: it runs
+        run = scheduler.latest_run
+        assert run is not None  # the scheduler accepted the call: it runs
         hub = self._hub
-        if hub is None or not hub.open or hub.loop is not loop:
+        if hub is None or not hub.open or hub.run is not run:
             self._close_hub()
-            hub = self._hub = _Hub(self, loop, scheduler._loop_thread, tcp_host=self._tcp_host())
+            hub = self._hub = _Hub(self._on_frame, run, scheduler.output, tcp_host=self._tcp_host())
         comms = call.comm = hub.new_call(call)
         return Comm(hub.address, hub.tcp_address, hub.token, comms.id, hub.host)
 
@@ -369,14 +384,14 @@ class CommTask(Task[P, R]):
                 msg.respond(answer)
                 return
             em.emit(self.REQUEST, msg)
-            if msg._waiting:
+            if msg.waiting:
                 if not em.callbacks(self.REQUEST):
-                    msg._refuse(
+                    msg.refuse(
                         f"CommTask {self.name!r} has no on_request callback, so nothing will answer this "
                         "request; subscribe one with @task.on_request and answer with msg.respond(...)"
                     )
                 elif self.scheduler.state == "finishing":
-                    msg._refuse(self._finishing_reason())
+                    msg.refuse(self._finishing_reason())
         elif kind == CLOSE:
             self._emit_close(call)
         else:
@@ -434,7 +449,7 @@ class CommTask(Task[P, R]):
         reason = self._finishing_reason()
         for call in list(hub.calls.values()):
             for msg in list(call.requests.values()):
-                msg._refuse(reason)
+                msg.refuse(reason)
 
     def _close_when_idle(self, hub: _Hub) -> None:
         # Not at once: a callback of the call that just ended (on_done, on_returned) often submits
