@@ -451,3 +451,45 @@ def test_the_curves_panel_keeps_most_curves_whole_when_one_diverges() -> None:
     renderer.render(data)
     assert ax.get_ylim()[1] < 0.5  # shrunk: 10 of the 11 curves whole, the wild one off the top
     assert "y clipped" in renderer._titles[ax] and "11 trials" in renderer._titles[ax]
+
+
+def test_a_dashboard_draws_the_curves_while_the_study_runs(optuna: Any, no_orphans: None) -> None:
+    pytest.importorskip("ipywidgets")
+    from byop_nb.notebook import Dashboard
+
+    optimizer = pruning_optimizer(optuna)
+    scheduler = Scheduler.with_processes(2)
+    task = Trial.Task(learn, scheduler)
+    board = Dashboard(scheduler, task, optimizer=optimizer)
+    seen: list[tuple[int, int, tuple[str, ...]]] = []
+
+    @scheduler.on_start(repeat=2)
+    def launch() -> None:
+        task(optimizer.ask())
+
+    @task.on_report
+    def tell_and_ask(report: Trial.Report) -> None:
+        optimizer.tell(report)
+        if task.n_called < 8:
+            task(optimizer.ask())
+        board.refresh(redraw=True)  # what the Dashboard's timer does in a kernel, now
+        pruned = sum(curve.pruned for curve in board._data.curves.values())
+        seen.append((len(board._data.curves), pruned, board._renderer._layout))
+
+    assert scheduler.run(timeout=120) is ExitCode.EXHAUSTED
+    assert seen[0][0] >= 1 and seen[0][2][-1] == "curves"  # drawn from the first report on, mid-run
+    assert seen[-1][0] == 8 and seen[-1][1] == (task.df()["status"] == "pruned").sum() > 0
+    assert bytes(board.plot_image.value).startswith(b"\x89PNG")
+    board.close()
+
+
+def test_on_the_sequential_executor_a_step_says_where_to_run_instead() -> None:
+    scheduler = Scheduler.with_sequential()
+    task = Trial.Task(learn, scheduler)
+    reports: list[Trial.Report] = []
+    task.on_report(reports.append)
+    scheduler.on_start(lambda: task(Trial(name="t", config={"x": 0.5})))
+    assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
+    (report,) = reports
+    assert report.status == "crashed" and "sequential executor" in str(report.exception)
+    assert "Scheduler.with_threads(1)" in str(report.exception)
