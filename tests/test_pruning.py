@@ -19,6 +19,7 @@ import pytest
 from helpers import learn
 
 from byop_nb.optimization import OptunaOptimizer, PruningOptimizer, RandomSearch, Trial
+from byop_nb.optimization.trial import read_steps
 from byop_nb.scheduling import ExitCode, Scheduler, Status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,16 +165,26 @@ def test_a_pruned_study_on_a_dask_cluster(optuna: Any, no_orphans: None) -> None
 # -- the optimizers' side ---------------------------------------------------------------------
 
 
-def test_random_search_never_prunes_and_its_steps_are_still_recorded(no_orphans: None) -> None:
+def test_random_search_never_prunes_and_its_steps_are_still_recorded_and_journaled(
+    tmp_path: Path, no_orphans: None
+) -> None:
+    import pandas as pd
+
     search = RandomSearch({"x": (0.0, 1.0)}, seed=0)
     assert isinstance(search, PruningOptimizer) and search.prunes is False
     scheduler = Scheduler.with_processes(2)
     task = run_study(scheduler, search, n_trials=4)
     assert set(task.df()["status"]) == {"success"}
     steps = task.steps_df()
-    assert len(steps) == 4 * STEPS and steps.groupby("trial").size().to_dict() == {
-        f"trial-{i}": STEPS for i in range(4)
-    }
+    assert len(steps) == 4 * STEPS
+    assert steps.groupby("trial").size().to_dict() == {f"trial-{i}": STEPS for i in range(4)}
+    # A journal gets the steps recorded so far, then each new one as it arrives.
+    journal = tmp_path / "steps.jsonl"
+    task.stream_steps_to(journal)
+    assert len(journal.read_text().splitlines()) == 4 * STEPS
+    assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED  # a second run: its launch asks 2 more trials
+    assert len(task.steps_df()) == 6 * STEPS
+    pd.testing.assert_frame_equal(read_steps(journal), task.steps_df())
 
 
 def test_an_optuna_optimizer_without_a_pruner_does_not_prune(optuna: Any) -> None:
@@ -325,6 +336,7 @@ if __name__ == "__main__":
     )
     scheduler = Scheduler.with_processes(2)
     task = Trial.Task(learn, scheduler)
+    task.stream_steps_to(sys.argv[3])
 
     @scheduler.on_start(repeat=2)
     def launch():
@@ -346,7 +358,10 @@ def test_a_resume_after_sigkill_keeps_the_earlier_learning_curves(
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, str(script), url, str(ROOT / "tests")], env=env, start_new_session=True)
+    journal = tmp_path / "steps.jsonl"
+    child = subprocess.Popen(
+        [sys.executable, str(script), url, str(ROOT / "tests"), str(journal)], env=env, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 90
         while True:  # mid-study: trials finished, two running with some steps reported
@@ -372,6 +387,14 @@ def test_a_resume_after_sigkill_keeps_the_earlier_learning_curves(
     before = {t.number: t for t in optuna.load_study(study_name="curves", storage=url).trials}
     curves_before = {n: dict(t.intermediate_values) for n, t in before.items() if t.intermediate_values}
     assert any(t.state.name == "PRUNED" for t in before.values()) or len(curves_before) >= 4
+
+    # The task's own journal of steps has them too (all but, at most, the step being written at the kill).
+    journaled = read_steps(journal)
+    assert set(journaled["trial"]) == {f"trial-{n}" for n in curves_before}
+    for name, rows in journaled.groupby("trial"):
+        curve = curves_before[int(str(name).split("-")[1])]
+        assert dict(zip(rows["step"], rows["loss"], strict=True)).items() <= curve.items()
+        assert len(curve) - len(rows) <= 1
 
     optimizer = pruning_optimizer(optuna, storage=url, study_name="curves")
     assert optimizer.orphaned  # the trials the kill interrupted, with the steps they had reported

@@ -37,14 +37,18 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import os
 import pickle
 import threading
 import time
 import traceback as _traceback
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec
 
+from byop_nb._journal import Journal, read_rows
 from byop_nb._text import bounded_repr
 from byop_nb.events import Event, Subscriber
 from byop_nb.scheduling._call import Call, Status
@@ -61,7 +65,7 @@ if TYPE_CHECKING:
 
     from byop_nb.scheduling.scheduler import Scheduler
 
-__all__ = ["Trial", "TrialTask"]
+__all__ = ["Trial", "TrialTask", "read_steps"]
 
 P = ParamSpec("P")
 
@@ -594,6 +598,7 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
         self.on_pruned: Subscriber[[Trial.Report]] = em.subscriber(self.PRUNED)
         self._steps: list[dict[str, Any]] = []  # one row per reported step (`steps_df`)
         self._last_steps: dict[int, int] = {}  # call number -> the latest step of a running call
+        self._steps_journal: Journal | None = None
 
     # -- multi-fidelity: the steps trials report (in the loop's thread) ---------------
     @property
@@ -619,26 +624,64 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
         curves = task.steps_df().pivot(index="step", columns="trial", values="loss")
         ```
 
-        The steps live in this task (this kernel); an `OptunaOptimizer` also
-        keeps the metric's values in its study's storage, so the curves of a
-        study outlive the kernel (`optimizer.steps_df()`).
+        The steps live in this task (this kernel). To keep them on disk, stream
+        them to a journal (`stream_steps_to`); an `OptunaOptimizer` also keeps
+        the metric's values in its study's storage, so the curves of a study
+        outlive the kernel (`optimizer.steps_df()`).
         """
-        import pandas as pd
+        return steps_frame(self._steps)
 
-        metrics: dict[str, None] = {}
-        for row in self._steps:
-            metrics.update(dict.fromkeys(row["metrics"]))
-        columns: dict[str, Any] = {
-            "trial": pd.array([row["trial"] for row in self._steps], dtype="string"),
-            "call": pd.array([row["call"] for row in self._steps], dtype="int64"),
-            "step": pd.array([row["step"] for row in self._steps], dtype="int64"),
-        }
-        for metric in metrics:
-            columns[metric] = pd.array(
-                [row["metrics"].get(metric, float("nan")) for row in self._steps], dtype="float64"
+    def stream_steps_to(self, path: str | os.PathLike[str]) -> None:
+        """Append every reported step to the journal file `path`, one JSON line each, as it arrives.
+
+        The steps recorded already are written first. Each step is handed to the
+        operating system before the worker's `report_step` returns, so a kernel
+        killed later loses none; [`read_steps`][byop_nb.optimization.trial.read_steps]
+        gives them back as the `steps_df()` frame. The file is appended to; a torn
+        last line (a process killed mid-write) is removed first. Calling it again
+        with the same path does nothing; with another, the steps go there instead.
+
+        ```python
+        task.stream_steps_to("results/steps.jsonl")
+        ...   # a later session, after the kernel died
+        from byop_nb.optimization.trial import read_steps
+        curves = read_steps("results/steps.jsonl")
+        ```
+
+        Raises:
+            OSError: the file cannot be opened or written (the message names it).
+        """
+        journal = self._steps_journal
+        target = Path(path).expanduser().resolve()
+        if journal is not None and journal.path == target:
+            return
+        if journal is not None:
+            journal.close()
+        self._steps_journal = None
+        journal = Journal(target)
+        try:
+            for row in self._steps:
+                journal.add(row)
+            journal.flush()
+        except BaseException:
+            journal.close()
+            raise
+        self._steps_journal = journal
+
+    def _journal_step(self, row: dict[str, Any]) -> None:
+        journal = self._steps_journal
+        if journal is None:
+            return
+        try:
+            journal.write(row)
+        except OSError as e:  # a full disk: the steps stay in memory, the run goes on
+            self._steps_journal = None
+            journal.close()
+            warnings.warn(
+                f"Trial.Task {self.name!r} stopped streaming its steps to {journal.path}: {e}",
+                RuntimeWarning,
+                stacklevel=2,
             )
-        columns["time"] = pd.to_datetime([row["time"] for row in self._steps], unit="s", utc=True)
-        return pd.DataFrame(columns)
 
     def _answer_own(self, call: Call, data: Any) -> tuple[bool, Any]:
         """Answer a request of `trial.report_step` or `trial.should_prune`: (handled, answer).
@@ -674,6 +717,7 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
                     "metric": trial.metrics[0] if trial.metric is not None else None,
                 }
             )
+            self._journal_step(self._steps[-1])
             return True, (True, None)
         if isinstance(data, _ShouldPrune):
             if optimizer is None or not callable(getattr(optimizer, "should_prune", None)):
@@ -781,6 +825,43 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
             em.emit(self.PRUNED, report)
         else:
             em.emit(self.CRASHED, report)
+
+
+def steps_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The `steps_df()` frame of step rows (`task.step_rows`, or read from a journal)."""
+    import pandas as pd
+
+    metrics: dict[str, None] = {}
+    for row in rows:
+        metrics.update(dict.fromkeys(row["metrics"]))
+    columns: dict[str, Any] = {
+        "trial": pd.array([row["trial"] for row in rows], dtype="string"),
+        "call": pd.array([row["call"] for row in rows], dtype="int64"),
+        "step": pd.array([row["step"] for row in rows], dtype="int64"),
+    }
+    for metric in metrics:
+        columns[metric] = pd.array([row["metrics"].get(metric, float("nan")) for row in rows], dtype="float64")
+    columns["time"] = pd.to_datetime([row["time"] for row in rows], unit="s", utc=True)
+    return pd.DataFrame(columns)
+
+
+def read_steps(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The steps a journal written by `task.stream_steps_to(path)` holds, as `task.steps_df()` gave them.
+
+    A torn last line (the writing process killed mid-line) is skipped.
+
+    ```python
+    from byop_nb.optimization.trial import read_steps
+
+    steps = read_steps("results/steps.jsonl")
+    steps.groupby("trial").step.max()
+    ```
+
+    Raises:
+        FileNotFoundError: there is no file at `path`.
+        ValueError: a line other than the last is not a JSON object (the message names it).
+    """
+    return steps_frame(list(read_rows(path)))
 
 
 def _number(value: Any) -> bool:
