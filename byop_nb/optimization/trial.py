@@ -98,6 +98,11 @@ class Trial:
         metric: the name (or names, for several objectives) of the result a
             plain returned number is recorded under; optimizers set it to
             their `metric` in `ask()`. None (a trial made by hand) means "value".
+        optimizer: the optimizer that asked the trial (optimizers set it in
+            `ask()`): in the main process, the Trial.Task hands it the steps
+            the trial reports and asks it `should_prune` (see
+            `PruningOptimizer`). It stays in the main process: a trial
+            travels to a worker without it.
 
     After `begin()` the worker-side trial holds `timings`, `exception` and
     `traceback` (the text of the exception's traceback). Trials are equal when
@@ -756,6 +761,7 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
             )
         else:
             comm = self._comm_for(call)
+        args[0]._last_step = None  # each call reports its steps afresh (a thread worker shares this trial)
         return _CommCall(self.function, comm, into_trial=True)
 
     def _row_status(self, call: Call) -> Status:
