@@ -188,7 +188,7 @@ def test_no_import_cycles_between_modules() -> None:
 
 
 def test_no_import_cycles_between_modules_type_only_imports_included() -> None:
-    """Imports under `if TYPE_CHECKING:` too: a protocol (`scheduling._call.TaskLike`) or a loose type
+    """Imports under `if TYPE_CHECKING:` too: a protocol (`scheduling.engine._call.TaskLike`) or a loose type
     (`_html`'s views) stands where a type-only import would close a circle. The one circle left is
     `Scheduler.dashboard()`'s lazy import of the notebook skin (allowed above)."""
     graph: dict[str, set[str]] = {}

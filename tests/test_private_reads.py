@@ -33,10 +33,10 @@ EXEMPT_MODULES = {"_compat.py"}
 # Internals of CPython and of libraries, by module (path below byop_nb/): not byop_nb's own classes.
 NOT_OURS = {
     "optimization/optuna_optimizer.py": {"_trial_id"},  # Optuna's FrozenTrial id (its storage API takes it)
-    "scheduling/_executors.py": {"_client", "_thread_name_prefix"},  # dask's executor, ThreadPoolExecutor
+    "scheduling/workers/_executors.py": {"_client", "_thread_name_prefix"},  # dask's executor, ThreadPoolExecutor
     "scheduling/comms.py": {"_client"},  # dask's ClientExecutor: its client
     "scheduling/scheduler.py": {"_state", "_result", "_exception"},  # a stdlib Future's fields, read lock-free
-    "scheduling/_forkserver.py": {
+    "scheduling/workers/_forkserver.py": {
         "_default_context",
         "_forkserver",
         "_name",
@@ -46,9 +46,9 @@ NOT_OURS = {
         "_log_to_stderr",
         "_logger",
     },  # multiprocessing's forkserver and util
-    "scheduling/_warm.py": {"_forkserver"},  # multiprocessing.forkserver's singleton
-    "scheduling/_worker.py": {"_forkserver"},
-    "scheduling/_pool_tuning.py": {
+    "scheduling/workers/_warm.py": {"_forkserver"},  # multiprocessing.forkserver's singleton
+    "scheduling/workers/_worker.py": {"_forkserver"},
+    "scheduling/workers/_pool_tuning.py": {
         "_CallItem",
         "_SafeQueue",
         "_ThreadWakeup",

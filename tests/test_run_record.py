@@ -9,7 +9,7 @@ import pytest
 from helpers import identity
 
 from byop_nb.scheduling import ExitCode, RunHandle, Scheduler, Task
-from byop_nb.scheduling._run import RunOptions, RunState, TaskBaseline
+from byop_nb.scheduling.engine._run import RunOptions, RunState, TaskBaseline
 
 
 def test_each_run_has_its_own_record_with_its_options_and_per_task_baselines() -> None:

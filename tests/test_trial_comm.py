@@ -8,7 +8,7 @@ import pytest
 
 from byop_nb.optimization import Trial
 from byop_nb.scheduling import Comm, CommError, Scheduler, Status
-from byop_nb.scheduling._call import Call
+from byop_nb.scheduling.engine._call import Call
 from byop_nb.scheduling.task import Task
 
 # -- trial functions (module level: importable by spawned workers) ------------------

@@ -7,7 +7,7 @@ FINISHING and FINISHED events (a few per run); while a run goes on, a timer
 on the run's event loop refreshes the widgets every `interval` seconds, and
 redraws the plot when new calls have ended and the redraw is due. Its log
 pane gets what a background run's callbacks write from the scheduler, one
-batch of callbacks at a time (`byop_nb.scheduling._output`).
+batch of callbacks at a time (`byop_nb.scheduling.engine._output`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from byop_nb.notebook._texts import (
 )
 from byop_nb.notebook.plots import LiveData, PlotFunction, PlotRenderer
 from byop_nb.optimization.trial import TrialTask
-from byop_nb.scheduling._run import RunOptions
+from byop_nb.scheduling.engine._run import RunOptions
 from byop_nb.scheduling.scheduler import ExitCode, RunHandle, Scheduler
 from byop_nb.scheduling.task import Task
 

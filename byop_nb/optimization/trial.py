@@ -51,12 +51,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec
 from byop_nb._journal import Journal, read_rows
 from byop_nb._text import bounded_repr
 from byop_nb.events import Event, Subscriber
-from byop_nb.scheduling._call import Call, Status
-from byop_nb.scheduling._comm_worker import Comm, _CommCall
-from byop_nb.scheduling._executors import SequentialExecutor
-from byop_nb.scheduling._shipping import traceback_text
+from byop_nb.scheduling.comm._worker import Comm, _CommCall
 from byop_nb.scheduling.comms import CommTask
+from byop_nb.scheduling.engine._call import Call, Status
 from byop_nb.scheduling.task import Task, TaskOptions
+from byop_nb.scheduling.workers._executors import SequentialExecutor
+from byop_nb.scheduling.workers._shipping import traceback_text
 
 if TYPE_CHECKING:
     from typing import Unpack

@@ -60,13 +60,14 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeAlia
 
 from byop_nb._text import bounded_repr
 from byop_nb.events import Event, Subscriber
-from byop_nb.scheduling._call import Call
-from byop_nb.scheduling._comm_hub import _CallComms, _Conn, _Hub, tcp_host_for
-from byop_nb.scheduling._comm_worker import Comm, _CommCall
-from byop_nb.scheduling._executors import SequentialExecutor
-from byop_nb.scheduling._shipping import dumps
-from byop_nb.scheduling._wire import ANSWER, CLOSE, MESSAGE, REFUSAL, REQUEST, CommError
+from byop_nb.scheduling.comm._hub import _CallComms, _Conn, _Hub
+from byop_nb.scheduling.comm._wire import ANSWER, CLOSE, MESSAGE, REFUSAL, REQUEST, CommError
+from byop_nb.scheduling.comm._worker import Comm, _CommCall
+from byop_nb.scheduling.engine._call import Call
 from byop_nb.scheduling.task import Task, TaskOptions
+from byop_nb.scheduling.workers._executors import SequentialExecutor
+from byop_nb.scheduling.workers._network import tcp_host_for
+from byop_nb.scheduling.workers._shipping import dumps
 
 if TYPE_CHECKING:
     from typing import Unpack

@@ -7,20 +7,20 @@ order per event.
 
 The Scheduler keeps submission, the registry of tasks, the counts, and drives
 each run (`_begin`, `_run_begun`, `_finish`). Each run's own state lives in the
-[`_Run`][byop_nb.scheduling._run._Run] that `_begin` makes (its options,
+[`_Run`][byop_nb.scheduling.engine._run._Run] that `_begin` makes (its options,
 deadline, named state, exit code, error and per-task baselines); three
 collaborators do the rest, each in its own module:
 
-* [`Handoff`][byop_nb.scheduling._handoff.Handoff] hands finished futures from
+* [`Handoff`][byop_nb.scheduling.engine._handoff.Handoff] hands finished futures from
   executor threads to the loop (the doorbell, the bounded drain, nested drains);
-* [`ExecutorKeeper`][byop_nb.scheduling._executors.ExecutorKeeper] keeps the
+* [`ExecutorKeeper`][byop_nb.scheduling.workers._executors.ExecutorKeeper] keeps the
   executor (submitting, watching workers, replacing a broken pool, killing
   workers, shutting down);
-* [`RunOutput`][byop_nb.scheduling._output.RunOutput] captures a background
+* [`RunOutput`][byop_nb.scheduling.engine._output.RunOutput] captures a background
   run's callback output for a Dashboard.
 
 The scheduler knows its tasks through the
-[`TaskLike`][byop_nb.scheduling._call.TaskLike] protocol: it calls
+[`TaskLike`][byop_nb.scheduling.engine._call.TaskLike] protocol: it calls
 `task.conclude_call(call, ...)` and `task.announce_call(call)` when a call
 ended, `task.cancelled_call(call)` when a `wait=False` end cancelled it.
 
@@ -41,14 +41,13 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
 
 from byop_nb.events import Event, EventManager, Subscriber
-from byop_nb.scheduling import _checks, _shipping
-from byop_nb.scheduling import _executors as _executors
-from byop_nb.scheduling._checks import OnException
-from byop_nb.scheduling._factories import SchedulerFactories
-from byop_nb.scheduling._handoff import Handoff, outcome
-from byop_nb.scheduling._output import RunOutput
-from byop_nb.scheduling._reads import SchedulerReads
-from byop_nb.scheduling._run import (
+from byop_nb.scheduling.engine import _checks
+from byop_nb.scheduling.engine._checks import OnException
+from byop_nb.scheduling.engine._factories import SchedulerFactories
+from byop_nb.scheduling.engine._handoff import Handoff, outcome
+from byop_nb.scheduling.engine._output import RunOutput
+from byop_nb.scheduling.engine._reads import SchedulerReads
+from byop_nb.scheduling.engine._run import (
     ENDING,
     FINISHING,
     RUNNING,
@@ -60,12 +59,19 @@ from byop_nb.scheduling._run import (
     say_nothing_was_done,
     say_what_failed,
 )
-from byop_nb.scheduling._runtime import interrupted, log_background_error, run_nested, running_loop, trim_traceback
+from byop_nb.scheduling.engine._runtime import (
+    interrupted,
+    log_background_error,
+    run_nested,
+    running_loop,
+    trim_traceback,
+)
+from byop_nb.scheduling.workers import _executors, _shipping
 
 if TYPE_CHECKING:
     from byop_nb.notebook import Dashboard
-    from byop_nb.scheduling._call import Call, TaskLike
-    from byop_nb.scheduling._worker import Limits
+    from byop_nb.scheduling.engine._call import Call, TaskLike
+    from byop_nb.scheduling.workers._worker import Limits
 
 __all__ = ["Scheduler", "ExitCode", "RunHandle"]
 

@@ -3,9 +3,9 @@
 Where things happen, for a call of a Task:
 
 * submitted: `Task.__call__` (limits refuse it there) -> `Task._submit`, which
-  makes its [`Call`][byop_nb.scheduling._call.Call] and hands it to the scheduler;
+  makes its [`Call`][byop_nb.scheduling.engine._call.Call] and hands it to the scheduler;
 * ended: the scheduler hands the Call back to `Task._end`, which decides its
-  [`Status`][byop_nb.scheduling._call.Status] (the only place a plain Task's
+  [`Status`][byop_nb.scheduling.engine._call.Status] (the only place a plain Task's
   status is decided), records its row (`_record`) and emits its events (`_emit`).
 
 The call ends once, in `Task._conclude`: `call.end(status, result, exception)`
@@ -35,15 +35,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypedDict, 
 from byop_nb._text import bounded_repr, cell_value
 from byop_nb.events import Event, EventManager, Subscriber
 from byop_nb.history import History
-from byop_nb.scheduling import _checks
-from byop_nb.scheduling._call import Call, Status
-from byop_nb.scheduling._checks import positive_int
-from byop_nb.scheduling._failures import FailureSummary, FirstFailure, summarize
-from byop_nb.scheduling._limits import MemoryLimit, TimeLimit, limit_hit, parse_limits
-from byop_nb.scheduling._run import TaskBaseline, _Run
-from byop_nb.scheduling._shipping import attach_traceback, name_cells, traceback_text
-from byop_nb.scheduling._worker import make_limit_exceptions_picklable
+from byop_nb.scheduling.engine import _checks
+from byop_nb.scheduling.engine._call import Call, Status
+from byop_nb.scheduling.engine._checks import positive_int
+from byop_nb.scheduling.engine._failures import FailureSummary, FirstFailure, summarize
+from byop_nb.scheduling.engine._run import TaskBaseline, _Run
 from byop_nb.scheduling.scheduler import Scheduler
+from byop_nb.scheduling.workers._limits import MemoryLimit, TimeLimit, limit_hit, parse_limits
+from byop_nb.scheduling.workers._shipping import attach_traceback, name_cells, traceback_text
+from byop_nb.scheduling.workers._worker import make_limit_exceptions_picklable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -400,7 +400,7 @@ class Task(Generic[P, R]):
 
     # -- ending: called by the Scheduler in its event loop ----------------------------------
     # Like `Future.set_result`, these are public for the engine (the Scheduler knows a task through
-    # `byop_nb.scheduling._call.TaskLike`), not for callbacks.
+    # `byop_nb.scheduling.engine._call.TaskLike`), not for callbacks.
     def cancelled_call(self, call: Call) -> None:
         """Engine hook: `call` was cancelled unrun (a `wait=False` end); end it, record its row (to
         the journal too), then emit its events. Not for callbacks."""

@@ -10,7 +10,7 @@ anything it sends is unpickled, then its whole frames go to the `on_frame`
 callback the hub was made with (its CommTask's). `_CallComms` is what the main
 side keeps of one call. The hub knows nothing of CommTask nor of Msg (which
 reads `call.ended` and `conn.closed` to know whether anybody still waits); it
-knows the [`_Run`][byop_nb.scheduling._run._Run] it serves: its loop, and
+knows the [`_Run`][byop_nb.scheduling.engine._run._Run] it serves: its loop, and
 `run.fail(error)` for a callback's error.
 """
 
@@ -31,19 +31,19 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from byop_nb.scheduling._wire import CHUNK, GOODBYE, HEADER, HELLO, KNOCK_FILE, KNOCKS, SEND_FLAGS, hello_mac
+from byop_nb.scheduling.comm._wire import CHUNK, GOODBYE, HEADER, HELLO, KNOCK_FILE, KNOCKS, SEND_FLAGS, hello_mac
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from byop_nb.scheduling._call import Call
-    from byop_nb.scheduling._output import RunOutput
-    from byop_nb.scheduling._run import _Run
+    from byop_nb.scheduling.engine._call import Call
+    from byop_nb.scheduling.engine._output import RunOutput
+    from byop_nb.scheduling.engine._run import _Run
 
 # What a hub hands each whole frame to (a CommTask's `_on_frame`): (connection, its call or None, kind, body).
 OnFrame = Callable[["_Conn", "_CallComms | None", int, "bytes | memoryview"], None]
 
-__all__ = ["_Hub", "_Conn", "_CallComms", "tcp_host_for"]
+__all__ = ["_Hub", "_Conn", "_CallComms"]
 
 DRAIN_ROUNDS = 256  # reads per connection when a call ends: bounded, in case a leaked comm keeps sending
 
@@ -359,46 +359,3 @@ class _Hub:
         for conn in list(self.conns):
             self.drop(conn)
         self._close_listeners()
-
-
-def tcp_host_for(scheduler_address: str) -> str | None:
-    """The address of this machine a hub listens on for the workers of a dask scheduler at `scheduler_address`.
-
-    `scheduler_address` is where the dask scheduler says it listens (e.g.
-    "tcp://10.1.2.3:8786"). Its workers reach that address, so: when it is an
-    address of this machine (the scheduler runs here, as with dask-jobqueue),
-    that address; when the scheduler runs elsewhere, the address of this
-    machine on the route to it. Never a wildcard (0.0.0.0). None when the
-    workers are on this machine for sure (the scheduler listens on loopback or
-    in-process): the Unix socket reaches them, and a loopback TCP port would be
-    open to every user of the machine.
-
-    Raises:
-        OSError: the scheduler's host name does not resolve, or no route leads to it.
-    """
-    scheme, _, location = scheduler_address.rpartition("://")
-    if scheme == "inproc":
-        return None
-    host, _, port = location.rpartition(":")
-    if not host:  # no port in it
-        host, port = location, "0"
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0", "::"):
-        raise OSError(f"the dask scheduler's address {scheduler_address!r} names no host to listen on")
-    family, _, _, _, sockaddr = socket.getaddrinfo(host, int(port or 0), type=socket.SOCK_STREAM)[0]
-    ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
-    if ip.is_loopback:
-        return None
-    if str(ip) not in _local_addresses():
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:  # sends nothing: asks the routing table
-            probe.connect(sockaddr)
-            ip = ipaddress.ip_address(str(probe.getsockname()[0]).split("%")[0])
-        if ip.is_loopback:
-            return None
-    return str(ip)
-
-
-def _local_addresses() -> set[str]:
-    import psutil
-
-    return {a.address.split("%")[0] for addresses in psutil.net_if_addrs().values() for a in addresses}

@@ -22,8 +22,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from byop_nb.scheduling._shipping import attach_traceback, dumps, load, payload, sendable, sendable_exception
-from byop_nb.scheduling._wire import (
+from byop_nb.scheduling.comm._wire import (
     ANSWER,
     CHUNK,
     CLOSE,
@@ -39,6 +38,7 @@ from byop_nb.scheduling._wire import (
     knock,
     readable,
 )
+from byop_nb.scheduling.workers._shipping import attach_traceback, dumps, load, payload, sendable, sendable_exception
 
 __all__ = ["Comm"]
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from byop_nb.scheduling import _executors
-from byop_nb.scheduling._checks import positive_int
+from byop_nb.scheduling.engine._checks import positive_int
+from byop_nb.scheduling.workers import _executors
 
 __all__ = ["SchedulerFactories"]
 
@@ -124,7 +124,7 @@ class SchedulerFactories:
         scheduler = Scheduler.with_ray(2)
         ```
         """
-        from byop_nb.scheduling._ray import start_ray  # imports Ray itself only now
+        from byop_nb.scheduling.workers._ray import start_ray  # imports Ray itself only now
 
         positive_int("n_workers", n_workers)
         if address is not None and not isinstance(address, str):

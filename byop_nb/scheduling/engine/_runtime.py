@@ -15,7 +15,7 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
-from byop_nb.scheduling import _doorbell as _doorbell
+from byop_nb.scheduling.engine import _doorbell
 
 # This module sits below `_run` (which holds ExitCode): a run's result is typed `R` here.
 R = TypeVar("R")

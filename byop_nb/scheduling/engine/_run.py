@@ -1,16 +1,16 @@
-"""One run of a Scheduler: the [`_Run`][byop_nb.scheduling._run._Run] that `run()`, `start()` and `async_run()` make.
+"""One run of a Scheduler: the [`_Run`][byop_nb.scheduling.engine._run._Run] that `run()`, `start()` and the like make.
 
 A Scheduler lives across runs; everything that belongs to one run lives in its
 `_Run`, made fresh when the run begins (no field is reset by hand):
 
-* the options ([`RunOptions`][byop_nb.scheduling._run.RunOptions]) and the
+* the options ([`RunOptions`][byop_nb.scheduling.engine._run.RunOptions]) and the
   deadline they give;
-* its named state ([`RunState`][byop_nb.scheduling._run.RunState]): RUNNING,
+* its named state ([`RunState`][byop_nb.scheduling.engine._run.RunState]): RUNNING,
   ENDING (a stop, a callback error or `on_exception`/`end_after_failures` said
   the run ends: new calls are refused), FINISHING, FINISHED;
 * why it ended: the exit code, the error raised from `run()`, `last_error`;
 * per task: what it had counted when the run began (its
-  [`TaskBaseline`][byop_nb.scheduling._run.TaskBaseline]), the calls refused
+  [`TaskBaseline`][byop_nb.scheduling.engine._run.TaskBaseline]), the calls refused
   as the run ended, its `task.map(...)`s and its failures in a row.
 
 [`RunHandle`][byop_nb.scheduling.RunHandle] wraps the `_Run` of a background
@@ -35,13 +35,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from byop_nb._text import clipped
-from byop_nb.scheduling._checks import OnException, Policy, check_run_options, exception_policy
-from byop_nb.scheduling._runtime import interrupted, note_callback, trim_traceback
+from byop_nb.scheduling.engine._checks import OnException, Policy, check_run_options, exception_policy
+from byop_nb.scheduling.engine._runtime import interrupted, note_callback, trim_traceback
 
 if TYPE_CHECKING:
     from byop_nb._status import Status
-    from byop_nb.scheduling._call import TaskLike
-    from byop_nb.scheduling._handoff import Handoff
+    from byop_nb.scheduling.engine._call import TaskLike
+    from byop_nb.scheduling.engine._handoff import Handoff
 
 __all__ = ["ExitCode", "RunHandle", "RunOptions", "RunState", "TaskBaseline"]
 
@@ -137,8 +137,8 @@ class _Run:
     """One run of a Scheduler, from `_begin` to FINISHED (internal; its attributes are read API).
 
     Attributes:
-        options: the run's [`RunOptions`][byop_nb.scheduling._run.RunOptions].
-        state: its [`RunState`][byop_nb.scheduling._run.RunState].
+        options: the run's [`RunOptions`][byop_nb.scheduling.engine._run.RunOptions].
+        state: its [`RunState`][byop_nb.scheduling.engine._run.RunState].
         loop, loop_thread: the event loop it runs in, and that loop's thread.
         background: whether `start()` began it.
         started_at, finished_at: epoch seconds (finished_at None until it finished).
@@ -150,7 +150,7 @@ class _Run:
         stop_requested: `stop()` was called.
         ended_by: the exit code `on_exception="end"` or `end_after_failures` ended it with.
         n_submitted: calls submitted in it.
-        baselines: per task name, its [`TaskBaseline`][byop_nb.scheduling._run.TaskBaseline].
+        baselines: per task name, its [`TaskBaseline`][byop_nb.scheduling.engine._run.TaskBaseline].
         refused: per task name, its calls refused because the run was ending.
         maps: per task name, its `task.map(...)`s made in the run.
         failures_in_a_row: per task name, for `end_after_failures`.

@@ -3,7 +3,7 @@
 Futures finish in executor threads; the events of a call are emitted in the
 scheduler's loop. This hand-over is the hot path of dispatch. The executor's
 thread (a process pool's management thread) appends the finished future to a
-queue and *rings* a [`Doorbell`][byop_nb.scheduling._doorbell.Doorbell] the loop
+queue and *rings* a [`Doorbell`][byop_nb.scheduling.engine._doorbell.Doorbell] the loop
 watches: one `write`, only when no ring is already on its way, and no Python
 objects made in that thread (`call_soon_threadsafe` makes a Handle and copies a
 context there, which held the GIL the pool's threads wait for). The loop then
@@ -27,8 +27,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from byop_nb.scheduling import _doorbell as _doorbell
-from byop_nb.scheduling._output import RunOutput
+from byop_nb.scheduling.engine import _doorbell
+from byop_nb.scheduling.engine._output import RunOutput
 
 __all__ = ["Handoff", "outcome"]
 

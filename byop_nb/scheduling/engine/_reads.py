@@ -2,7 +2,7 @@
 
 Every property here only reads: the scheduler's registry of tasks, its
 EventManager's counts, its table of work in flight, and the
-[`_Run`][byop_nb.scheduling._run._Run] of its latest run. They are the read API
+[`_Run`][byop_nb.scheduling.engine._run._Run] of its latest run. They are the read API
 the notebook skin, the HTML views and the optimizers use.
 """
 
@@ -12,14 +12,14 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from byop_nb.events import EventManager
-from byop_nb.scheduling._run import ENDING, FINISHING, RUNNING, ExitCode, RunHandle, _Run
+from byop_nb.scheduling.engine._run import ENDING, FINISHING, RUNNING, ExitCode, RunHandle, _Run
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from byop_nb.scheduling._call import TaskLike
-    from byop_nb.scheduling._failures import FailureSummary
-    from byop_nb.scheduling._output import RunOutput
+    from byop_nb.scheduling.engine._call import TaskLike
+    from byop_nb.scheduling.engine._failures import FailureSummary
+    from byop_nb.scheduling.engine._output import RunOutput
 
 __all__ = ["SchedulerReads"]
 
@@ -91,7 +91,7 @@ class SchedulerReads:
     def latest_run(self) -> _Run | None:
         """The record of the latest run (the current one while it runs), None before the first:
         its options, named state, deadline, exit code, error, and per-task baselines, refusals
-        and maps (see [`_Run`][byop_nb.scheduling._run._Run]). Read it; the scheduler writes it."""
+        and maps (see [`_Run`][byop_nb.scheduling.engine._run._Run]). Read it; the scheduler writes it."""
         return self._run
 
     @property

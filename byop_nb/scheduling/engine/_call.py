@@ -1,4 +1,4 @@
-"""A submitted call: [`Call`][byop_nb.scheduling._call.Call], and how it ended: [`Status`][byop_nb._status.Status]."""
+"""A submitted call: [`Call`][byop_nb.scheduling.engine._call.Call]; its end: [`Status`][byop_nb._status.Status]."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class Call:
 
     The scheduler's table of work in flight maps each Future to its Call, and
     hands the Call back to its task when the Future is done. The task ends it
-    with [`end`][byop_nb.scheduling._call.Call.end], once; every hook after that
+    with [`end`][byop_nb.scheduling.engine._call.Call.end], once; every hook after that
     (`_record`, `_emit`, ...) takes the Call alone and reads how it ended from it.
 
     Attributes:

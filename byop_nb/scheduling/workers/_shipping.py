@@ -3,20 +3,20 @@
 A function defined in `__main__` or a notebook cell (or a lambda, or a local
 function) cannot be pickled by reference: a worker process cannot import it.
 Such functions travel by value, as cloudpickle bytes made once per function in
-the main process ([`payload`][byop_nb.scheduling._shipping.payload]) and
-unpickled once per worker process ([`load`][byop_nb.scheduling._shipping.load]).
+the main process ([`payload`][byop_nb.scheduling.workers._shipping.payload]) and
+unpickled once per worker process ([`load`][byop_nb.scheduling.workers._shipping.load]).
 Importable functions travel as they are.
 
 An exception raised in a worker carries the worker's traceback as text in its
-`remote_traceback` attribute ([`attach_traceback`][byop_nb.scheduling._shipping.attach_traceback]),
-which survives pickling back; [`traceback_text`][byop_nb.scheduling._shipping.traceback_text]
+`remote_traceback` attribute ([`attach_traceback`][byop_nb.scheduling.workers._shipping.attach_traceback]),
+which survives pickling back; [`traceback_text`][byop_nb.scheduling.workers._shipping.traceback_text]
 reads it on the main side, whatever executor the exception came through.
 
 Values travel the same way when they need to, and only then
-([`arguments`][byop_nb.scheduling._shipping.arguments] going out,
-[`sendable`][byop_nb.scheduling._shipping.sendable] and
-[`sendable_exception`][byop_nb.scheduling._shipping.sendable_exception] coming
-back, [`dumps`][byop_nb.scheduling._shipping.dumps] for Comm messages): an
+([`arguments`][byop_nb.scheduling.workers._shipping.arguments] going out,
+[`sendable`][byop_nb.scheduling.workers._shipping.sendable] and
+[`sendable_exception`][byop_nb.scheduling.workers._shipping.sendable_exception] coming
+back, [`dumps`][byop_nb.scheduling.workers._shipping.dumps] for Comm messages): an
 instance of a class defined in `__main__` or a notebook cell cannot be found by
 reference in a worker (spawn, forkserver, `python -c`, a notebook), and a class
 that itself travelled by value cannot be found by reference on the way back

@@ -1,7 +1,7 @@
 """What failed among a task's calls in one run: [`FailureSummary`][byop_nb.scheduling.FailureSummary].
 
 `summarize` makes it from the task's rows since the run began (its
-[`TaskBaseline`][byop_nb.scheduling._run.TaskBaseline]): the counts are kept per
+[`TaskBaseline`][byop_nb.scheduling.engine._run.TaskBaseline]): the counts are kept per
 status, the first failure is found once per run (a cache the task keeps), and
 the failures in a row are counted back from the last call only.
 """
@@ -15,7 +15,7 @@ from byop_nb._status import Status
 from byop_nb._text import bounded_repr, clipped
 
 if TYPE_CHECKING:
-    from byop_nb.scheduling._call import TaskLike
+    from byop_nb.scheduling.engine._call import TaskLike
 
 __all__ = ["FailureSummary", "summarize"]
 
