@@ -380,6 +380,10 @@ class CommTask(Task[P, R]):
             request_id, data = self._loads(body, call)
             msg = Msg("request", data, self, call.future, call, conn, request_id)
             call.requests[request_id] = msg
+            handled, answer = self._answer_own(call.owner, data)
+            if handled:  # the task's own protocol (a Trial.Task's steps): never the user's callbacks
+                msg.respond(answer)
+                return
             em.emit(self.REQUEST, msg)
             if msg.waiting:
                 if not em.callbacks(self.REQUEST):
@@ -393,6 +397,15 @@ class CommTask(Task[P, R]):
             self._emit_close(call)
         else:
             conn.hub.drop(conn)
+
+    def _answer_own(self, call: Call, data: Any) -> tuple[bool, Any]:
+        """Hook: answer a request of the task's own protocol, or (False, None) to emit it as `REQUEST`.
+
+        A subclass whose worker-side helpers talk through the call's comm (a Trial.Task's
+        `trial.report_step` and `trial.should_prune`) answers their requests here, in the loop's
+        thread, so that the user's `on_request` callbacks see only the user's own requests.
+        """
+        return False, None
 
     def _loads(self, body: bytes | memoryview, call: _CallComms) -> Any:
         try:

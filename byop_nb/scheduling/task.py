@@ -28,7 +28,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypedDict, TypeVar
 
@@ -152,6 +152,8 @@ class Task(Generic[P, R]):
         {Status.EXCEPTION, Status.MEMORY_LIMIT, Status.CPU_TIME_LIMIT, Status.WALL_TIME_LIMIT}
     )
     """The statuses of this class's rows that count as failures. `CANCELLED` is neither."""
+    OTHER_OUTCOMES: ClassVar[Mapping[Status, str]] = {}
+    """Statuses of this class's rows that are neither successes nor failures, and what `outcome` calls them."""
 
     def __init__(
         self,
@@ -363,7 +365,10 @@ class Task(Generic[P, R]):
             return "failure"
         if status == _CANCELLED:
             return "cancelled"
-        accepted = sorted(str(s) for s in (*cls.SUCCESSES, *cls.FAILURES, _CANCELLED))
+        other = cls.OTHER_OUTCOMES.get(status)  # type: ignore[call-overload]
+        if other is not None:
+            return other
+        accepted = sorted(str(s) for s in (*cls.SUCCESSES, *cls.FAILURES, *cls.OTHER_OUTCOMES, _CANCELLED))
         raise ValueError(f"{str(status)!r} is not a status of {cls.__name__} rows; accepted: {accepted}")
 
     def failure_summary(self) -> FailureSummary:
