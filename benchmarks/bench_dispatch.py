@@ -12,7 +12,7 @@ Target: ratio >= 1.0 with event counting and recording on.
 A third run per round shows where the figure comes from: the bare pattern
 again, but woken the way byop_nb's Scheduler is woken (finished futures
 queued, a Doorbell rung once per batch instead of `call_soon_threadsafe` per
-future; see byop_nb/scheduling/_handoff.py). Against it, the ratio is what
+future; see byop_nb/scheduling/engine/_handoff.py). Against it, the ratio is what
 byop_nb's own bookkeeping costs (events, counts, recording, checks), less what
 its pool tuning (below) saves.
 
@@ -21,7 +21,7 @@ the loop's, and the pool's manager and feeder threads). They share one GIL, so
 with calls this short that time, not the workers, bounds throughput; it moves
 far less with machine noise than the rates do. byop_nb runs a stdlib pool
 tuned to hand each call between those threads fewer times
-(byop_nb/scheduling/_pool_tuning.py); the bare pool is the stdlib's as it is.
+(byop_nb/scheduling/workers/_pool_tuning.py); the bare pool is the stdlib's as it is.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _tasks import IN_FLIGHT, WORKERS, keep_busy, noop, with_cpu  # noqa: E402
 
-from byop_nb.scheduling._doorbell import Doorbell  # noqa: E402
+from byop_nb.scheduling.engine._doorbell import Doorbell  # noqa: E402
 
 
 def bare(n: int, doorbell: bool = False) -> float:

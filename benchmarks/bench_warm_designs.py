@@ -114,7 +114,7 @@ def per_call(run, calls: int) -> float:  # type: ignore[no-untyped-def]
 def main() -> None:
     from _tasks import median_ci
 
-    from byop_nb.scheduling._worker import Limits, call
+    from byop_nb.scheduling.workers._worker import Limits, call
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=20)

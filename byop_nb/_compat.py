@@ -4,7 +4,7 @@ byop_nb reads (and in two places replaces) private parts of the standard library
 `concurrent.futures.Future`'s state, a `ProcessPoolExecutor`'s settings, workers,
 manager-thread wake-up and call queue, a `ThreadPoolExecutor`'s settings, and
 multiprocessing's spawn/forkserver launch (copied, without the main module, in
-`scheduling._forkserver` and `scheduling._mainless`). Those parts are not API: they
+`scheduling.workers._forkserver` and `scheduling.workers._mainless`). Those parts are not API: they
 change between Python versions. Each is reached here through a named function or
 constant, gated on the versions the test suite runs on ([`TESTED`][byop_nb._compat.TESTED]:
 CPython 3.11, 3.12 and 3.13; `.ci/run` runs `tests/test_compat.py` on each), and on
@@ -209,11 +209,11 @@ def is_shut_down(executor: Executor) -> bool:
 
 THREAD_WAKEUP: Any = getattr(_stdlib_pool, "_ThreadWakeup", None) if IS_TESTED_VERSION else None
 """The class of a process pool's manager-thread wake-up (`concurrent.futures.process._ThreadWakeup`),
-which `scheduling._pool_tuning` swaps for a coalescing one; None (no tuning) on untested versions."""
+which `scheduling.workers._pool_tuning` swaps for a coalescing one; None (no tuning) on untested versions."""
 
 SAFE_QUEUE: Any = getattr(_stdlib_pool, "_SafeQueue", None) if IS_TESTED_VERSION else None
 """The class of a process pool's call queue (`concurrent.futures.process._SafeQueue`), whose `put`
-`scheduling._pool_tuning` replaces for small calls; None (no tuning) on untested versions."""
+`scheduling.workers._pool_tuning` replaces for small calls; None (no tuning) on untested versions."""
 
 CALL_ITEM: Any = getattr(_stdlib_pool, "_CallItem", None) if IS_TESTED_VERSION else None
 """The class of the items on that queue (`concurrent.futures.process._CallItem`)."""
@@ -237,6 +237,6 @@ def pool_call_queue(executor: ProcessPoolExecutor) -> Any:
 LAUNCH_WITHOUT_MAIN: bool = IS_TESTED_VERSION and sys.platform != "win32"
 """Whether byop_nb's copies of `popen_spawn_posix.Popen._launch`, `popen_forkserver.Popen._launch`,
 `spawn.get_preparation_data` and `ForkServer.ensure_running` (CPython 3.11-3.13, POSIX; see
-`scheduling._forkserver` and `scheduling._mainless`) may stand in for the originals. Elsewhere a
+`scheduling.workers._forkserver` and `scheduling.workers._mainless`) may stand in for the originals. Elsewhere a
 process pool keeps multiprocessing's own launch, whose workers import the main script (an
 unguarded script is then refused with a message saying why)."""

@@ -28,11 +28,11 @@ pandas is imported when the first frame is made, never by `import byop_nb`.
 
 from __future__ import annotations
 
-import sys
 import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, cast
 
+from byop_nb import _jupyter
 from byop_nb._text import bounded_repr, clipped
 
 if TYPE_CHECKING:
@@ -107,8 +107,6 @@ def _readable_html(frame: pd.DataFrame) -> str | None:
 _MARK = "byop_nb.columns"
 """The `df.attrs` key of a history frame's columns: frames made from it that still have them display readably."""
 
-_SHELLS: set[int] = set()  # the IPython shells whose DataFrame display knows history frames
-
 
 def calls_frame(df: pd.DataFrame) -> pd.DataFrame:
     """`df` itself, given the readable notebook display; it stays a plain `pandas.DataFrame` in every
@@ -122,26 +120,13 @@ def calls_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _show_derived_frames_readably() -> None:
-    """In an IPython kernel (imported already: never imported here), register the DataFrame
-    display that shows frames made from a history frame readably; once per shell."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    if shell is None or id(shell) in _SHELLS:
-        return
-    import pandas as pd
+    """In an IPython kernel, display frames made from a history frame readably (once per shell)."""
+    _jupyter.show_dataframes_with(_derived_html)
 
-    formatter = shell.display_formatter.formatters["text/html"]
-    before = formatter.type_printers.get(pd.DataFrame)
 
-    def html(df: pd.DataFrame) -> str | None:
-        if df.attrs.get(_MARK) == tuple(df.columns):
-            return _readable_html(df)
-        if before is not None:  # another library's display of DataFrames
-            return cast(str | None, before(df))
-        return cast(Any, df)._repr_html_()  # pandas' own
-
-    formatter.for_type(pd.DataFrame, html)
-    _SHELLS.add(id(shell))
+def _derived_html(df: pd.DataFrame) -> str | None:
+    """A frame made from a history frame that still has its columns, readably; None for others."""
+    return _readable_html(df) if df.attrs.get(_MARK) == tuple(df.columns) else None
 
 
 def _footer(left_out: list[str], *, html: bool) -> str:

@@ -23,16 +23,19 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from byop_nb._status import Status
 from byop_nb._text import bounded_repr, clipped
 
 if TYPE_CHECKING:
     from byop_nb.events import EventManager
-    from byop_nb.history import History
-    from byop_nb.scheduling.scheduler import Scheduler
-    from byop_nb.scheduling.task import Task
+
+# This module sits below the history and the engine, whose `_repr_html_` import it (lazily): it reads
+# them through their public read API, typed loosely here so that it imports neither of them back.
+SchedulerView: TypeAlias = Any
+TaskView: TypeAlias = Any
+HistoryView: TypeAlias = Any
 
 __all__ = [
     "COUNTER_NAMES",
@@ -85,7 +88,7 @@ def format_seconds(seconds: float | None) -> str:
     return f"{hours} h {rest // 60:02d} min"
 
 
-def elapsed(scheduler: Scheduler, now: float | None = None) -> float | None:
+def elapsed(scheduler: SchedulerView, now: float | None = None) -> float | None:
     """Seconds the latest run has taken so far (or took, once finished); None before the first run."""
     started = scheduler.started_at
     if started is None:
@@ -111,7 +114,7 @@ def short_error(error: BaseException | str | None, limit: int = 160) -> str:
     return clipped(" ".join(text.split()), limit)  # the end kept: a message's advice is often there
 
 
-def task_counters(task: Task[Any, Any], *, run: bool = False) -> dict[str, int]:
+def task_counters(task: TaskView, *, run: bool = False) -> dict[str, int]:
     """The task's counters: submitted, running, succeeded, failed, cancelled, limit hits.
 
     `succeeded` and `failed` count the ended calls whose status the task's
@@ -137,17 +140,18 @@ def task_counters(task: Task[Any, Any], *, run: bool = False) -> dict[str, int]:
     }
 
 
-def _counts(task: Task[Any, Any], run: bool) -> tuple[dict[Any, int], dict[str, int]]:
+def _counts(task: TaskView, run: bool) -> tuple[dict[Any, int], dict[str, int]]:
     """The task's event counts and rows per status: all, or the latest run's."""
     counts, statuses = dict(task.event_manager.counts), task.history.status_counts
     if run:
-        counts_then, statuses_then, _ = task._at_run_start
+        then = task.run_baseline
+        counts_then, statuses_then = then.counts, then.statuses
         counts = {event: n - counts_then.get(event, 0) for event, n in counts.items()}
         statuses = {status: n - statuses_then.get(status, 0) for status, n in statuses.items()}
     return counts, statuses
 
 
-def limit_hits(task: Task[Any, Any], *, run: bool = False) -> dict[str, int]:
+def limit_hits(task: TaskView, *, run: bool = False) -> dict[str, int]:
     """The task's resource-limit hits by limit, those that happened: `{"wall_time_limit": 2}`.
 
     Only memory, CPU time and wall time: a call stopped by the limit it was given. A call
@@ -162,7 +166,7 @@ def limit_hits(task: Task[Any, Any], *, run: bool = False) -> dict[str, int]:
     return {limit: n for limit, n in hits.items() if n}
 
 
-def never_ran(task: Task[Any, Any], *, run: bool = False) -> dict[str, int]:
+def never_ran(task: TaskView, *, run: bool = False) -> dict[str, int]:
     """The task's calls that never ran, by why, those that happened: `{"refused as the run ended": 2}`.
 
     Cancelled unrun (a `wait=False` stop, a timeout), refused because the run was
@@ -171,10 +175,9 @@ def never_ran(task: Task[Any, Any], *, run: bool = False) -> dict[str, int]:
     cancelled (`OptunaOptimizer.fail_pending`), so the two counts agree.
     """
     counts = _counts(task, run)[0]
-    started, refused = task._refused_in_run
     why = {
         "cancelled unrun": counts.get(task.CANCELLED, 0),
-        "refused as the run ended": (refused if started == task.scheduler.started_at else 0) if run else task.n_refused,
+        "refused as the run ended": task.refused_in_run if run else task.n_refused,
         "refused by call_limit": counts.get(task.CALL_LIMIT_REACHED, 0),
         "refused by concurrent_limit": counts.get(task.CONCURRENT_LIMIT_REACHED, 0),
     }
@@ -210,7 +213,7 @@ def row_error(row: Mapping[str, Any]) -> str | None:
     return short_error(f"{kind or 'Exception'}: {message or ''}")
 
 
-def counters_table_html(tasks: Sequence[Task[Any, Any]], *, run: bool = False) -> str:
+def counters_table_html(tasks: Sequence[TaskView], *, run: bool = False) -> str:
     """An HTML table with one row of counters per task (and a total row for several tasks).
 
     With `run=True` the latest run's counters (see `task_counters`). The cancelled
@@ -254,7 +257,7 @@ def _result_text(row: Mapping[str, Any]) -> str:
     )
 
 
-def _rows_html(history: History, n: int) -> str:
+def _rows_html(history: HistoryView, n: int) -> str:
     total = len(history)
     if not total:
         return ""
@@ -272,14 +275,14 @@ def _rows_html(history: History, n: int) -> str:
     )
 
 
-def _state_text(scheduler: Scheduler) -> str:
+def _state_text(scheduler: SchedulerView) -> str:
     parts = [scheduler.state, format_seconds(elapsed(scheduler))]
     if scheduler.exit_code is not None:
         parts.append(f"exit code {scheduler.exit_code.value}")
     return " \u00b7 ".join(parts)
 
 
-def scheduler_html(scheduler: Scheduler) -> str:
+def scheduler_html(scheduler: SchedulerView) -> str:
     """The scheduler as compact HTML: state, elapsed time, exit code, last error, executor,
     a counters row per task, and the scheduler's own event counts."""
     executor = type(scheduler.executor).__name__
@@ -300,7 +303,7 @@ def scheduler_html(scheduler: Scheduler) -> str:
     return f'<div class="byop-scheduler">{"".join(parts)}</div>'
 
 
-def task_html(task: Task[Any, Any], last: int = 5) -> str:
+def task_html(task: TaskView, last: int = 5) -> str:
     """The task as compact HTML: its counters and limits, then its `last` ended calls, newest first."""
     limits = []
     if task.call_limit is not None:
@@ -332,7 +335,7 @@ def callbacks_html(manager: EventManager) -> str:
     return f'<table class="byop-table byop-callbacks"><tr><th>event</th><th>callbacks</th></tr>{"".join(lines)}</table>'
 
 
-def history_html(history: History, last: int = 5) -> str:
+def history_html(history: HistoryView, last: int = 5) -> str:
     """The history as compact HTML: rows per status, the journal, and its `last` rows (oldest first)."""
     counts = " \u00b7 ".join(f"{_e(status)} {n}" for status, n in history.status_counts.items())
     head = f"<b>History</b> {_e(repr(history.name))}: {len(history)} rows"

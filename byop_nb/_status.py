@@ -47,6 +47,8 @@ class Status(enum.StrEnum):
     """A `Trial.Task` call returned a `FailReport`."""
     CRASHED = "crashed"
     """A `Trial.Task` call crashed: a `CrashReport`, an exception, a limit hit, or no report."""
+    PRUNED = "pruned"
+    """A `Trial.Task` call was stopped early by its optimizer's pruner: a `PrunedReport` (`trial.prune()`)."""
 
     @property
     def limit(self) -> str | None:

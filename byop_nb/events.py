@@ -26,10 +26,11 @@ for events whose callbacks have no options.
 from __future__ import annotations
 
 import inspect
-import sys
 import types
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+
+from byop_nb import _jupyter
 
 __all__ = ["Event", "CountedAs", "EventManager", "Subscriber"]
 
@@ -143,20 +144,8 @@ def _identity(callback: Callable[..., Any], name: str | None) -> Hashable:
 
 
 def _cell_run() -> tuple[str, int] | None:
-    """The notebook cell being run now, as (cell id, execution count); None outside a kernel, or when
-    the frontend sends no cell id. Reads IPython only when it is already imported."""
-    ipython = sys.modules.get("IPython")
-    if ipython is None:
-        return None
-    try:
-        shell = ipython.get_ipython()
-        parent = shell.kernel.get_parent("shell")
-        cell_id = parent["metadata"].get("cellId")
-    except Exception:  # no shell, no kernel (a terminal IPython), an older ipykernel, no metadata
-        return None
-    if not isinstance(cell_id, str) or not cell_id:
-        return None
-    return cell_id, int(shell.execution_count)
+    """The notebook cell being run now (see `byop_nb._jupyter.cell_run`)."""
+    return _jupyter.cell_run()
 
 
 def _callback_name(callback: Callable[..., Any]) -> str:

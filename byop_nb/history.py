@@ -422,9 +422,18 @@ class History:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def _stored(self, start: int, stop: int) -> list[dict[str, Any]]:
-        """The stored rows `start` to `stop` themselves, not copies: for readers inside byop_nb that
-        only read them (the Dashboard reads every ended call; a copy each would double its cost)."""
+    def stored_rows(self, start: int, stop: int) -> list[dict[str, Any]]:
+        """The stored rows `start` to `stop` themselves, not copies: read them, never change them.
+
+        For readers that read many rows often (the Dashboard reads every ended call, a task's
+        failure summary scans its run's rows; a copy each would double their cost). `rows`
+        and `row(i)` give copies.
+
+        ```python
+        for row in task.history.stored_rows(0, len(task.history)):
+            print(row["status"])
+        ```
+        """
         return self._rows[start:stop]
 
     @property

@@ -72,16 +72,16 @@ def _helper_of_the_interpreter(process: psutil.Process) -> bool:
     """Whether a child process is one of multiprocessing's per-interpreter helpers.
 
     The resource tracker, and a forkserver that forks pool workers (multiprocessing's own, or
-    byop_nb's pools' server, see `scheduling._mainless`): each is one per Python process,
+    byop_nb's pools' server, see `scheduling.workers._mainless`): each is one per Python process,
     started by the first spawn/forkserver use and ending with the process by design, not a
     worker anything left behind. A *warm server* (the forkserver of limited calls, which
-    preloads `byop_nb.scheduling._warm`) is not: a run ends it. What a forkserver forked (a
+    preloads `byop_nb.scheduling.workers._warm`) is not: a run ends it. What a forkserver forked (a
     worker, with the server's command line) is always counted.
     """
     command = " ".join(process.cmdline())
     if "multiprocessing.resource_tracker" in command:
         return True
-    if "from multiprocessing.forkserver import main" not in command or "byop_nb.scheduling._warm" in command:
+    if "from multiprocessing.forkserver import main" not in command or "byop_nb.scheduling.workers._warm" in command:
         return False
     parent = process.parent()
     return parent is not None and parent.cmdline() != process.cmdline()  # started by a client, not forked by a server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 
@@ -26,3 +27,18 @@ def raise_in_worker(x: int) -> int:
 def sleep_then_return(seconds: float, value: int = 0) -> int:
     time.sleep(seconds)
     return value
+
+
+def learn(trial, steps: int = 8, delay: float = 0.0):  # type: ignore[no-untyped-def]
+    """A multi-fidelity trial: loss `x + 1/(step + 1)` at each step, reported, pruned when the optimizer says.
+
+    A trial with a large `x` is worse at every step, so a median pruner stops it early.
+    """
+    loss = math.inf
+    for step in range(steps):
+        loss = trial.config["x"] + 1.0 / (step + 1)
+        trial.report_step(step, loss=loss, accuracy=1.0 - loss)
+        if trial.should_prune():
+            return trial.prune(loss=loss)
+        time.sleep(delay)
+    return trial.success(loss=loss)

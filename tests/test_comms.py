@@ -551,7 +551,7 @@ def test_a_dask_cluster_on_loopback_is_reached_through_the_unix_socket_only(
 
 
 def test_where_a_hub_listens_for_the_workers_of_a_dask_scheduler() -> None:
-    from byop_nb.scheduling._comm_hub import tcp_host_for
+    from byop_nb.scheduling.workers._network import tcp_host_for
 
     assert tcp_host_for("inproc://10.0.0.1/123/1") is None  # workers in this process
     assert tcp_host_for("tcp://127.0.0.1:8786") is None  # workers on this machine: the Unix socket
@@ -627,7 +627,7 @@ def test_over_tcp_messages_requests_and_large_frames_arrive_whole_and_before_don
 def test_over_tcp_the_end_of_a_call_waits_until_the_other_machine_has_its_bytes() -> None:
     # Over TCP, what sendall returned from may still be on the way when the call's result (which
     # travels through the executor) reaches the scheduler: the end of a call waits for it.
-    from byop_nb.scheduling._comm_worker import _wait_delivered
+    from byop_nb.scheduling.comm._worker import _wait_delivered
 
     with socket.socket() as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the receiver takes little at a time
@@ -674,7 +674,7 @@ def intrude(comm: Comm) -> list[str]:
     import pickle
     import socket as socket_module
 
-    from byop_nb.scheduling._wire import HEADER, HELLO, MESSAGE, hello_mac
+    from byop_nb.scheduling.comm._wire import HEADER, HELLO, MESSAGE, hello_mac
 
     def connect() -> socket_module.socket:
         if comm._path is not None:

@@ -128,7 +128,7 @@ def test_a_pool_without_the_known_parts_gets_an_error_naming_the_part_and_the_py
 
 
 PRIVATE_PARTS = (
-    r"(?<!self)(?<!scheduling)\._(max_workers|mp_context|processes|initializer|initargs|max_tasks_per_child"
+    r"(?<!self)(?<!scheduling)(?<!workers)\._(max_workers|mp_context|processes|initializer|initargs|max_tasks_per_child"
     r"|thread_name_prefix|shutdown_thread|executor_manager_thread_wakeup|executor_manager_thread|call_queue"
     r"|result_queue|pending_work_items|work_queue|idle_semaphore)\b"
     r"|_ThreadWakeup|_SafeQueue|_CallItem|futures\._base|futures import _base"

@@ -856,7 +856,7 @@ def test_without_a_dashboard_nothing_is_captured_and_streams_stay_untouched(caps
     board.close()  # a closed dashboard no longer listens
 
     async def body() -> None:
-        assert not scheduler._output.active
+        assert not scheduler.output.active
         await scheduler.start()
 
     run_async(body)
@@ -867,7 +867,7 @@ def test_without_a_dashboard_nothing_is_captured_and_streams_stay_untouched(caps
 def test_writes_from_other_threads_or_after_the_batch_pass_through():
     import threading
 
-    from byop_nb.scheduling._output import RunOutput
+    from byop_nb.scheduling.engine._output import RunOutput
 
     output = RunOutput()
     got: list[Any] = []

@@ -79,7 +79,7 @@ best = re.sub("<[^>]+>", "", dashboard.best_html.value)
 later = Dashboard(scheduler)
 print(json.dumps({
     "best": best,
-    "this_run_best": max(r["result.accuracy"] for r in task.history._stored(0, len(task.history))),
+    "this_run_best": max(r["result.accuracy"] for r in task.history.stored_rows(0, len(task.history))),
     "study_best": optimizer.study.best_value,
     "later_title": later.log_pane.titles[0],
     "later_told": later.log_text.count("told "),

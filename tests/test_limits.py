@@ -11,8 +11,8 @@ import pytest
 from conftest import run_script
 
 from byop_nb.scheduling import ExitCode, Scheduler, Task
-from byop_nb.scheduling._limits import limit_hit, parse_limits
-from byop_nb.scheduling._worker import Limits
+from byop_nb.scheduling.workers._limits import limit_hit, parse_limits
+from byop_nb.scheduling.workers._worker import Limits
 
 
 def hog(n_bytes: int) -> int:
@@ -301,7 +301,7 @@ def test_a_result_sent_as_the_child_exits_is_read_not_lost(tmp_path: Path) -> No
 import time
 from multiprocessing.process import BaseProcess
 
-from byop_nb.scheduling._worker import Limits, _call_limited
+from byop_nb.scheduling.workers._worker import Limits, _call_limited
 
 alive = BaseProcess.is_alive
 

@@ -1,4 +1,4 @@
-"""What byop_nb changes inside a stdlib process pool (`scheduling/_pool_tuning.py`): each tuning
+"""What byop_nb changes inside a stdlib process pool (`scheduling/workers/_pool_tuning.py`): each tuning
 takes its shortcut where it is safe, falls back to the stdlib's own path elsewhere, and loses,
 reorders or blocks nothing."""
 
@@ -19,7 +19,7 @@ from conftest import run_script
 from helpers import identity, sleep_then_return
 
 from byop_nb.scheduling import Scheduler, Task
-from byop_nb.scheduling._pool_tuning import _CoalescedWakeup, _plain_call, tune
+from byop_nb.scheduling.workers._pool_tuning import _CoalescedWakeup, _plain_call, tune
 
 
 def length(data: bytes) -> int:
@@ -145,7 +145,7 @@ sys.modules["fcntl"] = sys.modules["termios"] = None  # imports of them fail, as
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import process as stdlib_pool
 from byop_nb.scheduling import Scheduler
-from byop_nb.scheduling._pool_tuning import tune
+from byop_nb.scheduling.workers._pool_tuning import tune
 
 if __name__ == "__main__":
     pool = ProcessPoolExecutor(1)
@@ -186,7 +186,7 @@ def test_a_full_pipe_never_blocks_the_manager_thread(tmp_path: Path) -> None:
         """
 import time
 from concurrent.futures import ProcessPoolExecutor
-from byop_nb.scheduling._pool_tuning import tune
+from byop_nb.scheduling.workers._pool_tuning import tune
 
 def work(i, data):
     time.sleep(0.002)

@@ -133,7 +133,7 @@ def test_a_result_whose_repr_raises_is_journaled_and_later_calls_run(tmp_path: P
 
 def test_a_failing_record_hook_still_gives_a_row_naming_the_failure() -> None:
     class Recording(Task):
-        def _record(self, call, status, result, exception):
+        def _record(self, call):
             raise KeyError("broken hook")
 
     scheduler = Scheduler.with_threads(1)

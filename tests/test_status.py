@@ -20,6 +20,7 @@ TRIALS = {
     Status.SUCCESS: "success",
     Status.FAIL: "failure",
     Status.CRASHED: "failure",
+    Status.PRUNED: "pruned",
     Status.CANCELLED: "cancelled",
 }
 

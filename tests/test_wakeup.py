@@ -15,7 +15,7 @@ import pytest
 from conftest import run_script
 
 from byop_nb.scheduling import Scheduler, Task
-from byop_nb.scheduling._doorbell import Doorbell
+from byop_nb.scheduling.engine._doorbell import Doorbell
 
 
 def sleep_then_return(seconds: float) -> float:

@@ -1,7 +1,7 @@
 """Limited calls are forked from a warm server: what the function imports is imported already.
 
 A call with a memory, CPU-time or wall-time limit runs in a child of its worker's warm
-server (`byop_nb.scheduling._warm`), a single-threaded interpreter that imported what the
+server (`byop_nb.scheduling.workers._warm`), a single-threaded interpreter that imported what the
 function's code imports before the first call, and learns what calls import beyond that.
 Each script runs in a fresh interpreter, so that what these tests import cannot warm it.
 """
@@ -19,7 +19,7 @@ import pytest
 from conftest import _in_ci, run_script
 from test_kernel import kernel  # noqa: F401  (the fixture)
 
-from byop_nb.scheduling._warm import modules_for
+from byop_nb.scheduling.workers._warm import modules_for
 
 LIMITS = '[{"memory_limit": (1, "GB")}, {"cpu_time_limit": 60}, {"wall_time_limit": 60}]'
 

@@ -131,7 +131,7 @@ def _joined(line: str, piece: str) -> str:
 class SchedulerLog:
     """One scheduler's log, shared by all its dashboards: a dashboard made later shows what came before.
 
-    Listens to the scheduler's callback output (`scheduler._output`) while at least one
+    Listens to the scheduler's callback output (`scheduler.output`) while at least one
     view is open (only then is a background run's output captured), keeps the lines in
     one [`LogLines`][byop_nb.notebook._log.LogLines] (as many as the most any view asked
     for), marks where each run's lines begin, and tells every view when lines came in.
@@ -140,7 +140,7 @@ class SchedulerLog:
     def __init__(self, scheduler: Scheduler) -> None:
         self._scheduler = weakref.ref(scheduler)
         self.lines = LogLines(1)
-        self._run: float | None = None  # the run whose output came last
+        self._run: object = None  # the run whose output came last (`scheduler.latest_run`)
         self._views: dict[str, Callable[[], Any]] = {}
         self._name = f"byop_nb.Dashboard.log[{id(self):x}]"
 
@@ -150,14 +150,14 @@ class SchedulerLog:
         self._views[name] = changed
         scheduler = self._scheduler()
         if scheduler is not None:
-            scheduler._output.listen(self._name, self._add)
+            scheduler.output.listen(self._name, self._add)
 
     def close(self, name: str) -> None:
         """The view named `name` is gone; with the last one, the capture of the output ends."""
         self._views.pop(name, None)
         scheduler = self._scheduler()
         if not self._views and scheduler is not None:
-            scheduler._output.forget(self._name)
+            scheduler.output.forget(self._name)
 
     def clear(self) -> None:
         self.lines.clear()
@@ -166,10 +166,10 @@ class SchedulerLog:
 
     def _add(self, chunks: Iterable[tuple[str, str]]) -> None:
         scheduler = self._scheduler()
-        run = scheduler.started_at if scheduler is not None else None
-        if run != self._run:
+        run = scheduler.latest_run if scheduler is not None else None
+        if run is not self._run:
             if self.lines.n_lines and run is not None:  # an earlier run's lines are there: say where this one's begin
-                began = time.strftime("%H:%M:%S", time.localtime(run))
+                began = time.strftime("%H:%M:%S", time.localtime(run.started_at))
                 self.lines.add([("stdout", f"--- run started at {began} ---\n")])
             self._run = run
         self.lines.add(chunks)

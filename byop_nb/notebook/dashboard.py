@@ -7,15 +7,13 @@ FINISHING and FINISHED events (a few per run); while a run goes on, a timer
 on the run's event loop refreshes the widgets every `interval` seconds, and
 redraws the plot when new calls have ended and the redraw is due. Its log
 pane gets what a background run's callbacks write from the scheduler, one
-batch of callbacks at a time (`byop_nb.scheduling._output`).
+batch of callbacks at a time (`byop_nb.scheduling.engine._output`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
-import html
 import logging
 import math
 import sys
@@ -26,10 +24,16 @@ import ipywidgets as widgets
 
 from byop_nb import _html
 from byop_nb.notebook._log import scheduler_log
+from byop_nb.notebook._panes import DashboardPanes
 from byop_nb.notebook._table import trials_table_html
+from byop_nb.notebook._texts import (
+    DASHBOARD_CSS,
+    metric_and_best,
+    progress_text,
+)
 from byop_nb.notebook.plots import LiveData, PlotFunction, PlotRenderer
 from byop_nb.optimization.trial import TrialTask
-from byop_nb.scheduling._checks import check_run_options
+from byop_nb.scheduling.engine._run import RunOptions
 from byop_nb.scheduling.scheduler import ExitCode, RunHandle, Scheduler
 from byop_nb.scheduling.task import Task
 
@@ -48,76 +52,7 @@ SNAPSHOT_EVERY = 5.0
 (and when the run ends): a kernel that dies mid-run leaves a picture at most that old."""
 
 
-_DASHBOARD_CSS = (
-    "<style>"
-    ".byop-dashboard.byop-failing{border-left:4px solid #d32f2f;padding-left:6px}"
-    ".byop-failures .byop-failure-line{color:#b71c1c;font-weight:bold;font-size:12px}"
-    ".byop-progress-text{font-family:var(--jp-code-font-family,monospace);font-size:12px;white-space:nowrap}"
-    ".byop-best-text{font-size:12px}"
-    # the log's scroll box is a column laid out bottom up; its one child keeps its height (a flex item
-    # would shrink to the box and clip its own last lines)
-    ".byop-log-output>*{flex-shrink:0}"
-    "</style>"
-)
-
-# The static picture hides while the live dashboard shows above it, in JupyterLab / Notebook 7 and in the
-# classic notebook; where the widget cannot show (a reopened notebook without widget state, nbviewer,
-# GitHub, which also drops the <style>), the picture shows.
-_SNAPSHOT_CSS = (
-    "<style>"
-    ".jp-OutputArea-child:has(.byop-dashboard) ~ .jp-OutputArea-child:has(.byop-snapshot),"
-    ".output_area:has(.byop-dashboard) ~ .output_area:has(.byop-snapshot){display:none}"
-    ".byop-snapshot{font-size:12px}"
-    ".byop-snapshot.byop-failing{border-left:4px solid #d32f2f;padding-left:6px}"
-    ".byop-snapshot .byop-failure-line{color:#b71c1c;font-weight:bold}"
-    ".byop-snapshot-plot{max-width:100%}"
-    "</style>"
-)
-
-
-def progress_text(
-    done: int, bound: int, ended_in_run: int, seconds: float | None, *, unit: str = "calls", ended: bool = False
-) -> str:
-    """Progress as tqdm shows it: `12/50 trials [00:07<00:22, 1.71 trials/s]`.
-
-    `done` of `bound` are done (earlier runs' calls included when the budget spans them);
-    the rate is the latest run's: `ended_in_run` calls in `seconds`; the time left is what
-    the rest takes at that rate (`?` until a call ended). Once the run `ended`, the time
-    left is left out, as tqdm does for a closed bar: `30/50 calls [00:12, 2.5 calls/s]`.
-
-    ```python
-    from byop_nb.notebook.dashboard import progress_text
-    assert progress_text(12, 50, 12, 7.0, unit="trials") == "12/50 trials [00:07<00:22, 1.71 trials/s]"
-    assert progress_text(1, 50, 1, 4.0) == "1/50 calls [00:04<03:16, 4.00 s/call]"
-    assert progress_text(30, 50, 30, 12.0, ended=True) == "30/50 calls [00:12, 2.5 calls/s]"
-    ```
-    """
-    seconds = max(seconds or 0.0, 0.0)
-    rate = ended_in_run / seconds if seconds > 0 and ended_in_run else None
-    left = "?" if rate is None else _clock(max(bound - done, 0) / rate)
-    one = unit[:-1] if unit.endswith("s") else unit
-    if rate is None:
-        speed = f"? {unit}/s"
-    elif rate >= 100:
-        speed = f"{rate:.0f} {unit}/s"
-    elif rate >= 1:
-        speed = f"{rate:.3g} {unit}/s"
-    else:
-        speed = f"{1 / rate:.2f} s/{one}"
-    if ended:
-        return f"{done}/{bound} {unit} [{_clock(seconds)}, {speed}]"
-    return f"{done}/{bound} {unit} [{_clock(seconds)}<{left}, {speed}]"
-
-
-def _clock(seconds: float) -> str:
-    """`00:07`, `12:05`, `1:02:03`: tqdm's clock."""
-    whole = int(seconds + 0.5)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
-
-
-class Dashboard(widgets.VBox):
+class Dashboard(DashboardPanes, widgets.VBox):
     """Start/Stop buttons, a status line, per-task counters, a progress bar, live plots and a log pane.
 
     Args:
@@ -289,7 +224,7 @@ class Dashboard(widgets.VBox):
         table_rows: int = 5,
     ) -> None:
         if optimizer is not None:
-            metric, best = _metric_and_best(optimizer)
+            metric, best = metric_and_best(optimizer)
         if not isinstance(scheduler, Scheduler):
             raise TypeError(f"Dashboard needs a byop_nb Scheduler as its first argument, got {scheduler!r}")
         for task in tasks:
@@ -301,7 +236,7 @@ class Dashboard(widgets.VBox):
             plot = None
         if plot is not None and plot is not False and not callable(plot):
             raise TypeError(f"plot= must be None, False or a function plot(df, ax), got {plot!r}")
-        check_run_options(timeout, end_on_empty, wait, end_after_failures=end_after_failures)
+        RunOptions(timeout, end_on_empty, wait, end_after_failures=end_after_failures)  # checked at the call
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval >= 0.05:
             raise ValueError(f"interval= must be a number of seconds, at least 0.05, got {interval!r}")
         if isinstance(draw_budget, bool) or not isinstance(draw_budget, (int, float)) or not 0 < draw_budget <= 1:
@@ -382,7 +317,7 @@ class Dashboard(widgets.VBox):
         self.counters_html = widgets.HTML()
         self.trials_html = widgets.HTML()
         """The live table: the best and the latest calls with their parameters and metrics."""
-        self._css = widgets.HTML(_DASHBOARD_CSS, layout=widgets.Layout(display="none"))
+        self._css = widgets.HTML(DASHBOARD_CSS, layout=widgets.Layout(display="none"))
         self.plot_image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
         # A scroll box laid out bottom up starts at its end and stays there as lines come in: the pane
         # follows the newest lines (unless the reader scrolled up), with no script in the page.
@@ -595,136 +530,6 @@ class Dashboard(widgets.VBox):
             self._callback_error_seen = error
             self._callback_error = (time.time(), f"callback: {_html.short_error(error)}")
 
-    def _update_buttons(self) -> None:
-        scheduler = self.scheduler
-        spent = self._spent_call_limits()
-        self.start_button.disabled = scheduler.running() or bool(spent)
-        self.start_button.tooltip = (
-            f"Nothing to run: {spent}. Make a new Task, or give it a larger call_limit."
-            if spent and not scheduler.running()
-            else "scheduler.start() with the dashboard's run options"
-        )
-        self.stop_button.disabled = scheduler.state != "running" or self._stop_clicked
-
-    def _spent_call_limits(self) -> str:
-        """Why a new run would end at once: every task shown has spent its call_limit (else "")."""
-        tasks = self.tasks
-        if not tasks or any(task.call_limit is None or task.n_called < task.call_limit for task in tasks):
-            return ""
-        return "; ".join(f"{task.name!r} spent its call_limit={task.call_limit}" for task in tasks)
-
-    def _update_status(self) -> None:
-        scheduler = self.scheduler
-        state = scheduler.state
-        shown = "running (stop requested)" if state == "running" and self._stop_clicked else state
-        exit_code = "\u2014" if scheduler.exit_code is None else scheduler.exit_code.value
-        error = self.last_error
-        parts = [
-            f'<b class="byop-state byop-state-{state}">{html.escape(shown)}</b>',
-            _html.format_seconds(_html.elapsed(scheduler)),
-            f"exit code: {html.escape(exit_code)}",
-        ]
-        if error:
-            parts.append(
-                f'last error: <code class="byop-error" title="{html.escape(error)}">'
-                f"{html.escape(_html.short_error(error, 90))}</code>"
-            )
-        spent = self._spent_call_limits() if not scheduler.running() else ""
-        if spent:
-            parts.append(f'<span class="byop-spent">nothing left to run: {html.escape(spent, quote=False)}</span>')
-        self.status_html.value = f'<span class="byop-status-line">{" &middot; ".join(parts)}</span>'
-
-    def _update_progress(self, tasks: list[Task[Any, Any]]) -> None:
-        scheduler = self.scheduler
-        limited = [task for task in tasks if task.call_limit is not None]
-        maps = [m for task in tasks for m in task._maps if m.run == scheduler.started_at]
-        timeout = getattr(scheduler, "timeout", None)
-        seconds = _html.elapsed(scheduler)
-        unit = "trials" if self._data.trials else "calls"
-        ended_in_run = self._data.n_ended
-        if self.total is not None:
-            done, bound = ended_in_run, self.total
-        elif maps and all(m.total is not None for m in maps):
-            done, bound = sum(m.ended for m in maps), sum(m.total or 0 for m in maps)
-        elif limited:
-            # The budget is the whole call_limit, earlier runs' calls included (they spent it too).
-            done = sum(task.counts.get(task.DONE, 0) + task.counts.get(task.CANCELLED, 0) for task in limited)
-            bound = sum(task.call_limit or 0 for task in limited)
-        elif timeout is not None and seconds is not None:
-            self._progress_row.layout.display = None
-            self.progress_bar.value = min(1.0, max(0.0, seconds / timeout))
-            self.progress_bar.description = "time"
-            self.progress_html.value = f"{_html.format_seconds(seconds)} / {_html.format_seconds(timeout)}"
-            self.progress_bar.bar_style = "info" if scheduler.running() else "success"
-            return
-        else:
-            self._progress_row.layout.display = "none"
-            return
-        self._progress_row.layout.display = None
-        self.progress_bar.description = unit
-        self.progress_bar.value = min(1.0, max(0.0, done / bound if bound else 1.0))
-        self.progress_bar.bar_style = "info" if scheduler.running() else "success"
-        text = progress_text(done, bound, ended_in_run, seconds, unit=unit, ended=not scheduler.running())
-        self.progress_html.value = f'<span class="byop-progress-text">{html.escape(text)}</span>'
-
-    def _metric(self) -> str | None:
-        """The metric plotted and ranked: the one given, or the first numeric key the results had."""
-        if self._data.metric is not None:
-            return self._data.metric
-        return next((series.metric for series in self._data.series if series.metric), None)
-
-    def _read_study_best(self, *, force: bool = False) -> None:
-        """Read the optimizer's best (its whole study's): at most once a second, when calls ended.
-
-        Reading it may query a database (an Optuna storage), so not at every refresh."""
-        optimizer = self.optimizer
-        if optimizer is None:
-            return
-        now = time.perf_counter()
-        if not force and now - self._study_checked < 1.0:
-            return  # read at a later refresh
-        self._study_checked = now
-        self._study_stale = False
-        try:
-            value = getattr(optimizer, "best_value", None)
-        except Exception:  # a storage hiccup must not break the view; the run's own best shows meanwhile
-            logger.debug("reading the optimizer's best_value failed", exc_info=True)
-            value = None
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            self._data.overall_best = (float(value), "in the study")
-        else:
-            self._data.overall_best = None
-
-    def _update_best(self) -> None:
-        data = self._data
-        metric = self._metric() or "result"
-        if data.overall_best is not None:
-            value, where = data.overall_best
-            text = f"{metric}: best ({data.best}) <b>{value:.6g}</b> {html.escape(where)}"
-        else:
-            bests = [series.best[-1] for series in data.series if series.best]
-            if not bests:
-                self.best_html.value = ""
-                return
-            best = min(bests) if data.best == "min" else max(bests)
-            text = f"{html.escape(metric)}: best ({data.best}) <b>{best:.6g}</b>"
-        self.best_html.value = f'<span class="byop-best-text">{text}</span>'
-
-    def _update_failures(self, tasks: list[Task[Any, Any]]) -> None:
-        lines = [line for task in tasks if (line := self._failure_line(task))]
-        self.failures_html.value = (
-            "".join(f'<div class="byop-failure-line">{html.escape(line)}</div>' for line in lines) if lines else ""
-        )
-        if lines:
-            self.add_class("byop-failing")
-        else:
-            self.remove_class("byop-failing")
-
-    def _failure_line(self, task: Task[Any, Any]) -> str | None:
-        """The latest run's failures of `task` in one line, with the first error; None when none failed
-        (the engine's [`FailureSummary`][byop_nb.scheduling.FailureSummary], as the run's end says it)."""
-        return task.failure_summary().line or None
-
     # -- buttons -----------------------------------------------------------
     def start(self) -> RunHandle:
         """Start the scheduler in the background with the dashboard's run options (what Start does).
@@ -739,17 +544,14 @@ class Dashboard(widgets.VBox):
                 or a blocking `run()` is going on.
         """
         scheduler = self.scheduler
-        if scheduler.running() and scheduler._handle is not None:
+        running = scheduler.handle if scheduler.running() else None
+        if running is not None:
             # Not an error a traceback helps with: say it in one line, and give the run's handle.
             began = _html.format_seconds(_html.elapsed(scheduler))
             print(f"byop_nb: the run is going on already (for {began}); this returns its handle", file=sys.stderr)
-            return scheduler._handle
-        handle = scheduler.start(
-            timeout=self.timeout,
-            end_on_empty=self.end_on_empty,
-            wait=self.wait,
-            end_after_failures=self.end_after_failures,
-        )
+            return running
+        options = RunOptions(self.timeout, self.end_on_empty, self.wait, end_after_failures=self.end_after_failures)
+        handle = scheduler.start(**options.as_kwargs())
         self.handle = handle
         self.refresh(redraw=False)
         return handle
@@ -836,48 +638,6 @@ class Dashboard(widgets.VBox):
         display(self._repr_mimebundle_(), raw=True)
         self._snapshots.append(display(self.snapshot_bundle(), raw=True, display_id=True))
 
-    def snapshot_html(self) -> str:
-        """The dashboard as static HTML: status, progress, best, failures, counters, the plot (an embedded
-        PNG) and the trials table, as they are now: what a notebook keeps in the cell's output."""
-        parts = [
-            _SNAPSHOT_CSS,
-            f'<div class="byop-snapshot-row">{self.status_html.value}</div>',
-        ]
-        if self._progress_row.layout.display != "none" or self.best_html.value:
-            progress = self.progress_html.value if self._progress_row.layout.display != "none" else ""
-            parts.append(f'<div class="byop-snapshot-row">{progress} &nbsp; {self.best_html.value}</div>')
-        if self.failures_html.value:
-            parts.append(f'<div class="byop-failures">{self.failures_html.value}</div>')
-        parts.append(self.counters_html.value)
-        png = bytes(self.plot_image.value) if self._renderer is not None else b""
-        if png:
-            encoded = base64.b64encode(png).decode("ascii")
-            parts.append(f'<img class="byop-snapshot-plot" src="data:image/png;base64,{encoded}" alt="the plot"/>')
-        if self._table_rows:
-            parts.append(self.trials_html.value)
-        failing = " byop-failing" if self.failures_html.value else ""
-        return f'<div class="byop-snapshot{failing}">{"".join(parts)}</div>'
-
-    def snapshot_bundle(self) -> dict[str, Any]:
-        """The static picture as a display bundle: `text/html` (everything), `image/png` (the plot) and
-        `text/plain`."""
-        bundle: dict[str, Any] = {
-            "text/html": self.snapshot_html(),
-            "text/plain": f"byop_nb Dashboard: {self.scheduler.state}",
-        }
-        png = bytes(self.plot_image.value) if self._renderer is not None else b""
-        if png:
-            bundle["image/png"] = base64.b64encode(png).decode("ascii")
-        return bundle
-
-    def _update_snapshots(self) -> None:
-        if not self._snapshots:
-            return
-        self._snapshot_at = time.perf_counter()
-        bundle = self.snapshot_bundle()
-        for handle in self._snapshots:
-            handle.update(bundle, raw=True)
-
     # -- closing -------------------------------------------------------------
     @property
     def closed(self) -> bool:
@@ -931,18 +691,3 @@ class Dashboard(widgets.VBox):
 
     def __repr__(self) -> str:
         return f"Dashboard(scheduler={self.scheduler.state}, tasks={[t.name for t in self.tasks]})"
-
-
-def _metric_and_best(optimizer: Any) -> tuple[str, Literal["min", "max"]]:
-    """The metric and best-so-far direction of an optimizer (its first, when it has several)."""
-    metric, direction = getattr(optimizer, "metric", None), getattr(optimizer, "direction", None)
-    if isinstance(metric, list) and metric:
-        metric = metric[0]
-    if isinstance(direction, list) and direction:
-        direction = direction[0]
-    if not isinstance(metric, str) or direction not in ("minimize", "maximize"):
-        raise TypeError(
-            f"optimizer= needs an optimizer with a `metric` (str) and a `direction` ('minimize' or 'maximize'), "
-            f"such as RandomSearch or OptunaOptimizer; got {optimizer!r}"
-        )
-    return metric, "min" if direction == "minimize" else "max"

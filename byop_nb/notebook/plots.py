@@ -129,6 +129,20 @@ class _Series:
         self.failures.clear()
 
 
+class _Curve:
+    """One trial's learning curve: the steps it reported and its metric at each."""
+
+    __slots__ = ("high", "index", "low", "pruned", "steps", "values")
+
+    def __init__(self, index: int) -> None:
+        self.index = index  # the order the trial was first seen in: its colour
+        self.steps: list[float] = []
+        self.values: list[float] = []
+        self.low = math.inf
+        self.high = -math.inf
+        self.pruned = False
+
+
 class LiveData:
     """Ended-call times and numeric results of the latest run, read incrementally from task histories.
 
@@ -171,6 +185,17 @@ class LiveData:
         self.last_error: tuple[float, str] | None = None
         """(finished time, "task: Type: message") of the latest failed call of the latest run."""
         self._series: dict[int, _Series] = {}
+        self.curves: dict[str, _Curve] = {}
+        """The learning curves of the latest run: trial name -> the steps it reported (`trial.report_step`)."""
+        self.curve_metric: str | None = metric
+        """The metric the curves show: `metric`, or the optimizer's metric of the first trial that reported."""
+        self._steps_read: dict[int, int] = {}  # id(task) -> the task's steps read so far
+        self._pruned_seen: set[str] = set()  # pruned trials whose curve has not been seen yet
+
+    @property
+    def has_curves(self) -> bool:
+        """Whether a trial of the latest run reported a step with the curves' metric."""
+        return any(curve.steps for curve in self.curves.values())
 
     @property
     def series(self) -> list[_Series]:
@@ -202,6 +227,8 @@ class LiveData:
             self.top.clear()
             for s in self._series.values():
                 s.clear()
+            self.curves.clear()
+            self._pruned_seen.clear()
             changed = True
         start = since if since is not None else -math.inf
         better = min if self.best == "min" else max
@@ -211,13 +238,43 @@ class LiveData:
             if series is None or series.task is not task:
                 series = self._series[key] = _Series(task, self.metric)
                 changed = True
+            steps = getattr(task, "step_rows", None)  # a Trial.Task's reported steps
+            if steps is not None and len(steps) != self._steps_read.get(key, 0):
+                self._read_steps(steps, self._steps_read.get(key, 0), start)
+                self._steps_read[key] = len(steps)
+                changed = True
             n = len(task.history)
             if n == series.rows_read:
                 continue
-            self._read(task, series, task.history._stored(series.rows_read, n), start, better)
+            self._read(task, series, task.history.stored_rows(series.rows_read, n), start, better)
             series.rows_read = n
             changed = True
         return changed
+
+    def _read_steps(self, steps: Sequence[Mapping[str, Any]], first: int, start: float) -> None:
+        """Add the steps from `first` on (the task's own rows, read only) to the learning curves."""
+        curves = self.curves
+        for row in itertools.islice(steps, first, None):
+            if row["received"] < start:
+                continue
+            metric = self.curve_metric
+            if metric is None:
+                metric = self.curve_metric = row["metric"] or next(iter(row["metrics"]), None)
+            value = row["metrics"].get(metric)
+            if value is None or not math.isfinite(value):
+                continue
+            name = row["trial"]
+            curve = curves.get(name)
+            if curve is None:
+                curve = curves[name] = _Curve(len(curves))
+                if name in self._pruned_seen:
+                    curve.pruned = True
+            curve.steps.append(float(row["step"]))
+            curve.values.append(value)
+            if value < curve.low:
+                curve.low = value
+            if value > curve.high:
+                curve.high = value
 
     def _read(
         self,
@@ -241,6 +298,14 @@ class LiveData:
             ended.append(finished)
             latest.append(row)
             status = row.get("status")
+            if status == "pruned":
+                name = row.get("trial")
+                curve = self.curves.get(name) if isinstance(name, str) else None
+                if curve is not None:
+                    curve.pruned = True
+                elif isinstance(name, str):
+                    self._pruned_seen.add(name)
+                continue
             if status in failures:
                 series.failed += 1
                 series.failures[status] = series.failures.get(status, 0) + 1
@@ -338,7 +403,9 @@ class PlotRenderer:
 
     Panels: "ended calls over time" (one step line per task), then either
     the results' values with their best so far (when there are numeric
-    results), or the user's plot `plot(df, ax)` when one is given.
+    results), or the user's plot `plot(df, ax)` when one is given; then,
+    once a trial reported a step (`trial.report_step`), the learning curves:
+    the metric against the step, a line per trial, pruned trials in grey.
 
     Args:
         width: figure width in inches.
@@ -456,12 +523,18 @@ class PlotRenderer:
         """
         import numpy as np
 
-        layout = ("ended", "user") if plot is not None else ("ended", "values") if data.has_values else ("ended",)
+        layout: tuple[str, ...] = (
+            ("ended", "user") if plot is not None else ("ended", "values") if data.has_values else ("ended",)
+        )
+        if data.has_curves:
+            layout += ("curves",)
         self._set_layout(layout)
         since = data.since or 0.0
         relabel = self._draw_ended(self._axes["ended"], data, since)
         if "values" in self._axes:
             relabel = self._draw_values(self._axes["values"], data, since) or relabel
+        if "curves" in self._axes:
+            relabel = self._draw_curves(self._axes["curves"], data) or relabel
         if plot is not None and frame is not None:
             self._draw_user(self._axes["user"], plot, frame)
             self._frame = None  # a user plot is drawn in full each time
@@ -618,6 +691,40 @@ class PlotRenderer:
         if not math.isfinite(low):
             return retitled
         return self._limits(ax, x_start if by_number else 0.0, x_end, low, high, y_from_zero=False) or retitled
+
+    def _draw_curves(self, ax: Axes, data: LiveData) -> bool:
+        """The learning curves: the metric against the step, a line per trial, pruned trials in grey."""
+        x_end, low, high = 0.0, math.inf, -math.inf
+        n_pruned = 0
+        for curve in data.curves.values():
+            (line,) = self._line(ax, "curves", curve.index, 1, linewidth=1.0, marker=".", markersize=2.5)
+            if curve.pruned:
+                n_pruned += 1
+                line.set_color("0.72")
+                line.set_zorder(1)  # under the curves that went on
+            picked = _picks(len(curve.steps))
+            line.set_data([curve.steps[i] for i in picked], [curve.values[i] for i in picked])
+            if curve.steps:
+                x_end = max(x_end, curve.steps[-1])
+                low, high = min(low, curve.low), max(high, curve.high)
+        title = f"{data.curve_metric or 'metric'}: {len(data.curves)} trials"
+        if n_pruned:
+            title += f", {n_pruned} pruned (grey)"
+        highs = sorted(curve.high for curve in data.curves.values() if curve.steps)
+        if len(highs) >= 10:
+            # A few wild curves (a diverged learning rate) would squash the others into a line at the
+            # bottom: the axis holds 90 % of the curves whole, and the rest go off the top.
+            clipped = highs[(len(highs) * 9) // 10 - 1]
+            if low < clipped < high:
+                high = clipped
+                title += ", y clipped"
+        retitled = self._title(ax, f"{title}  \u00b7  x: step")
+        if not math.isfinite(low):
+            return retitled
+        old = self._bounds.get(ax)
+        if old is not None and old[3] - old[2] > 2 * (high - low):
+            del self._bounds[ax]  # the axis may shrink too: a wild curve fell out of the 90 % kept whole
+        return self._limits(ax, 0.0, x_end, low, high, y_from_zero=False) or retitled
 
     def _draw_user(self, ax: Axes, plot: PlotFunction, frame: Callable[[], pd.DataFrame]) -> None:
         ax.clear()

@@ -56,7 +56,7 @@ from byop_nb.optimization.trial import Trial
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Optimizer", "RandomSearch"]
+__all__ = ["Optimizer", "PruningOptimizer", "RandomSearch"]
 
 _ACCEPTED = (
     "accepted: (low, high) for a uniform float (or an integer when both are ints), (low, high, 'log') for a "
@@ -102,6 +102,65 @@ class Optimizer(Protocol):
 
     def tell(self, report: Trial.Report) -> None:
         """The report of a trial this optimizer asked."""
+        ...
+
+
+@runtime_checkable
+class PruningOptimizer(Optimizer, Protocol):
+    """An optimizer that also hears the steps of its trials and may prune them (multi-fidelity).
+
+    On top of `ask()` and `tell(report)`:
+
+    * `prunes`: whether `should_prune` can ever say True. The worker's
+      `trial.prune()` is refused when it is False.
+    * `report_step(trial, step, metrics)`: a trial it asked reported `metrics`
+      (a dict of floats) at `step` (an int, larger than the trial's previous
+      one). Raise to refuse it: the worker's `trial.report_step` raises
+      ValueError with the message.
+    * `should_prune(trial) -> bool`: whether to stop the trial now, judged on
+      the steps it reported so far (asked only after at least one step).
+
+    How it is wired: `ask()` returns `Trial(..., optimizer=self)`. The trial
+    travels to the worker without the optimizer (only whether it `prunes`);
+    in the main process, the `Trial.Task` answers the worker's
+    `trial.report_step(...)` and `trial.should_prune()` by calling these
+    methods of `trial.optimizer`, in the scheduler's loop thread, one trial's
+    calls in the order the worker made them. A pruned trial's report
+    (`Trial.PrunedReport`, status "pruned") comes to `tell` like any other.
+
+    `RandomSearch` is one that never prunes; `OptunaOptimizer(..., pruner=...)`
+    reports each step to its Optuna trial and asks the pruner.
+
+    Example:
+        ```python
+        class Patience(RandomSearch):
+            # Stop a trial whose loss has not improved for 3 steps.
+            prunes = True
+
+            def __init__(self, space):
+                super().__init__(space)
+                self.curves = {}
+
+            def report_step(self, trial, step, metrics):
+                self.curves.setdefault(trial.name, []).append(metrics["loss"])
+
+            def should_prune(self, trial):
+                curve = self.curves[trial.name]
+                return len(curve) > 3 and min(curve[-3:]) > min(curve[:-3])
+        ```
+    """
+
+    @property
+    def prunes(self) -> bool:
+        """Whether `should_prune` may say True."""
+        ...
+
+    def report_step(self, trial: Trial, step: int, metrics: Mapping[str, float]) -> None:
+        """`trial` reported `metrics` at `step`."""
+        ...
+
+    def should_prune(self, trial: Trial) -> bool:
+        """Whether to stop `trial` now."""
         ...
 
 
@@ -291,7 +350,9 @@ class RandomSearch:
         metric=<this search's metric>)` (a plain number the function returns is recorded under `metric`)."""
         number = self.n_asked
         config = {name: dimension.sample(self._rng) for name, dimension in self.space.items()}
-        trial = Trial(name=f"trial-{number}", config=config, info={"number": number}, metric=self.metric)
+        trial = Trial(
+            name=f"trial-{number}", config=config, info={"number": number}, metric=self.metric, optimizer=self
+        )
         self.n_asked += 1
         self._pending[trial.name] = trial
         return trial
@@ -320,6 +381,16 @@ class RandomSearch:
                 self._best, self._best_value = report, value
         del self._pending[name]
         self.reports.append(report)
+
+    prunes: bool = False
+    """A RandomSearch never prunes: `should_prune` is always False, and `trial.prune()` is refused."""
+
+    def report_step(self, trial: Trial, step: int, metrics: Mapping[str, float]) -> None:
+        """Nothing to do: a random search does not look at a trial's steps (the task records them)."""
+
+    def should_prune(self, trial: Trial) -> bool:
+        """Always False: a random search never stops a trial early."""
+        return False
 
     @property
     def n_told(self) -> int:
@@ -359,7 +430,7 @@ class RandomSearch:
     def df(self) -> pd.DataFrame:
         """One row per report told, in the order told.
 
-        Columns: `trial`, `number`, `status` ("success", "fail", "crashed"),
+        Columns: `trial`, `number`, `status` ("success", "fail", "crashed", "pruned"),
         `config.<name>`, `result.<key>`, `limit` (of a crash by a limit),
         `exception_type`, `exception_message`, `wall_time`, `cpu_time`.
         """

@@ -130,6 +130,13 @@ class OptunaOptimizer:
         direction: "minimize" or "maximize"; one per metric when `metric` is
             a list (multi-objective).
         sampler: an Optuna sampler for a new study (default: Optuna's, TPE).
+        pruner: an Optuna pruner (`optuna.pruners.MedianPruner()`, ...) for a
+            new or loaded study: `trial.should_prune()` asks it, from the steps
+            the trial reported (`trial.report_step`), which go to the Optuna
+            trial (`report(value, step)`) and so into the study's storage.
+            None: no pruning (Optuna's `NopPruner`, not Optuna's default
+            MedianPruner); `trial.prune()` is then refused. With `study=`,
+            the study's own pruner is used.
         metric: the key of a report's `results` that is the objective value,
             or a list of keys for a multi-objective study. The trials it asks
             carry it: a Trial.Task function may return the plain number (or
@@ -156,6 +163,7 @@ class OptunaOptimizer:
     | fail                              | FAIL        | `status`, `exception`, `value` (if any)   |
     | crashed (an exception)            | FAIL        | `status`, `exception`                     |
     | crashed by a limit                | FAIL        | `status`, `exception`, `limit`            |
+    | pruned (`trial.prune()`)          | PRUNED      | `status`                                  |
     | fail/crashed by `TrialPruned`     | PRUNED      | `status`                                  |
     | cancelled, or asked and never run | FAIL        | `status` = "cancelled", `reason`          |
 
@@ -216,6 +224,7 @@ class OptunaOptimizer:
         direction: str | Sequence[str] = "minimize",
         sampler: optuna.samplers.BaseSampler | None = None,
         metric: str | Sequence[str] = "loss",
+        pruner: optuna.pruners.BasePruner | None = None,
     ) -> None:
         module = _import_optuna()
         self.space: dict[str, optuna.distributions.BaseDistribution] = _distributions(module, space)
@@ -226,12 +235,12 @@ class OptunaOptimizer:
         if study is not None:
             if not isinstance(study, module.Study):
                 raise TypeError(f"study= takes an optuna.Study, got {study!r}")
-            others = {"storage": storage, "study_name": study_name, "sampler": sampler}
+            others = {"storage": storage, "study_name": study_name, "sampler": sampler, "pruner": pruner}
             given = [name for name, value in others.items() if value is not None]
             if given:
                 raise ValueError(
                     f"study= is given, so {'=, '.join(given)}= cannot be: the study has its own. Pass either "
-                    "study=, or storage=/study_name=/sampler= to create or load one"
+                    "study=, or storage=/study_name=/sampler=/pruner= to create or load one"
                 )
         else:
             directions = [direction] if isinstance(direction, str) else list(direction)
@@ -245,10 +254,21 @@ class OptunaOptimizer:
             if isinstance(storage, os.PathLike):
                 journal = module.storages.journal
                 storage = journal.JournalStorage(journal.JournalFileBackend(os.fspath(storage)))
+            if pruner is not None and not isinstance(pruner, module.pruners.BasePruner):
+                raise TypeError(
+                    f"pruner= takes an Optuna pruner (e.g. optuna.pruners.MedianPruner()) or None, got {pruner!r}"
+                )
+            if pruner is not None and len(metrics) > 1:
+                raise ValueError(
+                    f"pruner= works with one metric, and metric={metric!r} names {len(metrics)}: Optuna "
+                    "prunes single-objective studies only"
+                )
             with _without_info_lines(module):
                 study = module.create_study(
                     storage=storage,
                     sampler=sampler,
+                    # Optuna's default is a MedianPruner; here no pruner= means no pruning.
+                    pruner=pruner if pruner is not None else module.pruners.NopPruner(),
                     study_name=study_name,
                     directions=directions,
                     load_if_exists=study_name is not None,
@@ -274,6 +294,65 @@ class OptunaOptimizer:
         self.n_told = 0
         self.orphaned: list[int] = self._fail_orphans()
         """Numbers of the trials this optimizer found left RUNNING by an ended process and marked FAIL."""
+
+    @property
+    def prunes(self) -> bool:
+        """Whether the study's pruner may prune (False with `pruner=None`: Optuna's `NopPruner`)."""
+        return not isinstance(self.study.pruner, self._optuna.pruners.NopPruner) and len(self.metrics) == 1
+
+    def report_step(self, trial: Trial, step: int, metrics: Mapping[str, float]) -> None:
+        """Report the metric at `step` to the trial's Optuna trial (`optuna_trial.report(value, step)`).
+
+        The value goes into the study's storage as an intermediate value, so it
+        outlives the kernel (`steps_df()` reads them back, a resumed study
+        keeps them). Multi-objective studies keep no intermediate values
+        (Optuna's rule): their steps are recorded by the task only.
+
+        Raises:
+            ValueError: `metrics` lacks the metric, or the trial is not one
+                this optimizer asked and has not been told about.
+        """
+        if len(self.metrics) != 1:
+            return
+        metric = self.metrics[0]
+        if metric not in metrics:
+            raise ValueError(f"the step has no {metric!r} (metric={metric!r}); its metrics are {sorted(metrics)}")
+        self._running(trial, "report_step").report(float(metrics[metric]), step)
+
+    def should_prune(self, trial: Trial) -> bool:
+        """The pruner's word on the trial, from the steps it reported: `optuna_trial.should_prune()`."""
+        if not self.prunes:
+            return False
+        return bool(self._running(trial, "should_prune").should_prune())
+
+    def _running(self, trial: Trial, method: str) -> optuna.trial.Trial:
+        number = trial.info.get("optuna_trial")
+        optuna_trial = self._pending.get(number) if isinstance(number, int) else None
+        if optuna_trial is None or trial.info.get("optuna_study") != self.study.study_name:
+            raise ValueError(
+                f"OptunaOptimizer.{method}(): trial {trial.name!r} is not one this optimizer asked and is "
+                f"waiting for (its info is {dict(trial.info)!r})"
+            )
+        return optuna_trial
+
+    def steps_df(self) -> pd.DataFrame:
+        """The intermediate values of every trial of the study, from its storage: one row per step.
+
+        Columns: `trial` (`trial-<number>`), `number`, `step`, the metric
+        (float64), and `state` (the study trial's: "COMPLETE", "PRUNED",
+        "RUNNING", ...). Those of earlier runs and of killed kernels included:
+        the learning curves of a resumed study.
+        """
+        import pandas as pd
+
+        metric = self.metrics[0]
+        rows = [
+            (f"trial-{t.number}", t.number, step, value, t.state.name)
+            for t in self.study.get_trials(deepcopy=False)
+            for step, value in sorted(t.intermediate_values.items())
+        ]
+        df = pd.DataFrame(rows, columns=["trial", "number", "step", metric, "state"])
+        return df.astype({"trial": "string", "number": "int64", "step": "int64", metric: "float64", "state": "string"})
 
     @property
     def metric(self) -> str | list[str]:
@@ -318,6 +397,7 @@ class OptunaOptimizer:
             config=dict(optuna_trial.params),
             info={"optuna_study": self.study.study_name, "optuna_trial": optuna_trial.number},
             metric=self.metric,
+            optimizer=self,
         )
 
     def ask(self) -> Trial:
@@ -362,7 +442,8 @@ class OptunaOptimizer:
         values: list[float] | None = None
         state = TrialState.FAIL
         error: ValueError | None = None
-        if isinstance(report.exception, self._optuna.TrialPruned):
+        if isinstance(report, Trial.PrunedReport) or isinstance(report.exception, self._optuna.TrialPruned):
+            # Optuna gives a pruned trial its last intermediate value as its value.
             state, attrs[STATUS] = TrialState.PRUNED, report.status
         elif isinstance(report, Trial.SuccessReport):
             try:

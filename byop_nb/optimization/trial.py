@@ -37,26 +37,35 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import os
 import pickle
 import threading
 import time
 import traceback as _traceback
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec
 
+from byop_nb._journal import Journal, read_rows
 from byop_nb._text import bounded_repr
 from byop_nb.events import Event, Subscriber
-from byop_nb.scheduling._call import Call, Status
-from byop_nb.scheduling._shipping import traceback_text
+from byop_nb.scheduling.comm._worker import Comm, _CommCall
+from byop_nb.scheduling.comms import CommTask
+from byop_nb.scheduling.engine._call import Call, Status
 from byop_nb.scheduling.task import Task, TaskOptions
+from byop_nb.scheduling.workers._executors import SequentialExecutor
+from byop_nb.scheduling.workers._shipping import traceback_text
 
 if TYPE_CHECKING:
     from typing import Unpack
 
+    import pandas as pd
+
     from byop_nb.scheduling.scheduler import Scheduler
 
-__all__ = ["Trial", "TrialTask"]
+__all__ = ["Trial", "TrialTask", "read_steps"]
 
 P = ParamSpec("P")
 
@@ -89,10 +98,20 @@ class Trial:
         metric: the name (or names, for several objectives) of the result a
             plain returned number is recorded under; optimizers set it to
             their `metric` in `ask()`. None (a trial made by hand) means "value".
+        optimizer: the optimizer that asked the trial (optimizers set it in
+            `ask()`): in the main process, the Trial.Task hands it the steps
+            the trial reports and asks it `should_prune` (see
+            `PruningOptimizer`). It stays in the main process: a trial
+            travels to a worker without it.
 
     After `begin()` the worker-side trial holds `timings`, `exception` and
     `traceback` (the text of the exception's traceback). Trials are equal when
     name, config and info are; they hash by name, so they can key a dict.
+
+    While a [`Trial.Task`][byop_nb.optimization.Trial.Task]'s function runs,
+    `trial.comm` is the call's [`Comm`][byop_nb.scheduling.Comm], to talk with
+    the main process (`trial.comm.send(...)`, `trial.comm.request(...)`, which
+    the task's `on_message` / `on_request` receive); it is None otherwise.
 
     Example:
         ```python
@@ -113,10 +132,16 @@ class Trial:
     timings: Trial.Timings | None = field(default=None, init=False, compare=False)
     exception: BaseException | None = field(default=None, init=False, compare=False, repr=False)
     traceback: str | None = field(default=None, init=False, compare=False, repr=False)
+    optimizer: Any = field(default=None, compare=False, repr=False)
+    comm: Comm | None = field(default=None, init=False, compare=False, repr=False)
     # While a `begin()` block runs: (start, wall clock at start, CPU clock at start, the CPU clock).
     _clock: tuple[float, float, float, Callable[[], float]] | None = field(
         default=None, init=False, compare=False, repr=False
     )
+    # In the worker: whether the asking optimizer prunes, and the latest step reported.
+    _prunes: bool = field(default=False, init=False, compare=False, repr=False)
+    _asked_by: str | None = field(default=None, init=False, compare=False, repr=False)  # the optimizer's class
+    _last_step: int | None = field(default=None, init=False, compare=False, repr=False)
 
     Task: ClassVar[type[TrialTask[...]]]
     """[`TrialTask`][byop_nb.optimization.trial.TrialTask]: `Trial.Task(function, scheduler, ...)`."""
@@ -128,6 +153,20 @@ class Trial:
 
     def __hash__(self) -> int:
         return hash(self.name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The optimizer stays in the main process (it holds a study, a database connection...): the
+        # worker gets only whether it prunes, which is what `prune()` checks there.
+        state = dict(self.__dict__)
+        optimizer = state.pop("optimizer", None)
+        state["optimizer"] = None
+        state["_prunes"] = bool(getattr(optimizer, "prunes", False)) or state.get("_prunes", False)
+        if optimizer is not None:
+            state["_asked_by"] = type(optimizer).__name__
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -216,6 +255,19 @@ class Trial:
 
         status: ClassVar[Status] = Status.CRASHED
 
+    @dataclass(frozen=True)
+    class PrunedReport(Report):
+        """The trial was stopped early on its optimizer's word: `return trial.prune(**results)`.
+
+        Attributes:
+            step: the latest step the trial reported with `report_step` (None
+                when it reported none).
+        """
+
+        step: int | None = None
+
+        status: ClassVar[Status] = Status.PRUNED
+
     # -- in the worker -------------------------------------------------------
     @contextlib.contextmanager
     def begin(self) -> Iterator[Trial]:
@@ -263,6 +315,126 @@ class Trial:
         wall, cpu = time.perf_counter() - wall0, cpu_clock() - cpu0
         return Trial.Timings(start=start, end=start + wall, wall_time=wall, cpu_time=cpu)
 
+    # -- multi-fidelity: steps, and pruning (in the worker) -------------------------
+    def report_step(self, step: int, **metrics: float) -> None:
+        """Report the trial's metrics at an integer `step` (an epoch, a boosting round) to the main process.
+
+        The report travels through the call's comm (`trial.comm`) as one
+        request: when it returns, the main process has recorded the step
+        (`task.steps_df()`, the Dashboard's learning curves) and the optimizer
+        that asked the trial has it (`OptunaOptimizer` reports the metric to the
+        Optuna trial, into the study's storage). Works wherever a CommTask
+        works (processes, dask, Slurm, Ray).
+
+        ```python
+        def train(trial: Trial) -> Trial.Report:
+            model = make_model(trial.config)
+            for epoch in range(20):
+                loss = model.fit_one_epoch()
+                trial.report_step(epoch, loss=loss)
+                if trial.should_prune():
+                    return trial.prune(loss=loss)
+            return trial.success(loss=loss)
+        ```
+
+        Args:
+            step: an int, larger than the trial's previous step.
+            metrics: metric names and numbers; they must include the metric of
+                the optimizer that asked the trial (`trial.metrics`).
+
+        Raises:
+            RuntimeError: not inside a running `Trial.Task` call.
+            ValueError: `step` is not an int larger than the previous one; no
+                metrics; a metric is not a number; the optimizer's metric is
+                missing; or the optimizer refused the step (its message).
+        """
+        comm = self._running_comm("report_step")
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise ValueError(
+                f"trial {self.name!r}: report_step(step={step!r}): a step is an int (an epoch, a round), "
+                f"got {type(step).__name__}"
+            )
+        if self._last_step is not None and step <= self._last_step:
+            raise ValueError(
+                f"trial {self.name!r}: report_step(step={step}) after step {self._last_step}: steps must "
+                f"increase; report step {self._last_step + 1} or later"
+            )
+        if not metrics:
+            raise ValueError(
+                f"trial {self.name!r}: report_step({step}) has no metrics; report at least "
+                f"{self.metrics[0]!r}, e.g. trial.report_step({step}, {self.metrics[0]}=...)"
+            )
+        not_numbers = {k: v for k, v in metrics.items() if not _number(v)}
+        if not_numbers:
+            key, value = next(iter(not_numbers.items()))
+            raise ValueError(
+                f"trial {self.name!r}: report_step({step}, {key}={bounded_repr(value, 100)}): a metric is a "
+                "real number (int, float, numpy scalar)"
+            )
+        missing = [m for m in self.metrics if m not in metrics] if self.metric is not None else []
+        if missing:
+            raise ValueError(
+                f"trial {self.name!r}: report_step({step}, {', '.join(f'{k}=...' for k in metrics)}) lacks "
+                f"{missing[0]!r}, the metric of the optimizer that asked the trial; report it, e.g. "
+                f"trial.report_step({step}, {missing[0]}=...)"
+            )
+        ok, error = comm.request(_Step(step, {k: float(_plain(v)) for k, v in metrics.items()}, time.time()))
+        if not ok:
+            raise ValueError(error)
+        self._last_step = step
+
+    def should_prune(self) -> bool:
+        """Whether the optimizer that asked the trial says to stop it now: one round trip to the main process.
+
+        Answered from the latest step the trial reported (`report_step`);
+        False before any. An optimizer without a pruner (`RandomSearch`,
+        `OptunaOptimizer` without `pruner=`, or none: a trial made by hand)
+        always answers False.
+
+        Raises:
+            RuntimeError: not inside a running `Trial.Task` call, or the
+                optimizer's `should_prune` raised (its message).
+        """
+        comm = self._running_comm("should_prune")
+        ok, answer = comm.request(_SHOULD_PRUNE)
+        if not ok:
+            raise RuntimeError(answer)
+        return bool(answer)
+
+    def prune(self, **results: Any) -> Trial.PrunedReport:
+        """A [`PrunedReport`][byop_nb.optimization.Trial.PrunedReport]: return it to end the trial as pruned.
+
+        `results` are what the trial measured last (e.g. its metric at the
+        latest step); the report carries that step. An `OptunaOptimizer` tells
+        the study trial as PRUNED; the task emits `on_pruned`.
+
+        Raises:
+            RuntimeError: the optimizer that asked the trial has no pruner (or
+                there is none): nothing decided to prune it.
+        """
+        # In a thread worker the trial is the main process's own, with its optimizer; a copy has `_prunes`.
+        if not (self._prunes or getattr(self.optimizer, "prunes", False)):
+            raise RuntimeError(
+                f"trial {self.name!r}: prune() in a run without a pruner: the optimizer that asked the trial "
+                f"({self._optimizer_name() or 'none; a trial made by hand'}) never prunes. Ask trials from an "
+                "optimizer with a pruner, e.g. OptunaOptimizer(space, pruner=optuna.pruners.MedianPruner()), "
+                "and prune when trial.should_prune() says so; or end the trial with trial.success(...) or "
+                "trial.fail(...)"
+            )
+        return Trial.PrunedReport(trial=self, results=results, timings=self._timings_now(), step=self._last_step)
+
+    def _optimizer_name(self) -> str | None:
+        return type(self.optimizer).__name__ if self.optimizer is not None else self._asked_by
+
+    def _running_comm(self, method: str) -> Any:
+        comm = self.comm
+        if comm is None:
+            raise RuntimeError(
+                f"trial {self.name!r}: {method}() works inside the function of a running Trial.Task call "
+                "(the trial it was given), where it talks to the main process; this trial is not running there"
+            )
+        return comm
+
     def success(self, **results: Any) -> Trial.SuccessReport:
         """A [`SuccessReport`][byop_nb.optimization.Trial.SuccessReport] with `results` and the timings."""
         return Trial.SuccessReport(trial=self, results=results, timings=self._timings_now())
@@ -303,7 +475,26 @@ class Trial:
         )
 
 
-class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
+@dataclass(frozen=True)
+class _Step:
+    """What `trial.report_step` sends: the step, its metrics, and when (epoch seconds, the worker's clock)."""
+
+    step: int
+    metrics: dict[str, float]
+    time: float
+
+
+class _ShouldPrune:
+    """What `trial.should_prune` asks."""
+
+    def __reduce__(self) -> str:
+        return "_SHOULD_PRUNE"  # one instance, in every process
+
+
+_SHOULD_PRUNE = _ShouldPrune()
+
+
+class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
     """A Task for optimization: calling it with a [`Trial`][byop_nb.optimization.Trial] evaluates it.
 
     Spelled `Trial.Task(function, scheduler, ...)`; takes every
@@ -319,16 +510,34 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
 
     * `REPORT(report)` `on_report`: every report;
     * `SUCCESS(report)` `on_success`, `FAILURE(report)` `on_failed`,
-      `CRASHED(report)` `on_crashed`: by kind.
+      `CRASHED(report)` `on_crashed`, `PRUNED(report)` `on_pruned`: by kind.
+
+    Multi-fidelity: the function may report its metrics at each step
+    (`trial.report_step(step, **metrics)`), ask `trial.should_prune()`, and
+    end with `return trial.prune(...)`. The task answers those requests
+    itself (they are not `REQUEST` events), records each step
+    (`steps_df()`), and hands it to the optimizer that asked the trial
+    (`trial.optimizer`, see `PruningOptimizer`).
 
     An exception escaping the function, a limit hit (the CrashReport's `limit`
     names it: "memory", "cpu_time" or "wall_time"), or a return value that is
     neither a report, a number nor a mapping of numbers become a CrashReport. A cancelled trial (a `wait=False` stop)
     makes no report.
 
+    A Trial.Task is a [`CommTask`][byop_nb.scheduling.CommTask]: while the
+    function runs, `trial.comm` is its call's [`Comm`][byop_nb.scheduling.Comm]
+    (the function's signature stays `function(trial, ...)`), so it can
+    `trial.comm.send(obj)` (`on_message(msg)`) and `trial.comm.request(obj)`
+    (`on_request(msg)`, answered with `msg.respond(x)`); `msg.args[0]` is the
+    trial. `on_close(msg)` comes once per call, before its `DONE`. The comm
+    connects only when used, so a trial that never uses it pays no connection.
+    On the sequential executor the function runs in the scheduler's own
+    thread, where nothing could answer: `trial.comm` is there, but using it
+    raises a `CommError` that says so.
+
     Each report is recorded in `task.history` (`task.df()`): columns `task`,
     `call`, `args`/`kwargs` (those after the trial), `trial` (its name),
-    `status` ("success"/"fail"/"crashed"; "cancelled" for a call cancelled unrun),
+    `status` ("success"/"fail"/"crashed"/"pruned"; "cancelled" for a call cancelled unrun),
     `config.<key>`, `info.<key>`, `result.<key>`, `exception_type`, `exception_message`, `traceback`,
     `submitted`, `finished`, `wall_time`, `cpu_time`.
 
@@ -365,14 +574,19 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
     """A trial failed: `on_failed(report)`."""
     CRASHED: Event[[Trial.Report]] = Event("trial-crashed")
     """A trial crashed (exception, limit hit, bad return value): `on_crashed(report)`."""
+    PRUNED: Event[[Trial.Report]] = Event("trial-pruned")
+    """A trial was pruned (it returned `trial.prune(...)`): `on_pruned(report)`."""
 
     SUCCESSES: ClassVar[frozenset[Status]] = frozenset({Status.SUCCESS})
     """A trial succeeded when it returned a `SuccessReport`."""
     FAILURE_EVENTS: ClassVar[tuple[Event[Any], ...]] = (REPORT, FAILURE, CRASHED, *Task.FAILURE_EVENTS)
     """A callback on any of these handles failed trials."""
     FAILURES: ClassVar[frozenset[Status]] = frozenset({Status.FAIL, Status.CRASHED})
-    """A trial failed when it returned a `FailReport`, or crashed (limit hits included)."""
-    _NOUN = "trials"
+    """A trial failed when it returned a `FailReport`, or crashed (limit hits included).
+    A pruned trial is neither a success nor a failure (`outcome` says "pruned")."""
+    OTHER_OUTCOMES: ClassVar[Mapping[Status, str]] = {Status.PRUNED: "pruned"}
+    """A pruned trial's outcome is "pruned"."""
+    NOUN: ClassVar[str] = "trials"
 
     def __init__(
         self,
@@ -380,15 +594,153 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
         scheduler: Scheduler,
         **options: Unpack[TaskOptions],
     ) -> None:
-        super().__init__(function, scheduler, **options)
+        super().__init__(function, scheduler, **options)  # type: ignore[arg-type]  # the trial is the caller's
         em = self.event_manager
         self.on_report: Subscriber[[Trial.Report]] = em.subscriber(self.REPORT)
         self.on_success: Subscriber[[Trial.Report]] = em.subscriber(self.SUCCESS)
         self.on_failed: Subscriber[[Trial.Report]] = em.subscriber(self.FAILURE)
         self.on_crashed: Subscriber[[Trial.Report]] = em.subscriber(self.CRASHED)
+        self.on_pruned: Subscriber[[Trial.Report]] = em.subscriber(self.PRUNED)
+        self._steps: list[dict[str, Any]] = []  # one row per reported step (`steps_df`)
+        self._last_steps: dict[int, int] = {}  # call number -> the latest step of a running call
+        self._steps_journal: Journal | None = None
+
+    # -- multi-fidelity: the steps trials report (in the loop's thread) ---------------
+    @property
+    def step_rows(self) -> Sequence[Mapping[str, Any]]:
+        """The reported steps as recorded, oldest first (read only; `steps_df()` is the DataFrame).
+
+        Each is a dict: `trial`, `call`, `step`, `metrics` (name -> float), `time`
+        (the worker's clock), `received` (the main process's clock) and `metric`
+        (the asking optimizer's metric, or None). The list only grows, so a reader
+        that keeps how many it has read (the Dashboard) reads only the new ones.
+        """
+        return self._steps
+
+    def steps_df(self) -> pd.DataFrame:
+        """One row per step a trial reported with `trial.report_step(step, **metrics)`, in the order received.
+
+        Columns: `trial` (its name), `call` (the call's number), `step`
+        (int64), one float64 column per metric name any step reported (NaN
+        where a step did not report it), and `time` (datetime64 UTC, when the
+        worker reported it).
+
+        ```python
+        curves = task.steps_df().pivot(index="step", columns="trial", values="loss")
+        ```
+
+        The steps live in this task (this kernel). To keep them on disk, stream
+        them to a journal (`stream_steps_to`); an `OptunaOptimizer` also keeps
+        the metric's values in its study's storage, so the curves of a study
+        outlive the kernel (`optimizer.steps_df()`).
+        """
+        return steps_frame(self._steps)
+
+    def stream_steps_to(self, path: str | os.PathLike[str]) -> None:
+        """Append every reported step to the journal file `path`, one JSON line each, as it arrives.
+
+        The steps recorded already are written first. Each step is handed to the
+        operating system before the worker's `report_step` returns, so a kernel
+        killed later loses none; [`read_steps`][byop_nb.optimization.trial.read_steps]
+        gives them back as the `steps_df()` frame. The file is appended to; a torn
+        last line (a process killed mid-write) is removed first. Calling it again
+        with the same path does nothing; with another, the steps go there instead.
+
+        ```python
+        task.stream_steps_to("results/steps.jsonl")
+        ...   # a later session, after the kernel died
+        from byop_nb.optimization.trial import read_steps
+        curves = read_steps("results/steps.jsonl")
+        ```
+
+        Raises:
+            OSError: the file cannot be opened or written (the message names it).
+        """
+        journal = self._steps_journal
+        target = Path(path).expanduser().resolve()
+        if journal is not None and journal.path == target:
+            return
+        if journal is not None:
+            journal.close()
+        self._steps_journal = None
+        journal = Journal(target)
+        try:
+            for row in self._steps:
+                journal.add(row)
+            journal.flush()
+        except BaseException:
+            journal.close()
+            raise
+        self._steps_journal = journal
+
+    def _journal_step(self, row: dict[str, Any]) -> None:
+        journal = self._steps_journal
+        if journal is None:
+            return
+        try:
+            journal.write(row)
+        except OSError as e:  # a full disk: the steps stay in memory, the run goes on
+            self._steps_journal = None
+            journal.close()
+            warnings.warn(
+                f"Trial.Task {self.name!r} stopped streaming its steps to {journal.path}: {e}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def _answer_own(self, call: Call, data: Any) -> tuple[bool, Any]:
+        """Answer a request of `trial.report_step` or `trial.should_prune`: (handled, answer).
+
+        They are answered here, in the loop's thread, never emitted as `REQUEST`:
+        a user's `on_request` callbacks see only what the function asks itself.
+        The answer is `(True, value)`, or `(False, message)` for the worker to raise.
+        """
+        trial: Trial = call.args[0]
+        optimizer = trial.optimizer
+        if isinstance(data, _Step):
+            last = self._last_steps.get(call.number)
+            if last is not None and data.step <= last:
+                return True, (
+                    False,
+                    f"trial {trial.name!r}: step {data.step} after step {last}: steps must increase "
+                    "(a copy of the trial in another process reported them?)",
+                )
+            if optimizer is not None and callable(getattr(optimizer, "report_step", None)):
+                try:
+                    optimizer.report_step(trial, data.step, data.metrics)
+                except Exception as e:
+                    return True, (False, f"{type(optimizer).__name__}.report_step() refused step {data.step}: {e}")
+            self._last_steps[call.number] = data.step
+            self._steps.append(
+                {
+                    "trial": trial.name,
+                    "call": call.number,
+                    "step": data.step,
+                    "metrics": data.metrics,
+                    "time": data.time,
+                    "received": time.time(),  # the main process's clock: which run a step belongs to
+                    "metric": trial.metrics[0] if trial.metric is not None else None,
+                }
+            )
+            self._journal_step(self._steps[-1])
+            return True, (True, None)
+        if isinstance(data, _ShouldPrune):
+            if optimizer is None or not callable(getattr(optimizer, "should_prune", None)):
+                return True, (True, False)
+            if call.number not in self._last_steps:
+                return True, (True, False)  # nothing reported yet: nothing to judge
+            try:
+                return True, (True, bool(optimizer.should_prune(trial)))
+            except Exception as e:
+                return True, (False, f"{type(optimizer).__name__}.should_prune() raised {type(e).__name__}: {e}")
+        return False, None
 
     # -- the Task hooks ---------------------------------------------------------------
+    _ARGS_GIVEN_BY_TASK = 0  # the trial is the caller's (its columns are its own: see `_record`)
+    _COMM_REQUIRED = False  # a trial runs on the sequential executor too: only using its comm fails there
+
     def _function_for(self, call: Call) -> Callable[..., Any]:
+        """The function, run with `trial.comm` set to the call's Comm."""
         args = call.args
         if not args or not isinstance(args[0], Trial):
             first = repr(args[0]) if args else "nothing"
@@ -396,26 +748,46 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
                 f"Trial.Task {self.name!r} is called with a Trial first, e.g. "
                 f"task(Trial(name='t-1', config={{...}})); got {first}"
             )
-        return self.function
+        if isinstance(self.scheduler.executor, SequentialExecutor):
+            comm = Comm(
+                None,
+                None,
+                b"",
+                call.number,
+                "",
+                unusable=f"trial.comm of Trial.Task {self.name!r} cannot be used on the sequential executor: "
+                "the function runs inside the scheduler's own thread, so nothing could receive its messages "
+                "or answer its requests; use Scheduler.with_threads(1) instead",
+            )
+        else:
+            comm = self._comm_for(call)
+        args[0]._last_step = None  # each call reports its steps afresh (a thread worker shares this trial)
+        return _CommCall(self.function, comm, into_trial=True)
 
-    def _report(
-        self, trial: Trial, status: Status, result: Any, exception: BaseException | None
-    ) -> Trial.Report | None:
-        """The report of a call that ended with `status`: where a trial's status is decided."""
+    def _row_status(self, call: Call) -> Status:
+        """The trial's status, its report's: where a trial's report is made (`call.report`)."""
+        report = call.report = self._report(call)
+        return report.status if report is not None else Status.CANCELLED
+
+    def _report(self, call: Call) -> Trial.Report | None:
+        """The report of the ended `call`: where a trial's status is decided."""
+        status, trial = call.status, call.args[0]
         if status is Status.CANCELLED:
             return None
         if status is Status.RETURNED:
+            result = call.result
             if isinstance(result, Trial.Report):
                 return result
             return _plain_report(self.name, trial, result)
-        assert exception is not None
+        exception = call.exception
+        assert exception is not None and status is not None
         return Trial.CrashReport(
             trial=trial, exception=exception, traceback=traceback_text(exception), limit=status.limit
         )
 
-    def _record(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
+    def _record(self, call: Call) -> None:
         trial: Trial = call.args[0]
-        report = call.state = self._report(trial, status, result, exception)
+        report: Trial.Report | None = call.report
         timings = report.timings if report is not None else None
         shown = report.trial if report is not None else trial
         self.history.record(
@@ -441,14 +813,12 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
             flush=False,  # the scheduler flushes the journal once per batch of ended calls
         )
 
-    def _row_status(self, call: Call, status: Status) -> Status:
-        report: Trial.Report | None = call.state
-        return report.status if report is not None else Status.CANCELLED
-
-    def _emit(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
-        """The Task's events (DONE, RETURNED or EXCEPTION and limit events), then the report's."""
-        super()._emit(call, status, result, exception)
-        report: Trial.Report | None = call.state
+    def _emit(self, call: Call) -> None:
+        """The comm's events (MESSAGE, REQUEST, CLOSE), the Task's (DONE, RETURNED or EXCEPTION and
+        limit events), then the report's."""
+        self._last_steps.pop(call.number, None)
+        super()._emit(call)
+        report: Trial.Report | None = call.report
         if report is None:
             return
         em = self.event_manager
@@ -457,8 +827,47 @@ class TrialTask(Task[Concatenate[Trial, P], Any], Generic[P]):
             em.emit(self.SUCCESS, report)
         elif isinstance(report, Trial.FailReport):
             em.emit(self.FAILURE, report)
+        elif isinstance(report, Trial.PrunedReport):
+            em.emit(self.PRUNED, report)
         else:
             em.emit(self.CRASHED, report)
+
+
+def steps_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The `steps_df()` frame of step rows (`task.step_rows`, or read from a journal)."""
+    import pandas as pd
+
+    metrics: dict[str, None] = {}
+    for row in rows:
+        metrics.update(dict.fromkeys(row["metrics"]))
+    columns: dict[str, Any] = {
+        "trial": pd.array([row["trial"] for row in rows], dtype="string"),
+        "call": pd.array([row["call"] for row in rows], dtype="int64"),
+        "step": pd.array([row["step"] for row in rows], dtype="int64"),
+    }
+    for metric in metrics:
+        columns[metric] = pd.array([row["metrics"].get(metric, float("nan")) for row in rows], dtype="float64")
+    columns["time"] = pd.to_datetime([row["time"] for row in rows], unit="s", utc=True)
+    return pd.DataFrame(columns)
+
+
+def read_steps(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The steps a journal written by `task.stream_steps_to(path)` holds, as `task.steps_df()` gave them.
+
+    A torn last line (the writing process killed mid-line) is skipped.
+
+    ```python
+    from byop_nb.optimization.trial import read_steps
+
+    steps = read_steps("results/steps.jsonl")
+    steps.groupby("trial").step.max()
+    ```
+
+    Raises:
+        FileNotFoundError: there is no file at `path`.
+        ValueError: a line other than the last is not a JSON object (the message names it).
+    """
+    return steps_frame(list(read_rows(path)))
 
 
 def _number(value: Any) -> bool:

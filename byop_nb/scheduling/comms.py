@@ -60,13 +60,14 @@ from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeAlia
 
 from byop_nb._text import bounded_repr
 from byop_nb.events import Event, Subscriber
-from byop_nb.scheduling._call import Call, Status
-from byop_nb.scheduling._comm_hub import _CallComms, _Conn, _Hub, tcp_host_for
-from byop_nb.scheduling._comm_worker import Comm, _CommCall
-from byop_nb.scheduling._executors import SequentialExecutor
-from byop_nb.scheduling._shipping import dumps
-from byop_nb.scheduling._wire import ANSWER, CLOSE, MESSAGE, REFUSAL, REQUEST, CommError
+from byop_nb.scheduling.comm._hub import _CallComms, _Conn, _Hub
+from byop_nb.scheduling.comm._wire import ANSWER, CLOSE, MESSAGE, REFUSAL, REQUEST, CommError
+from byop_nb.scheduling.comm._worker import Comm, _CommCall
+from byop_nb.scheduling.engine._call import Call
 from byop_nb.scheduling.task import Task, TaskOptions
+from byop_nb.scheduling.workers._executors import SequentialExecutor
+from byop_nb.scheduling.workers._network import tcp_host_for
+from byop_nb.scheduling.workers._shipping import dumps
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -86,7 +87,6 @@ _Kind = Literal["message", "request", "close"]
 _OPEN = "open"  # a request waiting for an answer
 _ANSWERED = "answered"  # msg.respond(...) answered it
 _REFUSED = "refused"  # nobody will answer (no on_request callback, or the run is finishing)
-_GONE = "gone"  # the call ended, or its connection closed, before an answer
 _NOT_A_REQUEST = "-"  # a "message" or "close" Msg
 
 
@@ -133,14 +133,26 @@ class Msg:
         return f"Msg({self.kind}, data={bounded_repr(self.data)}, task={self.task.name!r})"
 
     @property
+    def args(self) -> tuple[Any, ...]:
+        """The arguments the call was submitted with, as the caller gave them (a CommTask's Comm not
+        among them); for a [`Trial.Task`][byop_nb.optimization.Trial.Task], `msg.args[0]` is the trial."""
+        return self._call.owner.args
+
+    @property
     def answered(self) -> bool:
         """Whether `respond` was called on this request."""
         return self._state == _ANSWERED
 
     @property
-    def _waiting(self) -> bool:
-        """A request that no one answered or refused yet, whose worker may still wait."""
-        return self._state == _OPEN
+    def waiting(self) -> bool:
+        """Whether this is a request that no one answered or refused yet, and whose worker may still
+        wait for the answer (its call has not ended, nor its connection closed)."""
+        return self._state == _OPEN and not self._gone()
+
+    def _gone(self) -> bool:
+        """The call ended, or the request's connection closed: nobody waits for an answer any more."""
+        conn = self._conn
+        return self._call.ended or (conn is not None and conn.closed)
 
     def respond(self, response: Any) -> None:
         """Answer this request: the worker's `comm.request(...)` returns `response`.
@@ -161,7 +173,7 @@ class Msg:
             )
         if self._state == _ANSWERED:
             raise RuntimeError(f"this request was answered already: {self!r}")
-        if self._state != _OPEN:
+        if self._state != _OPEN or self._gone():
             return
         try:
             body = dumps((self._request_id, response))  # by value when its class is the notebook's
@@ -169,15 +181,25 @@ class Msg:
             raise TypeError(f"msg.respond() needs a picklable answer, got {bounded_repr(response)}: {e}") from e
         self._close_request(_ANSWERED, ANSWER, body)
 
-    def _refuse(self, reason: str) -> None:
-        """Tell the waiting worker that no answer will come (its `request` raises or gives its default)."""
-        if self._state == _OPEN:
-            self._close_request(_REFUSED, REFUSAL, pickle.dumps((self._request_id, reason)))
+    def refuse(self, reason: str) -> None:
+        """Tell the waiting worker that no answer will come: its `comm.request(...)` raises
+        `CommError(reason)` (with `block=True`) or returns its `default`. Does nothing when the
+        request was answered or refused already, or nobody waits any more.
 
-    def _abandon(self) -> None:
-        """The call ended or its connection closed: nobody waits for an answer any more."""
-        if self._state == _OPEN:
-            self._state = _GONE
+        ```python
+        @task.on_request
+        def answer(msg: Comm.Msg) -> None:
+            if msg.data != "learning rate?":
+                msg.refuse(f"unknown request {msg.data!r}")
+        ```
+
+        Raises:
+            TypeError: this is not a request.
+        """
+        if self.kind != "request":
+            raise TypeError(f"only requests can be refused, and this is a {self.kind!r} message")
+        if self._state == _OPEN and not self._gone():
+            self._close_request(_REFUSED, REFUSAL, pickle.dumps((self._request_id, str(reason))))
 
     def _close_request(self, state: str, kind: int, body: bytes) -> None:
         self._state = state
@@ -245,6 +267,7 @@ class CommTask(Task[P, R]):
     """The message class (`CommTask.Msg` is `Comm.Msg`), for annotating callbacks."""
 
     _ARGS_GIVEN_BY_TASK = 1  # the Comm: the function's first parameter is not the caller's
+    _COMM_REQUIRED = True  # refuse the sequential executor when created (a Trial.Task only refuses a comm's use)
 
     MESSAGE: Event[[Msg]] = Event("comm-message")
     """The worker sent a message: `on_message(msg)`."""
@@ -259,7 +282,7 @@ class CommTask(Task[P, R]):
         scheduler: Scheduler,
         **options: Unpack[TaskOptions],
     ) -> None:
-        if isinstance(getattr(scheduler, "executor", None), SequentialExecutor):
+        if self._COMM_REQUIRED and isinstance(getattr(scheduler, "executor", None), SequentialExecutor):
             raise TypeError(
                 "a CommTask cannot run on the sequential executor: it runs the function inside the "
                 "scheduler's own thread, so nothing could receive its messages or answer its requests. "
@@ -282,23 +305,31 @@ class CommTask(Task[P, R]):
 
     # -- the Task hooks (in the loop's thread) ---------------------------------------
     def _function_for(self, call: Call) -> Callable[..., Any]:
-        """The function with a fresh Comm first; the call's comm state goes in `call.state`."""
-        scheduler = self.scheduler
-        loop = scheduler._loop
-        assert loop is not None  # the scheduler accepted the call: it runs
-        hub = self._hub
-        if hub is None or not hub.open or hub.loop is not loop:
-            self._close_hub()
-            hub = self._hub = _Hub(self, loop, scheduler._loop_thread, tcp_host=self._tcp_host())
-        comms = call.state = hub.new_call(call)
-        return _CommCall(self.function, Comm(hub.address, hub.tcp_address, hub.token, comms.id, hub.host))
+        """The function with a fresh Comm first."""
+        return _CommCall(self.function, self._comm_for(call))
 
-    def _emit(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
+    def _comm_for(self, call: Call) -> Comm:
+        """A fresh Comm for `call`; the call's comm state goes in `call.comm`.
+
+        Only the hub's record of the call is made here: the worker's Comm connects the
+        first time it is used, so a call that never uses it costs no connection.
+        """
+        scheduler = self.scheduler
+        run = scheduler.latest_run
+        assert run is not None  # the scheduler accepted the call: it runs
+        hub = self._hub
+        if hub is None or not hub.open or hub.run is not run:
+            self._close_hub()
+            hub = self._hub = _Hub(self._on_frame, run, scheduler.output, tcp_host=self._tcp_host())
+        comms = call.comm = hub.new_call(call)
+        return Comm(hub.address, hub.tcp_address, hub.token, comms.id, hub.host)
+
+    def _emit(self, call: Call) -> None:
         """What the call sent is emitted first (MESSAGE, REQUEST), then CLOSE, then the Task's events."""
         try:
-            self._end_comm(call.state)
+            self._end_comm(call.comm)
         finally:
-            super()._emit(call, status, result, exception)
+            super()._emit(call)
 
     def _tcp_host(self) -> str | None:
         """The address the hub also listens on with TCP, or None when its Unix socket reaches every worker.
@@ -349,19 +380,32 @@ class CommTask(Task[P, R]):
             request_id, data = self._loads(body, call)
             msg = Msg("request", data, self, call.future, call, conn, request_id)
             call.requests[request_id] = msg
+            handled, answer = self._answer_own(call.owner, data)
+            if handled:  # the task's own protocol (a Trial.Task's steps): never the user's callbacks
+                msg.respond(answer)
+                return
             em.emit(self.REQUEST, msg)
-            if msg._waiting:
+            if msg.waiting:
                 if not em.callbacks(self.REQUEST):
-                    msg._refuse(
+                    msg.refuse(
                         f"CommTask {self.name!r} has no on_request callback, so nothing will answer this "
                         "request; subscribe one with @task.on_request and answer with msg.respond(...)"
                     )
                 elif self.scheduler.state == "finishing":
-                    msg._refuse(self._finishing_reason())
+                    msg.refuse(self._finishing_reason())
         elif kind == CLOSE:
             self._emit_close(call)
         else:
             conn.hub.drop(conn)
+
+    def _answer_own(self, call: Call, data: Any) -> tuple[bool, Any]:
+        """Hook: answer a request of the task's own protocol, or (False, None) to emit it as `REQUEST`.
+
+        A subclass whose worker-side helpers talk through the call's comm (a Trial.Task's
+        `trial.report_step` and `trial.should_prune`) answers their requests here, in the loop's
+        thread, so that the user's `on_request` callbacks see only the user's own requests.
+        """
+        return False, None
 
     def _loads(self, body: bytes | memoryview, call: _CallComms) -> Any:
         try:
@@ -406,7 +450,7 @@ class CommTask(Task[P, R]):
         reason = self._finishing_reason()
         for call in list(hub.calls.values()):
             for msg in list(call.requests.values()):
-                msg._refuse(reason)
+                msg.refuse(reason)
 
     def _close_when_idle(self, hub: _Hub) -> None:
         # Not at once: a callback of the call that just ended (on_done, on_returned) often submits

@@ -5,109 +5,85 @@ scheduler's event loop, where the events of the call are emitted. Everything
 a user callback does therefore happens in one thread, in a deterministic
 order per event.
 
-The Scheduler keeps the run (its state machine: `_begin`, `_until_end`,
-`_finish`), submission, the registry of tasks and the counts. Two
+The Scheduler keeps submission, the registry of tasks, the counts, and drives
+each run (`_begin`, `_run_begun`, `_finish`). Each run's own state lives in the
+`_Run` that `_begin` makes (its options,
+deadline, named state, exit code, error and per-task baselines); three
 collaborators do the rest, each in its own module:
 
-* [`Handoff`][byop_nb.scheduling._handoff.Handoff] hands finished futures from
+* [`Handoff`][byop_nb.scheduling.engine._handoff.Handoff] hands finished futures from
   executor threads to the loop (the doorbell, the bounded drain, nested drains);
-* [`ExecutorKeeper`][byop_nb.scheduling._executors.ExecutorKeeper] keeps the
+* [`ExecutorKeeper`][byop_nb.scheduling.workers._executors.ExecutorKeeper] keeps the
   executor (submitting, watching workers, replacing a broken pool, killing
-  workers, shutting down).
+  workers, shutting down);
+* [`RunOutput`][byop_nb.scheduling.engine._output.RunOutput] captures a background
+  run's callback output for a Dashboard.
+
+The scheduler knows its tasks through the
+[`TaskLike`][byop_nb.scheduling.engine._call.TaskLike] protocol: it calls
+`task.conclude_call(call, ...)` and `task.announce_call(call)` when a call
+ended, `task.cancelled_call(call)` when a `wait=False` end cancelled it.
 
 Where a scheduler event is emitted: STARTED in `_run_begun`; STOP, TIMEOUT and
-EMPTY in `_until_end`; FINISHING and FINISHED in `_finish`.
+EMPTY in `_Run.until_end`; FINISHING and FINISHED in `_finish`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import threading
-import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, Unpack
 
 from byop_nb._compat import FUTURE_FINISHED as _FINISHED  # Future._state, read on the hot path
-from byop_nb._text import clipped
 from byop_nb.events import Event, EventManager, Subscriber
-from byop_nb.scheduling import _checks, _shipping
-from byop_nb.scheduling import _executors as _executors
-from byop_nb.scheduling._checks import (
-    OnException,
-    Policy,
-    byop_era_on_exception,
-    check_run_options,
-    exception_policy,
-    positive_int,
-)
-from byop_nb.scheduling._handoff import Handoff
-from byop_nb.scheduling._output import RunOutput
-from byop_nb.scheduling._runtime import (
+from byop_nb.scheduling.engine import _checks
+from byop_nb.scheduling.engine._checks import ByopEraRunOptions, OnException
+from byop_nb.scheduling.engine._factories import SchedulerFactories
+from byop_nb.scheduling.engine._handoff import Handoff, outcome
+from byop_nb.scheduling.engine._output import RunOutput
+from byop_nb.scheduling.engine._reads import SchedulerReads
+from byop_nb.scheduling.engine._run import (
+    ENDING,
+    FINISHING,
+    RUNNING,
+    ExitCode,
     RunHandle,
+    RunOptions,
+    RunState,
+    _Run,
+    say_nothing_was_done,
+    say_what_failed,
+)
+from byop_nb.scheduling.engine._runtime import (
     interrupted,
     log_background_error,
-    note_callback,
     run_nested,
     running_loop,
     trim_traceback,
 )
+from byop_nb.scheduling.workers import _executors, _shipping
 
 if TYPE_CHECKING:
-    import pandas as pd
-
-    from byop_nb._status import Status
     from byop_nb.notebook import Dashboard
-    from byop_nb.scheduling._call import Call
-    from byop_nb.scheduling._worker import Limits
-    from byop_nb.scheduling.task import FailureSummary, Task
+    from byop_nb.scheduling.engine._call import Call, TaskLike
+    from byop_nb.scheduling.workers._worker import Limits
 
 __all__ = ["Scheduler", "ExitCode", "RunHandle"]
 
 logger = logging.getLogger(__name__)
 
-# A concluded call of a batch, to announce: (call, status, result, exception).
-_Ended: TypeAlias = "tuple[Call, Status, Any, BaseException | None]"
-
 P = ParamSpec("P")
 R = TypeVar("R")
 
-
-class ExitCode(enum.Enum):
-    """Why a run ended."""
-
-    EXHAUSTED = "exhausted"
-    """Nothing was left to run (`end_on_empty=True`)."""
-    STOPPED = "stopped"
-    """`stop()` was called, or a callback raised."""
-    TIMEOUT = "timeout"
-    """The run's `timeout` passed."""
-    EXCEPTION = "exception"
-    """A call raised, and the run's `on_exception` said "end" for it; or a task's calls failed
-    `end_after_failures` times in a row."""
-    UNKNOWN = "unknown"
-    """The run ended for another reason (it was cancelled)."""
-
-
-class _State(enum.Enum):
-    IDLE = "idle"
-    RUNNING = "running"
-    FINISHING = "finishing"
-    FINISHED = "finished"
-
-
 _get_ident = threading.get_ident  # asked once per call that finished at submission
 
-# The states read once per call (`_accepts`): an Enum member read through its class costs as much
-# as the rest of the check (about 80 ns on CPython 3.11), a module global a fifth of it.
-_RUNNING, _FINISHING = _State.RUNNING, _State.FINISHING
 
-
-class Scheduler:
+class Scheduler(SchedulerFactories, SchedulerReads):
     """Runs functions on an executor and emits events as they start and end.
 
     Args:
@@ -189,30 +165,13 @@ class Scheduler:
         self.on_timeout: Subscriber[[]] = self.event_manager.subscriber(self.TIMEOUT)
         self.on_empty: Subscriber[[]] = self.event_manager.subscriber(self.EMPTY)
 
-        self._tasks: dict[str, Task[Any, Any]] = {}
+        self._tasks: dict[str, TaskLike] = {}
         # The work in flight: future -> its Call (None for plain submit()); insertion ordered.
         self._queue: dict[Future[Any], Call | None] = {}
         self._output = RunOutput()  # a background run's callback output, for a Dashboard's log pane
         self._handoff = Handoff(self._process_future, self._announce_batch, self._after_drain, self._output)
         self._on_future_done = self._handoff.future_done  # one bound method, not one per call
-        self._state = _State.IDLE
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
-        self._stop_requested = False
-        self._wake: asyncio.Future[None] | None = None
-        self._empty_announced = False
-        self._error: BaseException | None = None
-        self._exception_policy: Callable[[BaseException], Policy] | None = None
-        self._ended_by: ExitCode | None = None  # set when on_exception="end" ends the run
-        self._end_after_failures: int | None = None  # the run's option
-        self._failures_in_a_row: dict[str, int] = {}  # per task name, during a run with that option
-        self._n_submitted = 0  # calls submitted in the latest run
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.exit_code: ExitCode | None = None
-        self.last_error: BaseException | None = None
-        self.timeout: float | None = None  # the latest run's timeout (the Dashboard's time progress)
-        self._handle: RunHandle | None = None
+        self._run: _Run | None = None  # the latest run (the current one while it runs)
 
     @property
     def executor(self) -> Executor:
@@ -224,171 +183,15 @@ class Scheduler:
         """How a `wait=False` end kills running work (see the class's Args)."""
         return self._keeper.terminate
 
-    # -- constructors ------------------------------------------------------
-    @classmethod
-    def with_processes(
-        cls,
-        max_workers: int | None = None,
-        *,
-        start_method: str | None = None,
-        terminate: bool | Callable[[Executor], Any] = True,
-    ) -> Scheduler:
-        """A Scheduler on a `ProcessPoolExecutor` with `max_workers` processes.
-
-        Args:
-            max_workers: number of worker processes (default: the number of CPUs).
-            start_method: "fork", "spawn" or "forkserver" (default: Python's default).
-
-        ```python
-        from byop_nb.scheduling import Scheduler
-        scheduler = Scheduler.with_processes(2)
-        ```
-        """
-        import multiprocessing
-
-        positive_int("max_workers", max_workers)
-        accepted = multiprocessing.get_all_start_methods()
-        if start_method is not None and start_method not in accepted:
-            known = start_method in ("fork", "spawn", "forkserver")
-            raise ValueError(
-                f"Scheduler.with_processes(start_method={start_method!r}): "
-                + ("this platform has no such start method" if known else "no such start method")
-                + f"; accepted: {', '.join(map(repr, accepted))}, or None for Python's default "
-                f"({multiprocessing.get_start_method()!r} here)"
-            )
-        context = multiprocessing.get_context(start_method) if start_method else None
-        return cls(ProcessPoolExecutor(max_workers=max_workers, mp_context=context), terminate=terminate)
-
-    @classmethod
-    def with_threads(cls, max_workers: int | None = None) -> Scheduler:
-        """A Scheduler on a `ThreadPoolExecutor` (threads cannot be killed: `wait=False` abandons them)."""
-        positive_int("max_workers", max_workers)
-        return cls(ThreadPoolExecutor(max_workers=max_workers))
-
-    @classmethod
-    def with_sequential(cls) -> Scheduler:
-        """A Scheduler that runs each call in the main thread when it is submitted (for debugging)."""
-        return cls(_executors.SequentialExecutor())
-
-    @classmethod
-    def with_dask(cls, client_or_cluster: Any, **executor_kwargs: Any) -> Scheduler:
-        """A Scheduler on a dask.distributed client (or cluster, whose client is used).
-
-        Works the same for `LocalCluster`, and for dask-jobqueue clusters
-        (`SLURMCluster`, `PBSCluster`, ...). The cluster stays yours to close.
-
-        ```python
-        from dask.distributed import LocalCluster
-        from byop_nb.scheduling import Scheduler
-
-        cluster = LocalCluster(n_workers=2, processes=False, host="127.0.0.1", dashboard_address="127.0.0.1:0")
-        scheduler = Scheduler.with_dask(cluster)
-        ```
-        """
-        client = client_or_cluster
-        if not hasattr(client, "get_executor") and hasattr(client, "get_client"):
-            client = client.get_client()  # a cluster: use (or make) its client
-        if not hasattr(client, "get_executor") or not hasattr(client, "submit"):
-            raise TypeError(f"with_dask needs a dask.distributed Client or a cluster, got {client_or_cluster!r}")
-        return cls(client.get_executor(**executor_kwargs))
-
-    @classmethod
-    def with_ray(
-        cls,
-        n_workers: int | None = None,
-        *,
-        address: str | None = None,
-        task_options: dict[str, Any] | None = None,
-        **ray_init_kwargs: Any,
-    ) -> Scheduler:
-        """A Scheduler on Ray (a [`RayExecutor`][byop_nb.scheduling.RayExecutor]); needs the `ray` extra.
-
-        Without `address`, starts a local Ray in this process with `n_workers`
-        CPUs (default: all of them) and no dashboard; with `address` (a running
-        Ray head's "host:port", or "auto"), connects to that cluster. Either way
-        the scheduler owns that Ray: it shuts it down (or disconnects) when a run
-        ends, and starts it again for the next run, so nothing of Ray is left
-        running between runs. When Ray is running in this process already (you
-        called `ray.init`), call `with_ray()` without arguments: the scheduler
-        runs on that Ray, which stays yours to shut down (and up between runs).
-
-        Args:
-            n_workers: CPUs of the local Ray (Ray's `num_cpus`): that many calls run at once.
-            address: a running Ray cluster to connect to instead.
-            task_options: options of each call's Ray task (see `RayExecutor`:
-                `num_cpus`, `memory`, `num_gpus`, `resources`, ...).
-            **ray_init_kwargs: passed on to `ray.init` (e.g. `runtime_env=`, `log_to_driver=False`).
-
-        Raises:
-            ImportError: Ray is not installed (the message names the `ray` extra).
-            ConnectionError: nothing answers at `address` within 10 s.
-            RuntimeError: Ray is running in this process already and arguments asked for another.
-
-        ```python
-        from byop_nb.scheduling import Scheduler
-        scheduler = Scheduler.with_ray(2)
-        ```
-        """
-        from byop_nb.scheduling._ray import start_ray  # imports Ray itself only now
-
-        positive_int("n_workers", n_workers)
-        if address is not None and not isinstance(address, str):
-            raise TypeError(f"with_ray(address=...) must be a 'host:port' string or None, got {address!r}")
-        return cls(start_ray(n_workers, address, ray_init_kwargs, task_options or {}))
-
-    # -- events and state --------------------------------------------------
-    @property
-    def counts(self) -> dict[Any, int]:
-        """Times each event was emitted: scheduler events by Event, task events by `(Event, task.name)`.
-
-        Only events emitted at least once appear.
-        """
-        counts: dict[Any, int] = dict(self.event_manager.counts)
-        for name, task in self._tasks.items():
-            for event, n in task.event_manager.counts.items():
-                counts[(event, name)] = n
-        return counts
-
-    def counts_df(self) -> pd.DataFrame:
-        """The event counts as a DataFrame with columns `source`, `event`, `count`."""
-        import pandas as pd
-
-        rows = [("scheduler", str(event), n) for event, n in self.event_manager.counts.items()]
-        for name, task in self._tasks.items():
-            rows.extend((name, str(event), n) for event, n in task.event_manager.counts.items())
-        df = pd.DataFrame(rows, columns=["source", "event", "count"])
-        return df.astype({"source": "string", "event": "string", "count": "int64"})
-
-    @property
-    def tasks(self) -> dict[str, Task[Any, Any]]:
-        """The tasks created on this scheduler, by name."""
-        return dict(self._tasks)
-
-    @property
-    def state(self) -> str:
-        """ "idle", "running", "finishing" or "finished"."""
-        return self._state.value
-
-    def running(self) -> bool:
-        """Whether a run is going on (including its finishing phase)."""
-        return self._state in (_State.RUNNING, _State.FINISHING)
-
-    def empty(self) -> bool:
-        """Whether no submitted work is pending or running."""
-        return not self._queue
-
-    @property
-    def n_running(self) -> int:
-        """Number of submitted calls not yet processed."""
-        return len(self._queue)
-
-    def _register_task(self, task: Task[Any, Any]) -> None:
+    # -- for Task implementations (public like `Future.set_result`: for the engine, not callbacks) --------
+    def register_task(self, task: TaskLike) -> None:
+        """Register `task` under its name (its `__init__` calls this). A task of the same name is
+        replaced: the new one takes over its callbacks."""
         old = self._tasks.get(task.name)
         if old is not None and old is not task:
             # A re-run notebook cell makes the task anew: the callbacks registered on it (in other
             # cells, which the user does not run again) go on working on the new one.
             task.event_manager.adopt(old.event_manager)
-            task._future_events.adopt(old._future_events)  # the byop-era F_ callbacks too
             warnings.warn(
                 f"A Task named {task.name!r} already exists on this scheduler; the new one replaces it and "
                 "takes over its callbacks (its counts start afresh). Pass name= to keep both.",
@@ -396,6 +199,55 @@ class Scheduler:
                 stacklevel=3,
             )
         self._tasks[task.name] = task
+
+    def accepting(self, function: Callable[..., Any]) -> bool:
+        """Whether new work is taken now: False while the run is ending (stop(), a failed callback).
+
+        Raises:
+            RuntimeError: the scheduler is not running at all.
+        """
+        run = self._run
+        if run is not None:
+            state = run.state
+            if state is RUNNING:
+                return True
+            if state is ENDING or state is FINISHING:
+                logger.debug("run is ending; refused a new call of %r", function)
+                return False
+        raise RuntimeError(
+            f"the scheduler is {self.state}, so nothing can be submitted now; submit from a callback "
+            "(e.g. @scheduler.on_start) or while scheduler.start() runs in the background"
+        )
+
+    def submit_call(
+        self,
+        function: Callable[..., Any],
+        limits: Limits | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        call: Call | None,
+    ) -> Future[Any]:
+        """Hand one accepted call (`accepting()` said yes) to the executor and put it in the table of
+        work in flight; its task's `conclude_call` and `announce_call` are called when it ended."""
+        try:
+            future = self._keeper.submit(function, limits, args, kwargs)
+        except _shipping.FunctionNotShippable as e:
+            # Like arguments that cannot be pickled: the call fails with a row, and the run goes on.
+            e.args = (f"{f'task {call.task.name!r}' if call is not None else 'submit()'}: {e.args[0]}",)
+            future = Future()
+            future.set_running_or_notify_cancel()
+            future.set_exception(e)
+        self._queue[future] = call
+        run: _Run = self._run  # type: ignore[assignment]  # accepting() said yes
+        run.empty_announced = False
+        run.n_submitted += 1
+        if type(future) is Future and future._state == _FINISHED and _get_ident() == run.loop_thread:
+            # Finished already (a sequential executor, a refused call): add_done_callback would
+            # call back here, in the loop's thread, under the future's lock; no bell is needed.
+            self._handoff.finished_here(future)
+        else:
+            future.add_done_callback(self._on_future_done)
+        return future
 
     # -- submitting --------------------------------------------------------
     def submit(self, function: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Future[R] | None:
@@ -411,149 +263,60 @@ class Scheduler:
         """
         if not callable(function):
             raise TypeError(f"submit() needs a callable, got {function!r}")
-        if not self._accepts(function):
+        if not self.accepting(function):
             return None
-        return self._submit(function, None, args, kwargs, None)
-
-    def _accepts(self, function: Callable[..., Any]) -> bool:
-        """Whether new work is taken now: False while the run is ending (stop(), a failed callback).
-
-        Raises:
-            RuntimeError: the scheduler is not running at all.
-        """
-        state = self._state
-        if state is _RUNNING and not self._stop_requested and self._error is None and self._ended_by is None:
-            return True
-        if state is _RUNNING or state is _FINISHING:
-            logger.debug("run is ending; refused a new call of %r", function)
-            return False
-        raise RuntimeError(
-            f"the scheduler is {state.value}, so nothing can be submitted now; submit from a callback "
-            "(e.g. @scheduler.on_start) or while scheduler.start() runs in the background"
-        )
-
-    def _submit(
-        self,
-        function: Callable[..., Any],
-        limits: Limits | None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        call: Call | None,
-    ) -> Future[Any]:
-        """Hand one accepted call to the executor and put it in the table of work in flight."""
-        try:
-            future = self._keeper.submit(function, limits, args, kwargs)
-        except _shipping.FunctionNotShippable as e:
-            # Like arguments that cannot be pickled: the call fails with a row, and the run goes on.
-            e.args = (f"{f'task {call.task.name!r}' if call is not None else 'submit()'}: {e.args[0]}",)
-            future = Future()
-            future.set_running_or_notify_cancel()
-            future.set_exception(e)
-        self._queue[future] = call
-        self._empty_announced = False
-        self._n_submitted += 1
-        if type(future) is Future and future._state == _FINISHED and _get_ident() == self._loop_thread:
-            # Finished already (a sequential executor, a refused call): add_done_callback would
-            # call back here, in the loop's thread, under the future's lock; no bell is needed.
-            self._handoff.finished_here(future)
-        else:
-            future.add_done_callback(self._on_future_done)
-        return future
+        return self.submit_call(function, None, args, kwargs, None)
 
     # -- ending calls (in the loop, handed over by the Handoff) -------------------------
-    def _process_future(self, future: Future[Any]) -> _Ended | None:
-        """Conclude one finished call: its status and row (the first half of its end); returns what
-        `_announce_batch` emits once the whole batch is concluded."""
+    def _process_future(self, future: Future[Any]) -> Call | None:
+        """Conclude one finished call: its status and row (the first half of its end); returns the
+        Call, which `_announce_batch` announces once the whole batch is concluded."""
         try:
             call = self._queue.pop(future)
         except KeyError:  # already settled, e.g. cancelled by a wait=False stop
             return None
+        run: _Run = self._run  # type: ignore[assignment]  # futures are handed over during a run
         try:
             if type(future) is Future and future._state == _FINISHED:  # the common case, read without locks
                 cancelled, exception, result = False, future._exception, future._result
             else:
-                cancelled, exception, result = _outcome(future)
+                cancelled, exception, result = outcome(future)
             if exception is not None:
                 if isinstance(exception, BrokenProcessPool):
                     self._keeper.explain_broken(exception)
                 if call is None:  # a plain submit() keeps the worker's traceback too
                     _shipping.attach_traceback(exception)
                     _shipping.name_cells(exception)
-                if self._exception_policy is not None:  # before the call's events: what they submit is refused
-                    self._on_call_exception(exception, self._exception_policy(exception))
+                if run.policy is not None:  # before the call's events: what they submit is refused
+                    run.on_call_exception(exception, run.policy(exception))
             if call is not None:
-                status = call.task._conclude(call, cancelled, exception, result)
-                if self._end_after_failures is not None:
-                    self._count_failure(call.task, call.task._row_status(call, status))
-                return call, status, result, exception
+                row_status = call.task.conclude_call(call, cancelled, exception, result)
+                if run.options.end_after_failures is not None:
+                    run.count_failure(call.task, row_status)
+                return call
         except BaseException as e:  # a user callback raised: end the run with it
-            self._fail(e)
+            run.fail(e)
         return None
 
-    def _announce_batch(self, ended: list[_Ended]) -> None:
+    def _announce_batch(self, ended: list[Call]) -> None:
         """The second half of the batch's ends: their rows reach the journals (one write per journal),
         and only then are their events emitted, in the order the calls finished. So every call whose
         events a callback saw is on disk, and a journal costs one system call per batch, not per call."""
-        for history in {ended_call[0].task.history: None for ended_call in ended}:  # each once, in order
+        for history in {call.task.history: None for call in ended}:  # each once, in order
             history.flush()
-        for call, status, result, exception in ended:
+        for call in ended:
             try:
-                call.task._announce(call, status, result, exception)
+                call.task.announce_call(call)
             except BaseException as e:  # a user callback raised: end the run with it
                 self._fail(e)
 
-    def _on_call_exception(self, exception: BaseException, policy: Policy) -> None:
-        """Apply the run's `on_exception` to a call that raised; its events are emitted after this."""
-        if policy == "raise":
-            self._fail(exception)
-        elif policy == "end" and self._ended_by is None and self._state is _State.RUNNING:
-            self._ended_by = ExitCode.EXCEPTION
-            self.last_error = exception
-            self._wake_up()
-
-    def _count_failure(self, task: Task[Any, Any], status: Status) -> None:
-        """`run(end_after_failures=N)`: count the task's failed calls in a row; end the run at N."""
-        if status in task.FAILURES:
-            in_a_row = self._failures_in_a_row[task.name] = self._failures_in_a_row.get(task.name, 0) + 1
-        else:
-            if status != "cancelled":
-                self._failures_in_a_row[task.name] = 0
-            return
-        limit = self._end_after_failures
-        if limit is None or in_a_row < limit or self._ended_by is not None or self._state is not _State.RUNNING:
-            return
-        row = task.history.row(-1)
-        kind, message = row.get("exception_type"), row.get("exception_message")
-        last = f"{kind}: {message}" if kind else str(row.get("status"))
-        self._ended_by = ExitCode.EXCEPTION
-        self.last_error = RuntimeError(
-            f"the run ended after {in_a_row} failed {task._NOUN} in a row of {task.name!r} "
-            f"(end_after_failures={limit}); the last: {clipped(last, 500)}"
-        )
-        self._wake_up()
-
     def _after_drain(self, deferred: bool) -> None:
-        if deferred or not self._queue or self._stop_requested:
-            self._wake_up()
+        run = self._run
+        if run is not None and (deferred or not self._queue or run.stop_requested):
+            run.wake_up()
 
     def _fail(self, error: BaseException) -> None:
-        note_callback(error)
-        if self._error is None:
-            self._error = error
-        self.last_error = error
-        self._wake_up()
-
-    def _wake_up(self) -> None:
-        """Let the run go on to its next step (end, stop, timeout); after the drain, if one is on the stack.
-
-        A callback may run another scheduler (its run nests into this loop): until that callback
-        returns, this run does not end under it.
-        """
-        if self._handoff.defer_wake():
-            return
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
+        self._run.fail(error)  # type: ignore[union-attr]  # only during a run
 
     # -- running -----------------------------------------------------------
     def stop(self, *args: Any, **kwargs: Any) -> None:
@@ -564,19 +327,17 @@ class Scheduler:
         `ExitCode.STOPPED`. Arguments are accepted and ignored, so `stop` can
         be subscribed to any event directly. Does nothing when not running.
         """
-        if not self.running() or self._stop_requested:
+        run = self._run
+        if run is None or not self.running() or run.stop_requested:
             return
-        self._stop_requested = True
-        loop = self._loop
-        if loop is None:
+        if threading.get_ident() == run.loop_thread:
+            run.request_stop()
             return
-        if threading.get_ident() == self._loop_thread:
-            self._wake_up()
-        else:
-            try:
-                loop.call_soon_threadsafe(self._wake_up)
-            except RuntimeError:
-                pass
+        run.request_stop(wake=False)  # refused from now on, in this thread too
+        try:
+            run.loop.call_soon_threadsafe(run.wake_up)
+        except RuntimeError:
+            pass
 
     def run(
         self,
@@ -586,8 +347,7 @@ class Scheduler:
         wait: bool = True,
         on_exception: OnException = "continue",
         end_after_failures: int | None = None,
-        end_on_exception: bool | None = None,
-        raises: bool | None = None,
+        **byop_era: Unpack[ByopEraRunOptions],
     ) -> ExitCode:
         """Run until nothing is left to do, `stop()`, or `timeout`; blocks and returns the ExitCode.
 
@@ -611,18 +371,11 @@ class Scheduler:
                 starts the count afresh, a cancelled one is not counted). Running
                 work is then waited for or cancelled as `wait` says, and
                 `scheduler.last_error` says why. None (the default): never.
-            end_on_exception: the byop-era spelling, an alias of `on_exception`:
-                `end_on_exception=True` (with `raises=True`, both the byop-era
-                defaults) is `on_exception="raise"`; False is `"continue"`.
-            raises: the byop-era spelling, with `end_on_exception`: `raises=False`
-                is `on_exception="end"` (the run returns `ExitCode.EXCEPTION`, the
-                exception is in `scheduler.last_error`; the byop-era run returned
-                the exception itself). Not together with `on_exception`.
+            **byop_era: `end_on_exception=`, `raises=`: aliases of `on_exception` (guide: "The Scheduler").
 
         ```python
         scheduler.run(on_exception="raise")       # the first failing call's exception, raised here
         scheduler.run(end_after_failures=3)       # stop wasting trials once 3 crashed in a row
-        scheduler.run(end_on_exception=True)      # the byop-era spelling of on_exception="raise"
         ```
 
         At the end of a run in which calls failed, one line per task says how many,
@@ -641,16 +394,9 @@ class Scheduler:
         # The error is raised again below, which puts this frame back on its trimmed traceback:
         # IPython (a notebook) and pytest leave out frames that set this.
         __tracebackhide__ = True
-        on_exception = byop_era_on_exception(on_exception, end_on_exception, raises)
-        check_run_options(timeout, end_on_empty, wait, on_exception, end_after_failures)
+        options = RunOptions.of(timeout, end_on_empty, wait, on_exception, end_after_failures, **byop_era)
         self._check_not_running("run()")
-        coroutine = self.async_run(
-            timeout=timeout,
-            end_on_empty=end_on_empty,
-            wait=wait,
-            on_exception=on_exception,
-            end_after_failures=end_after_failures,
-        )
+        coroutine = self._async_run(options)
         loop = running_loop()
         try:
             if loop is None:  # outside the except block, so no worker inherits its exception context
@@ -659,7 +405,7 @@ class Scheduler:
         except Exception as error:  # from a callback (or a wrong use in one): show the user's frames
             raise trim_traceback(error)
         except KeyboardInterrupt as interrupt:  # the kernel's interrupt: the user's line, not the event loop's
-            raise interrupted(interrupt, self) from None
+            raise interrupted(interrupt, self.exit_code) from None
 
     def start(
         self,
@@ -669,8 +415,7 @@ class Scheduler:
         wait: bool = True,
         on_exception: OnException = "continue",
         end_after_failures: int | None = None,
-        end_on_exception: bool | None = None,
-        raises: bool | None = None,
+        **byop_era: Unpack[ByopEraRunOptions],
     ) -> RunHandle:
         """Start the run in the background on the running event loop and return at once.
 
@@ -693,8 +438,7 @@ class Scheduler:
             RuntimeError: no event loop is running (use `run()`, or `await async_run()`),
                 or the scheduler is already running.
         """
-        on_exception = byop_era_on_exception(on_exception, end_on_exception, raises)
-        check_run_options(timeout, end_on_empty, wait, on_exception, end_after_failures)
+        options = RunOptions.of(timeout, end_on_empty, wait, on_exception, end_after_failures, **byop_era)
         self._check_not_running("start()")
         loop = running_loop()
         if loop is None:
@@ -703,12 +447,10 @@ class Scheduler:
                 "a Jupyter kernel, and there is none here. Use scheduler.run() to run and wait, or "
                 "`await scheduler.async_run()` inside async code."
             )
-        self._begin(loop, on_exception, end_after_failures, background=True)
-        task = loop.create_task(self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait))
+        run = self._begin(loop, options, background=True)
+        task = loop.create_task(self._run_begun(run))
         task.add_done_callback(self._log_background_error)
-        handle = RunHandle(task, self)
-        self._handle = handle
-        return handle
+        return RunHandle(task, run)
 
     def _check_not_running(self, what: str) -> None:
         if self.running():
@@ -725,8 +467,7 @@ class Scheduler:
         wait: bool = True,
         on_exception: OnException = "continue",
         end_after_failures: int | None = None,
-        end_on_exception: bool | None = None,
-        raises: bool | None = None,
+        **byop_era: Unpack[ByopEraRunOptions],
     ) -> ExitCode:
         """The coroutine behind `run()`; same arguments and result.
 
@@ -734,14 +475,16 @@ class Scheduler:
         exit_code = await scheduler.async_run(timeout=10)
         ```
         """
-        on_exception = byop_era_on_exception(on_exception, end_on_exception, raises)
-        check_run_options(timeout, end_on_empty, wait, on_exception, end_after_failures)
+        options = RunOptions.of(timeout, end_on_empty, wait, on_exception, end_after_failures, **byop_era)
         self._check_not_running("async_run()")
-        self._begin(asyncio.get_running_loop(), on_exception, end_after_failures)
+        return await self._async_run(options)
+
+    async def _async_run(self, options: RunOptions) -> ExitCode:
+        run = self._begin(asyncio.get_running_loop(), options)
         try:
-            return await self._run_begun(timeout=timeout, end_on_empty=end_on_empty, wait=wait)
+            return await self._run_begun(run)
         except asyncio.CancelledError as cancelled:  # Kernel -> Interrupt of `await async_run()`
-            raise interrupted(cancelled, self) from None
+            raise interrupted(cancelled, run.exit_code) from None
 
     def _log_background_error(self, task: asyncio.Task[ExitCode]) -> None:
         with self._output.capture():  # into a Dashboard's log pane, with the rest of the run's output
@@ -752,184 +495,65 @@ class Scheduler:
         with self._output.capture():
             self.event_manager.emit(event)
 
-    def _begin(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        on_exception: OnException = "continue",
-        end_after_failures: int | None = None,
-        *,
-        background: bool = False,
-    ) -> None:
-        """Make the scheduler running on `loop`: work can be submitted from here on."""
-        self._exception_policy = exception_policy(on_exception)
-        self._end_after_failures = end_after_failures
-        self._failures_in_a_row = {}
-        self._n_submitted = 0
-        self._ended_by = None
+    def _begin(self, loop: asyncio.AbstractEventLoop, options: RunOptions, *, background: bool = False) -> _Run:
+        """Make the run, running on `loop`: work can be submitted from here on."""
         self._keeper.renew()
-        for task in self._tasks.values():
-            task._at_run_start = (dict(task.event_manager.counts), task.history.status_counts, len(task.history))
-        self._loop = loop
-        self._loop_thread = threading.get_ident()
+        run = self._run = _Run(options, loop, self._handoff, self._tasks, background=background)
+        if options.timeout is not None:
+            run.deadline = loop.time() + options.timeout
         self._handoff.open(loop)
         self._output.begin_run(background=background)
-        self._state = _State.RUNNING
-        self._stop_requested = False
-        self._error = None
-        self.last_error = None  # an error belongs to the run it ended
-        self._empty_announced = False
-        self.started_at = time.time()
-        self.finished_at = None
-        self.exit_code = None
+        return run
 
-    async def _run_begun(self, *, timeout: float | None, end_on_empty: bool, wait: bool) -> ExitCode:
-        self.timeout = timeout
-        loop = asyncio.get_running_loop()
+    async def _run_begun(self, run: _Run) -> ExitCode:
         exit_code = ExitCode.UNKNOWN
         cancelled: BaseException | None = None
         try:
             self._emit_run_event(self.STARTED)
-            exit_code = await self._until_end(loop, timeout, end_on_empty)
+            exit_code = await run.until_end(self._queue, self._emit_run_event, self.STOP, self.TIMEOUT, self.EMPTY)
         except asyncio.CancelledError as e:
             cancelled = e
             exit_code = ExitCode.UNKNOWN
         except BaseException as e:
-            self._fail(e)
+            run.fail(e)
             exit_code = ExitCode.STOPPED
-        await self._finish(exit_code, wait=wait and self._error is None and cancelled is None)
-        if self._error is not None:
-            raise self._error
+        await self._finish(run, exit_code, wait=run.options.wait and run.error is None and cancelled is None)
+        if run.error is not None:
+            raise run.error
         if cancelled is not None:
             raise cancelled
         return exit_code
 
-    async def _until_end(self, loop: asyncio.AbstractEventLoop, timeout: float | None, end_on_empty: bool) -> ExitCode:
-        deadline = None if timeout is None else loop.time() + timeout
-        timer = None if deadline is None else loop.call_at(deadline, self._wake_up)
-        try:
-            while True:
-                if self._error is not None:
-                    return ExitCode.STOPPED
-                if self._ended_by is not None:
-                    return self._ended_by
-                if self._stop_requested:
-                    self._emit_run_event(self.STOP)
-                    return ExitCode.STOPPED
-                if deadline is not None and loop.time() >= deadline:
-                    self._emit_run_event(self.TIMEOUT)
-                    return ExitCode.TIMEOUT
-                if not self._queue:
-                    if end_on_empty:
-                        return ExitCode.EXHAUSTED
-                    if not self._empty_announced:
-                        self._empty_announced = True
-                        self._emit_run_event(self.EMPTY)
-                        continue
-                self._wake = loop.create_future()
-                await self._wake
-        finally:
-            self._wake = None
-            if timer is not None:
-                timer.cancel()
-
-    async def _finish(self, exit_code: ExitCode, *, wait: bool) -> None:
-        self._state = _State.FINISHING
-        loop = asyncio.get_running_loop()
+    async def _finish(self, run: _Run, exit_code: ExitCode, *, wait: bool) -> None:
+        run.state = RunState.FINISHING
         try:
             self._emit_run_event(self.FINISHING)
         except BaseException as e:
-            self._fail(e)
+            run.fail(e)
             wait = False
         if wait:
-            while self._queue and self._error is None:
-                self._wake = loop.create_future()
-                try:
-                    await self._wake
-                except asyncio.CancelledError:
-                    break
-                finally:
-                    self._wake = None
+            await run.wait_for(self._queue)
         # From here on, every step runs whatever the one before raised (a terminate= hook, a
         # callback on CANCELLED or FINISHED): the run reaches its end, and the first error is raised.
         try:
             with self._output.capture():
                 self._cancel_pending()
         except BaseException as e:
-            self._fail(e)
-        self._keeper.shutdown(wait=wait and self._error is None)
-        self._state = _State.FINISHED
-        self.exit_code = exit_code
-        self.finished_at = time.time()
-        if self._error is None:
+            run.fail(e)
+        self._keeper.shutdown(wait=wait and run.error is None)
+        run.finished(exit_code)
+        if run.error is None:
             with self._output.capture():
-                self._say_what_failed()
-                if exit_code is ExitCode.EXHAUSTED and not self._n_submitted:
-                    self._say_nothing_was_done()
+                say_what_failed(self.failure_summaries())
+                if exit_code is ExitCode.EXHAUSTED and not run.n_submitted:
+                    say_nothing_was_done(run, self._tasks, self.event_manager.callbacks(self.STARTED))
         try:
             self._emit_run_event(self.FINISHED)
         except BaseException as e:
-            self._fail(e)
+            run.fail(e)
         finally:
             self._handoff.close()
-            self._loop = None
-            self._loop_thread = None
-
-    def _say_what_failed(self) -> None:
-        """Once per run: one line per task whose calls failed, handled by a callback or not (a plain
-        Task whose only failures are resource-limit hits is left out: the limits were set).
-
-        The exit code stays the guide's (`EXHAUSTED` when every call ended, failed or not); the
-        line tells a notebook user what the DataFrame would (`failure_summaries()` holds the same).
-        """
-        for summary in self.failure_summaries():
-            if not summary.only_limit_hits:  # hitting a limit that was set is no surprise
-                logger.warning("%s; see task.df()", summary.line)
-
-    def _say_nothing_was_done(self) -> None:
-        """A run of a scheduler with tasks that ended at once with nothing submitted: one line, not
-        silence (a re-run cell made the scheduler anew, and the cell that subscribed `on_start` was
-        not run again). A scheduler without tasks (the guide's first examples) is left alone."""
-        if not self._tasks:
-            return
-        names = [str(getattr(c, "__name__", c)) for c in self.event_manager.callbacks(self.STARTED)]
-        refused = [
-            task
-            for task in self._tasks.values()
-            if task.event_manager.counts.get(task.CALL_LIMIT_REACHED, 0)
-            > task._at_run_start[0].get(task.CALL_LIMIT_REACHED, 0)
-        ]
-        if refused:
-            spent = ", ".join(f"{t.name!r} (call_limit={t.call_limit}, called {t.n_called} times)" for t in refused)
-            logger.warning(
-                "the run had nothing to do and ended at once: every call was refused, as the call_limit of %s "
-                "was spent in earlier runs. Make the task anew (re-run its cell) to start counting again",
-                spent,
-            )
-            return
-        if names:
-            why = f"its on_start callbacks ({', '.join(names)}) called none of its tasks"
-        else:
-            why = (
-                "no callback is subscribed to scheduler.on_start (a re-run cell that made the scheduler "
-                "anew leaves the callbacks of other cells on the old one)"
-            )
-        logger.warning(
-            "the run had nothing to do and ended at once: %s. Call a task from a callback, e.g. "
-            "@scheduler.on_start def launch(): %s(...)",
-            why,
-            next(iter(self._tasks)),
-        )
-
-    def failure_summaries(self) -> list[FailureSummary]:
-        """The [`FailureSummary`][byop_nb.scheduling.FailureSummary] of each task with failed calls in the
-        latest run (the current one, while it runs), in the order the tasks were made; `[]` when none failed.
-
-        ```python
-        for summary in scheduler.failure_summaries():
-            print(summary.line)     # 6 of 6 trials of 'evaluate' crashed; first: KeyError: 'learning_rate' (...)
-        ```
-        """
-        return [summary for task in self._tasks.values() if (summary := task.failure_summary())]
+            run.loop_thread = None
 
     def _cancel_pending(self) -> None:
         """Settle everything still queued as cancelled (a `wait=False` end, or an error).
@@ -943,14 +567,14 @@ class Scheduler:
             future.cancel()
             if call is not None:
                 try:
-                    call.task._end(call, True, None, None)
+                    call.task.cancelled_call(call)
                 except BaseException as e:
                     self._fail(e)
         if pending:
             self._keeper.kill_running()
 
     # -- notebook ----------------------------------------------------------
-    def dashboard(self, *tasks: Task[Any, Any], **options: Any) -> Dashboard:
+    def dashboard(self, *tasks: Any, **options: Any) -> Dashboard:
         """A [`Dashboard`][byop_nb.notebook.Dashboard] for this scheduler (needs the `notebook` extra)."""
         # The one import of the notebook skin from below it, on purpose and lazily (tests/test_layering.py).
         from byop_nb.notebook import Dashboard
@@ -974,18 +598,3 @@ class Scheduler:
         from byop_nb import _html
 
         return _html.scheduler_html(self)
-
-
-def _outcome(future: Future[Any]) -> tuple[bool, BaseException | None, Any]:
-    """`(cancelled, exception, result)` of a done future, asked through its methods.
-
-    The standard library's Future guards each of `cancelled()`, `exception()`
-    and `result()` with its lock (about a microsecond each); once such a future
-    has FINISHED its fields no longer change, so `_process_future` reads them
-    directly (inline: it runs once per call) and asks here only for the rest:
-    cancelled futures, and futures of other classes.
-    """
-    if future.cancelled():
-        return True, None, None
-    exception = future.exception()
-    return False, exception, None if exception is not None else future.result()

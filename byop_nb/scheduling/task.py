@@ -3,19 +3,23 @@
 Where things happen, for a call of a Task:
 
 * submitted: `Task.__call__` (limits refuse it there) -> `Task._submit`, which
-  makes its [`Call`][byop_nb.scheduling._call.Call] and hands it to the scheduler;
+  makes its [`Call`][byop_nb.scheduling.engine._call.Call] and hands it to the scheduler;
 * ended: the scheduler hands the Call back to `Task._end`, which decides its
-  [`Status`][byop_nb.scheduling._call.Status] (the only place a plain Task's
+  [`Status`][byop_nb.scheduling.engine._call.Status] (the only place a plain Task's
   status is decided), records its row (`_record`) and emits its events (`_emit`).
 
-Subclasses (`CommTask`, `Trial.Task`) extend a Task through three hooks, each
-called with the Call:
+The call ends once, in `Task._conclude`: `call.end(status, result, exception)`
+sets how it ended on the Call. Subclasses (`CommTask`, `Trial.Task`) extend a
+Task through hooks that each take the Call alone:
 
 * `_function_for(call)`: what the executor runs for this call;
-* `_record(call, status, result, exception)`: the row for this outcome;
-* `_emit(call, status, result, exception)`: the events for this outcome.
+* `_row_status(call)`: the status of its row, the one decision a subclass
+  overrides (a Trial.Task makes its report there: `call.report`);
+* `_record(call)`: its row;
+* `_emit(call)`: its events.
 
-What a subclass keeps about a call between its hooks goes in `call.state`.
+What a subclass keeps about a call between its hooks has a named slot on the
+Call: `call.comm` (a CommTask's comm state), `call.report` (a trial's report).
 """
 
 from __future__ import annotations
@@ -24,26 +28,29 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypedDict, TypeVar
 
-from byop_nb._text import bounded_repr, cell_value, clipped
+from byop_nb._text import bounded_repr, cell_value
 from byop_nb.events import CountedAs, Event, EventManager, Subscriber
 from byop_nb.history import History
-from byop_nb.scheduling import _checks
-from byop_nb.scheduling._call import Call, Status
-from byop_nb.scheduling._checks import positive_int
-from byop_nb.scheduling._limits import MemoryLimit, TimeLimit, limit_hit, parse_limits
-from byop_nb.scheduling._shipping import attach_traceback, name_cells, traceback_text
-from byop_nb.scheduling._worker import make_limit_exceptions_picklable
+from byop_nb.scheduling.engine import _checks
+from byop_nb.scheduling.engine._call import Call, Status
+from byop_nb.scheduling.engine._checks import positive_int
+from byop_nb.scheduling.engine._failures import FailureSummary, FirstFailure, summarize
+from byop_nb.scheduling.engine._run import TaskBaseline, _Run
 from byop_nb.scheduling.scheduler import Scheduler
+from byop_nb.scheduling.workers._limits import MemoryLimit, TimeLimit, limit_hit, parse_limits
+from byop_nb.scheduling.workers._shipping import attach_traceback, name_cells, traceback_text
+from byop_nb.scheduling.workers._worker import make_limit_exceptions_picklable
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["Task", "TaskOptions", "TaskMap", "FailureSummary"]
+
+_NO_BASELINE = TaskBaseline({}, {}, 0)
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +156,8 @@ class Task(Generic[P, R]):
         {Status.EXCEPTION, Status.MEMORY_LIMIT, Status.CPU_TIME_LIMIT, Status.WALL_TIME_LIMIT}
     )
     """The statuses of this class's rows that count as failures. `CANCELLED` is neither."""
+    OTHER_OUTCOMES: ClassVar[Mapping[Status, str]] = {}
+    """Statuses of this class's rows that are neither successes nor failures, and what `outcome` calls them."""
 
     def __init__(
         self,
@@ -194,9 +203,10 @@ class Task(Generic[P, R]):
         self.on_call_limit_reached: Subscriber[...] = em.subscriber(self.CALL_LIMIT_REACHED)
         self.on_concurrent_limit_reached: Subscriber[...] = em.subscriber(self.CONCURRENT_LIMIT_REACHED)
         # The byop-era F_ events: callbacks of their own (with the future), counted as RETURNED / EXCEPTION.
-        self._future_events = EventManager(name=f"Task({name}) future events")
-        self.on_f_returned: Subscriber[[Future[Any], Any]] = self._future_events.subscriber(self.F_RETURNED)
-        self.on_f_exception: Subscriber[[Future[Any], BaseException]] = self._future_events.subscriber(self.F_EXCEPTION)
+        self.future_events = EventManager(name=f"Task({name}) future events")
+        """The manager of the byop-era `F_RETURNED` / `F_EXCEPTION` callbacks (`on_f_returned`, `on_f_exception`)."""
+        self.on_f_returned: Subscriber[[Future[Any], Any]] = self.future_events.subscriber(self.F_RETURNED)
+        self.on_f_exception: Subscriber[[Future[Any], BaseException]] = self.future_events.subscriber(self.F_EXCEPTION)
         # The guide's spellings.
         self.on_cpu_limit_reached = self.on_cpu_time_limit_reached
         self.on_walltime_limit_reached = self.on_wall_time_limit_reached
@@ -205,19 +215,18 @@ class Task(Generic[P, R]):
         self.n_refused = 0
         """Calls refused because the run was ending (after `stop()`, a timeout or a callback error): they never
         ran, and no event says so. A Dashboard counts them as cancelled, as an optimizer's study does."""
-        self._refused_in_run: tuple[float | None, int] = (None, 0)  # (the run's start, refusals in that run)
         self._n_running = 0
-        self._maps: list[TaskMap] = []  # the maps of the latest run
-        # Event counts, rows per status and rows when the latest run began: what that run did is the difference.
-        self._at_run_start: tuple[dict[Any, int], dict[str, int], int] = ({}, {}, 0)
         # The first failed row of a run: (its first row, rows scanned so far, the row or None).
-        self._first_failed_row: tuple[int, int, dict[str, Any] | None] = (0, 0, None)
+        self._first_failed_row: FirstFailure = (0, 0, None)
         self.history = History(name=name)
         # Whether the executor runs the function itself: the `_function_for` hook is not overridden
         # (decided once per task; calling the hook per call would cost as much as the rest of a check).
         self._runs_function = type(self)._function_for is Task._function_for
         self._arg_keys, self._varargs_key, self._arg_defaults = _argument_keys(function, self._ARGS_GIVEN_BY_TASK)
-        scheduler._register_task(self)
+        replaced = scheduler.tasks.get(name)  # a re-run cell: the new task takes over its F_ callbacks too
+        if isinstance(replaced, Task) and replaced is not self:
+            self.future_events.adopt(replaced.future_events)
+        scheduler.register_task(self)
 
     # -- calling -----------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Future[R] | None:
@@ -240,15 +249,14 @@ class Task(Generic[P, R]):
             self.event_manager.emit(self.CONCURRENT_LIMIT_REACHED, *args, **kwargs)
             return None
         scheduler = self.scheduler
-        if not scheduler._accepts(self.function):
+        if not scheduler.accepting(self.function):
             self.n_refused += 1
-            run, refused = self._refused_in_run
-            self._refused_in_run = (scheduler.started_at, refused + 1 if run == scheduler.started_at else 1)
+            scheduler.latest_run.refuse(self.name)  # type: ignore[union-attr]  # accepting: a run exists
             return None
         call = Call(self, self.n_called + 1, args, kwargs, _now())
         call.feed = feed
         function = self.function if self._runs_function else self._function_for(call)
-        future = call.future = scheduler._submit(function, self.limits, args, kwargs, call)
+        future = call.future = scheduler.submit_call(function, self.limits, args, kwargs, call)
         self.n_called += 1
         self._n_running += 1
         self.event_manager.emit(self.SUBMITTED, future)
@@ -295,11 +303,14 @@ class Task(Generic[P, R]):
             total = min(len(i) for i in inputs)  # type: ignore[arg-type]
         except TypeError:  # an iterator: its length is not known
             pass
-        feed = TaskMap(self, zip(*inputs, strict=False), in_flight, total, self.scheduler.started_at)
-        if not self.scheduler._accepts(self.function):
+        scheduler = self.scheduler
+        accepting = scheduler.accepting(self.function)  # raises when the scheduler is not running
+        run = scheduler.latest_run
+        feed = TaskMap(self, zip(*inputs, strict=False), in_flight, total, run)
+        if not accepting or run is None:
             feed._exhausted = True
             return feed
-        self._maps = [m for m in self._maps if m.run == self.scheduler.started_at] + [feed]
+        run.maps.setdefault(self.name, []).append(feed)
         feed._refill()
         return feed
 
@@ -311,6 +322,33 @@ class Task(Generic[P, R]):
     def n_running(self) -> int:
         """Calls submitted and not yet ended."""
         return self._n_running
+
+    # -- what the latest run did (read by the Dashboard, the HTML views, optimizers) --------
+    @property
+    def maps(self) -> list[TaskMap]:
+        """The [`TaskMap`][byop_nb.scheduling.task.TaskMap]s made by `task.map(...)` in the latest run
+        (the current one, while it runs), oldest first; `[]` before the first run."""
+        run = self.scheduler.latest_run
+        return list(run.maps.get(self.name, ())) if run is not None else []
+
+    @property
+    def run_baseline(self) -> TaskBaseline:
+        """What this task had counted when the latest run began (its event counts, rows per status and
+        rows): what that run did is the difference. All zero before the first run.
+
+        ```python
+        then = task.run_baseline
+        returned_in_this_run = task.counts.get(Task.RETURNED, 0) - then.counts.get(Task.RETURNED, 0)
+        ```
+        """
+        run = self.scheduler.latest_run
+        return run.baseline(self.name) if run is not None else _NO_BASELINE
+
+    @property
+    def refused_in_run(self) -> int:
+        """Calls of this task refused in the latest run because it was ending (see `n_refused`)."""
+        run = self.scheduler.latest_run
+        return run.refused.get(self.name, 0) if run is not None else 0
 
     @property
     def counts(self) -> dict[Event[Any], int]:
@@ -339,7 +377,10 @@ class Task(Generic[P, R]):
             return "failure"
         if status == _CANCELLED:
             return "cancelled"
-        accepted = sorted(str(s) for s in (*cls.SUCCESSES, *cls.FAILURES, _CANCELLED))
+        other = cls.OTHER_OUTCOMES.get(status)  # type: ignore[call-overload]
+        if other is not None:
+            return other
+        accepted = sorted(str(s) for s in (*cls.SUCCESSES, *cls.FAILURES, *cls.OTHER_OUTCOMES, _CANCELLED))
         raise ValueError(f"{str(status)!r} is not a status of {cls.__name__} rows; accepted: {accepted}")
 
     def failure_summary(self) -> FailureSummary:
@@ -363,107 +404,64 @@ class Task(Generic[P, R]):
         Task whose only failures are hits of its resource limits is left out
         (`only_limit_hits`). See also `Scheduler.failure_summaries()`.
         """
-        _, statuses_then, rows_then = self._at_run_start
-        statuses = self.history.status_counts
-        ran = {s: n - statuses_then.get(s, 0) for s, n in statuses.items() if s != _CANCELLED}
-        failures = {s: n for s, n in ran.items() if n > 0 and s in self.FAILURES}
-        first = self._first_failure(rows_then) if failures else None
-        in_a_row = self._failures_in_a_row(rows_then) if failures else 0
-        error = None
-        if first is not None:
-            kind, message = first.get("exception_type"), first.get("exception_message")
-            error = f"{kind}: {message}" if kind and message else kind or message or _without_exception(first)
-        return FailureSummary(
-            task=self.name,
-            noun=self._NOUN,
-            ended=sum(ran.values()),
-            failed=sum(failures.values()),
-            statuses=dict(sorted(failures.items(), key=lambda item: -item[1])),
-            first_error=error,
-            first_call=first.get("call") if first is not None else None,
-            first_trial=first.get("trial") if first is not None else None,
-            in_a_row=in_a_row,
-        )
+        summary, self._first_failed_row = summarize(self, self.run_baseline, self._first_failed_row)
+        return summary
 
-    def _failures_in_a_row(self, rows_then: int) -> int:
-        """Failed rows since the last row of the run that began at `rows_then` that did not fail (cancelled
-        rows skipped), counted back from the end in chunks: no copy of the run's rows."""
-        failing, history = self.FAILURES, self.history
-        in_a_row, end = 0, len(history)
-        while end > rows_then:
-            start = max(rows_then, end - 256)
-            for row in reversed(history._stored(start, end)):
-                status = row.get("status")
-                if status in failing:
-                    in_a_row += 1
-                elif status != _CANCELLED:
-                    return in_a_row
-            end = start
-        return in_a_row
-
-    def _first_failure(self, rows_then: int) -> dict[str, Any] | None:
-        """The first failed row of the run that began at row `rows_then`; rows are scanned once per run."""
-        since, scanned, found = self._first_failed_row
-        if since != rows_then:
-            scanned, found = rows_then, None
-        if found is None:
-            failing = self.FAILURES
-            end = len(self.history)
-            for row in self.history._stored(scanned, end):
-                if row.get("status") in failing:
-                    found = row
-                    break
-            scanned = end
-        self._first_failed_row = (rows_then, scanned, found)
-        return found
-
-    _NOUN = "calls"
+    NOUN: ClassVar[str] = "calls"
     """What the task's calls are called in its failure summary ("trials" for a Trial.Task)."""
 
-    # -- ending (called by the scheduler in its event loop) ---------------
-    def _end(self, call: Call, cancelled: bool, exception: BaseException | None, result: Any) -> None:
-        """The call ended (cancelled, raised `exception`, or returned `result`): decide its status,
-        record its row (to the journal too), then emit its events."""
-        status = self._conclude(call, cancelled, exception, result)
+    # -- ending: called by the Scheduler in its event loop ----------------------------------
+    # Like `Future.set_result`, these are public for the engine (the Scheduler knows a task through
+    # `byop_nb.scheduling.engine._call.TaskLike`), not for callbacks.
+    def cancelled_call(self, call: Call) -> None:
+        """Engine hook: `call` was cancelled unrun (a `wait=False` end); end it, record its row (to
+        the journal too), then emit its events. Not for callbacks."""
+        self.conclude_call(call, True, None, None)
         self.history.flush()
-        self._announce(call, status, result, exception)
+        self.announce_call(call)
 
-    def _conclude(self, call: Call, cancelled: bool, exception: BaseException | None, result: Any) -> Status:
-        """The first half of `_end`: decide the call's status and record its row; a journal gets it at
-        the history's next flush. The scheduler concludes a batch of calls, flushes, then announces."""
+    def conclude_call(self, call: Call, cancelled: bool, exception: BaseException | None, result: Any) -> Status:
+        """Engine hook, the first half of a call's end: end the call (`call.end`, the only place its
+        status is decided), then record its row; a journal gets it at the history's next flush.
+        Returns the row's status (`_row_status`). The scheduler concludes a batch of calls, flushes,
+        then announces. Not for callbacks."""
         if cancelled:
-            status = _CANCELLED
+            call.end(_CANCELLED)
         elif exception is None:
-            status = _RETURNED
+            call.end(_RETURNED, result)
         else:
             attach_traceback(exception)  # one place to find the worker's traceback text, whatever the executor
             name_cells(exception)  # in a notebook: "Cell In[5], line 7", as IPython names its cells
             limit = limit_hit(exception) if self.limits is not None else None
-            status = Status.of_limit(limit) if limit else _EXCEPTION
+            call.end(Status.of_limit(limit) if limit else _EXCEPTION, None, exception)
         try:
-            self._record(call, status, result, exception)
+            row_status = self._row_status(call)
+            self._record(call)
         except Exception as e:  # recording never ends a run, nor loses the call's row
-            self._record_failed(call, status, e)
-        return status
+            row_status = call.status  # type: ignore[assignment]  # ended just above
+            self._record_failed(call, e)
+        return row_status
 
-    def _row_status(self, call: Call, status: Status) -> Status:
-        """Hook: the `status` of the row recorded for `call`, which ended with the call's `status`."""
-        return status
+    def _row_status(self, call: Call) -> Status:
+        """Hook, the one decision a subclass overrides: the `status` of the row recorded for the ended
+        `call` (a plain Task's is the call's own; a Trial.Task's is its report's, which it makes here)."""
+        return call.status  # type: ignore[return-value]  # called once the call ended
 
-    def _announce(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
-        """The second half of `_end`: emit the call's events; then a `task.map` feeding it goes on.
+    def announce_call(self, call: Call) -> None:
+        """Engine hook, the second half of a call's end: emit its events; then a `task.map` feeding
+        it goes on. Not for callbacks.
 
         The call stops counting as running here, as its events begin: a callback of an earlier
         call of the batch still sees it running, as it would have without the batching.
         """
         self._n_running -= 1
         try:
-            self._emit(call, status, result, exception)
+            self._emit(call)
         finally:
             if call.feed is not None:
                 call.feed._ended()
 
-    def _record_failed(self, call: Call, status: Status, error: Exception) -> None:
+    def _record_failed(self, call: Call, error: Exception) -> None:
         """`_record` raised: record a row that names the failure instead, and warn once."""
         message = (
             f"the row of call {call.number} of task {self.name!r} could not be recorded "
@@ -475,7 +473,7 @@ class Task(Generic[P, R]):
                 {
                     "task": self.name,
                     "call": call.number,
-                    "status": status._value_,
+                    "status": call.status._value_ if call.status is not None else None,
                     "exception_type": "RecordingError",
                     "exception_message": message,
                     "submitted": call.submitted,
@@ -485,16 +483,16 @@ class Task(Generic[P, R]):
         except Exception:
             logger.exception("byop_nb: %s", message)
 
-    def _record(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
-        """Hook: record the row for this outcome of `call`."""
-        args, kwargs = call.args, call.kwargs
+    def _record(self, call: Call) -> None:
+        """Hook: record the row of the ended `call`."""
+        args, kwargs, exception = call.args, call.kwargs, call.exception
         self.history.record_call(
             self.name,
             call.number,
             args,
             kwargs,
-            status._value_,
-            result,
+            call.status._value_,  # type: ignore[union-attr]  # called once the call ended
+            call.result,
             exception,
             None if exception is None else traceback_text(exception),
             call.submitted,
@@ -520,22 +518,22 @@ class Task(Generic[P, R]):
                 cells[key] = default
         return cells
 
-    def _emit(self, call: Call, status: Status, result: Any, exception: BaseException | None) -> None:
-        """Hook: emit the events for this outcome of `call`."""
+    def _emit(self, call: Call) -> None:
+        """Hook: emit the events of the ended `call`."""
         em = self.event_manager
-        future = call.future
+        future, status, exception = call.future, call.status, call.exception
         if status is _RETURNED:
             em.emit(self.DONE, future)
-            if self._future_events._handlers:  # byop-era callbacks: only when there are some
-                self._future_events.emit(self.F_RETURNED, future, result)
-            em.emit(self.RETURNED, result)
+            if self.future_events.callbacks(self.F_RETURNED):  # byop-era callbacks: only when there are some
+                self.future_events.emit(self.F_RETURNED, future, call.result)
+            em.emit(self.RETURNED, call.result)
             return
         if status is _CANCELLED:
             em.emit(self.CANCELLED, future)
             return
         em.emit(self.DONE, future)
-        if self._future_events._handlers:
-            self._future_events.emit(self.F_EXCEPTION, future, exception)
+        if self.future_events.callbacks(self.F_EXCEPTION):
+            self.future_events.emit(self.F_EXCEPTION, future, exception)
         em.emit(self.EXCEPTION, exception)
         if status is _MEMORY_LIMIT:
             em.emit(self.MEMORY_LIMIT_REACHED, future, exception)
@@ -561,90 +559,6 @@ class Task(Generic[P, R]):
         return _html.task_html(self)
 
 
-_VERBS = {
-    Status.EXCEPTION: "raised",
-    Status.MEMORY_LIMIT: "hit their memory limit",
-    Status.CPU_TIME_LIMIT: "hit their CPU-time limit",
-    Status.WALL_TIME_LIMIT: "hit their wall-time limit",
-    Status.FAIL: "failed",
-    Status.CRASHED: "crashed",
-}
-
-
-@dataclass(frozen=True)
-class FailureSummary:
-    """What failed among a task's calls in one run: [`task.failure_summary()`][byop_nb.scheduling.Task.failure_summary].
-
-    True when a call failed (`if task.failure_summary(): ...`); `line` (also
-    `str(summary)`) says it in one sentence, e.g.
-    `6 of 6 trials of 'evaluate' crashed; first: KeyError: 'learning_rate' (trial trial-0, call 1)`.
-
-    Attributes:
-        task: the task's name.
-        noun: "calls", or "trials" for a Trial.Task.
-        ended: calls of the run that ended, failed or not (cancelled ones left out).
-        failed: of those, the ones whose status is one of the task's `FAILURES`
-            (an exception, a resource-limit hit; a trial's fail or crash).
-        statuses: failed calls per status, most frequent first, e.g. `{"crashed": 6}`.
-        first_error: the first failed call's error, "Type: message" (its
-            message whole, as bounded in the history), or None when none failed.
-        first_call: that call's number (the `call` column), or None.
-        first_trial: that call's trial name for a Trial.Task, else None.
-        in_a_row: failed calls since the last call that did not fail (what
-            `run(end_after_failures=N)` compares with N).
-    """
-
-    task: str
-    noun: str
-    ended: int
-    failed: int
-    statuses: dict[str, int] = field(default_factory=dict)
-    first_error: str | None = None
-    first_call: int | None = None
-    first_trial: str | None = None
-    in_a_row: int = 0
-
-    def __bool__(self) -> bool:
-        return self.failed > 0
-
-    @property
-    def only_limit_hits(self) -> bool:
-        """Whether every failure is a plain Task's resource-limit hit (`memory_limit`, `cpu_time_limit`,
-        `wall_time_limit`): the limits were set, so the run's end does not call them out. A Trial.Task's
-        limit hits are crashes, and are."""
-        return bool(self.statuses) and all(_LIMIT_STATUSES.get(status, False) for status in self.statuses)
-
-    @property
-    def line(self) -> str:
-        """One sentence: how many failed, how, and the first error; "" when none failed."""
-        if not self.failed:
-            return ""
-        if len(self.statuses) == 1:
-            verb = _VERBS.get(next(iter(self.statuses)), "failed")  # type: ignore[call-overload]
-        else:
-            verb = "failed (" + ", ".join(f"{n} {status}" for status, n in self.statuses.items()) + ")"
-        where = f"call {self.first_call}" if self.first_call is not None else ""
-        if self.first_trial is not None:
-            where = f"trial {self.first_trial}, {where}" if where else f"trial {self.first_trial}"
-        first = clipped(self.first_error or "", _FIRST_ERROR_WIDTH)
-        return f"{self.failed} of {self.ended} {self.noun} of {self.task!r} {verb}; first: {first}" + (
-            f" ({where})" if where else ""
-        )
-
-    def __str__(self) -> str:
-        return self.line
-
-
-def _without_exception(row: dict[str, Any]) -> str:
-    """What a failed row without an exception says (a trial's fail report): its status and results."""
-    results = ", ".join(f"{key[7:]}={bounded_repr(value, 60)}" for key, value in row.items() if key[:7] == "result.")
-    return f"{row.get('status')} ({results})" if results else str(row.get("status"))
-
-
-_LIMIT_STATUSES = {status.value: status.limit is not None for status in Status}
-_FIRST_ERROR_WIDTH = 500  # characters of the first error in a summary's line (the row keeps it whole)
-
-
 class TaskMap:
     """The calls a [`task.map(...)`][byop_nb.scheduling.Task.map] feeds to its task, and how far along they are.
 
@@ -662,14 +576,14 @@ class TaskMap:
         inputs: Iterator[tuple[Any, ...]],
         in_flight: int,
         total: int | None,
-        run: float | None,
+        run: _Run | None,
     ) -> None:
         self.task = task
         self.total = total
         self.in_flight = in_flight
         self.submitted = 0
         self.ended = 0
-        self.run = run  # when the run it belongs to started
+        self.run = run  # the run it belongs to
         self._inputs = inputs
         self._exhausted = False
 

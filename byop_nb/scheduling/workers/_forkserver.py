@@ -5,7 +5,7 @@ interpreter: it imports the parent's `__main__` script again, as
 `__mp_main__`, so a script without `if __name__ == "__main__":` would run its
 whole experiment a second time in every memory-limited call. The call needs
 none of it (it travels by value, see `worker._Shipped`), so the preparation data
-that [`CONTEXT`][byop_nb.scheduling._forkserver.CONTEXT] sends leaves the main
+that [`CONTEXT`][byop_nb.scheduling.workers._forkserver.CONTEXT] sends leaves the main
 module out. Everything else is multiprocessing's forkserver.
 
 Imported only where the forkserver start method exists (not on Windows), lazily.

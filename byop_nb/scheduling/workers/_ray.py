@@ -14,7 +14,7 @@ Where things happen:
 * a task's exception reaches the Future as the function raised it (Ray's
   `RayTaskError` wrapper is taken off, `_unwrapped`), with the worker's traceback
   text as `remote_traceback`;
-* a Ray started by byop_nb (`Scheduler.with_ray`) is a [`RaySession`][byop_nb.scheduling._ray.RaySession],
+* a Ray started by byop_nb (`Scheduler.with_ray`) is a [`RaySession`][byop_nb.scheduling.workers._ray.RaySession],
   stopped by the executor's `shutdown` and started again by `fresh()` for the next run.
 
 Limited calls (memory, CPU or wall-time limits) run in the Ray worker exactly as in
@@ -37,7 +37,7 @@ from concurrent.futures import Executor as _Executor
 from types import FunctionType
 from typing import Any
 
-from byop_nb.scheduling import _shipping
+from byop_nb.scheduling.workers import _shipping
 
 __all__ = ["RayExecutor", "RaySession", "import_ray", "start_ray", "CONNECT_TIMEOUT"]
 
@@ -365,10 +365,10 @@ class RayExecutor(_Executor):
         Raises:
             OSError: no address of this machine is on the route to the Ray head.
         """
-        from byop_nb.scheduling._comm_hub import _local_addresses, tcp_host_for
+        from byop_nb.scheduling.workers._network import local_addresses, tcp_host_for
 
         ray = import_ray()
-        local = _local_addresses() | {"127.0.0.1", "::1"}
+        local = local_addresses() | {"127.0.0.1", "::1"}
         nodes = [node for node in ray.nodes() if node.get("Alive")]
         if all(str(node.get("NodeManagerAddress", "")) in local for node in nodes):
             return None

@@ -3,7 +3,7 @@
 `Scheduler.run()` nests its run into a running loop with nest-asyncio2 (applied
 to that loop only, at that moment, never at import); `Scheduler.start()` runs
 it in the background of that loop and returns a
-[`RunHandle`][byop_nb.scheduling.RunHandle].
+[`RunHandle`][byop_nb.scheduling.RunHandle] (in `_run`).
 """
 
 from __future__ import annotations
@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
-from byop_nb.scheduling import _doorbell as _doorbell
+from byop_nb.scheduling.engine import _doorbell
 
-if TYPE_CHECKING:
-    from byop_nb.scheduling.scheduler import ExitCode, Scheduler
+# This module sits below `_run` (which holds ExitCode): a run's result is typed `R` here.
+R = TypeVar("R")
 
 __all__ = [
-    "RunHandle",
     "running_loop",
     "run_nested",
     "log_background_error",
@@ -33,64 +32,17 @@ __all__ = [
 logger = logging.getLogger("byop_nb.scheduling.scheduler")
 
 
-class RunHandle:
-    """The background run started by [`Scheduler.start`][byop_nb.scheduling.Scheduler.start].
-
-    Awaitable (`await handle` gives the ExitCode); `done()` tells whether the
-    run ended; `result()` gives its ExitCode or raises the error that ended it.
-    """
-
-    def __init__(self, task: asyncio.Task[ExitCode], scheduler: Scheduler) -> None:
-        self._task = task
-        self.scheduler = scheduler
-
-    def done(self) -> bool:
-        """Whether the run has ended."""
-        return self._task.done()
-
-    def result(self) -> ExitCode:
-        """The run's ExitCode; raises the callback error that ended it.
-
-        Raises:
-            RuntimeError: the run has not ended yet (use `await handle`, or `scheduler.stop()`).
-        """
-        __tracebackhide__ = True  # IPython and pytest leave this frame out
-        if not self._task.done():
-            raise RuntimeError("the run is still going; `await` the handle in a cell, or call scheduler.stop() first")
-        try:
-            return self._task.result()
-        except Exception as error:  # from a callback: show the user's frames, as run() does
-            raise trim_traceback(error)
-
-    def __await__(self) -> Generator[Any, None, ExitCode]:
-        __tracebackhide__ = True
-        try:
-            return (yield from self._task.__await__())
-        except Exception as error:  # from a callback: show the user's frames, as run() does
-            raise trim_traceback(error)
-        except asyncio.CancelledError as cancelled:  # Kernel -> Interrupt: the user's line, not the loop's
-            raise interrupted(cancelled, self.scheduler) from None
-
-    def __repr__(self) -> str:
-        if not self._task.done():
-            return "RunHandle(running)"
-        if self._task.cancelled():
-            return "RunHandle(cancelled)"
-        error = self._task.exception()
-        return f"RunHandle(error={error!r})" if error else f"RunHandle({self._task.result()})"
-
-
-def interrupted(error: BaseException, scheduler: Scheduler) -> BaseException:
+def interrupted(error: BaseException, exit_code: object) -> BaseException:
     """`error` (a KeyboardInterrupt, or the CancelledError of an interrupted `await`) as the user sees it:
     without the event loop's and byop_nb's frames, and with a note on what became of the run (once)."""
     error.__traceback__ = None
     note = "byop_nb: the run was interrupted; its running calls were cancelled and its workers ended"
     if not any(n.startswith(note) for n in getattr(error, "__notes__", ())):
-        error.add_note(f"{note} (scheduler.exit_code is {scheduler.exit_code})")
+        error.add_note(f"{note} (scheduler.exit_code is {exit_code})")
     return error
 
 
-def log_background_error(task: asyncio.Task[ExitCode]) -> None:
+def log_background_error(task: asyncio.Task[Any]) -> None:
     """Nobody may be awaiting a background run: make its error visible anyway."""
     if not task.cancelled() and task.exception() is not None:
         logger.error("the background run ended with an error", exc_info=task.exception())
@@ -103,7 +55,7 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def run_nested(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, ExitCode]) -> ExitCode:
+def run_nested(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, R]) -> R:
     """Run `coroutine` to completion inside the already running `loop` (a Jupyter cell)."""
     import nest_asyncio2
 

@@ -1,6 +1,6 @@
 """What runs inside the worker: the user's function, its limits, and its traceback.
 
-Every submission goes through [`call`][byop_nb.scheduling._worker.call] so that,
+Every submission goes through [`call`][byop_nb.scheduling.workers._worker.call] so that,
 whatever the executor,
 
 * a function pickled by value (defined in `__main__` / a notebook cell) is loaded once per worker,
@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from byop_nb.scheduling._processes import kill_family, kill_session
-from byop_nb.scheduling._shipping import attach_traceback, load, sendable, sendable_exception
+from byop_nb.scheduling.workers._processes import kill_family, kill_session
+from byop_nb.scheduling.workers._shipping import attach_traceback, load, sendable, sendable_exception
 
 __all__ = ["Limits", "call", "call_and_ship"]
 
@@ -191,8 +191,8 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
         # whole address space, which a fork of a big process would have spent already. The
         # call travels by value (see _Shipped), so functions from __main__ or a notebook cell
         # work too; nor does the child import the main script again.
-        from byop_nb.scheduling import _warm
-        from byop_nb.scheduling._forkserver import CONTEXT
+        from byop_nb.scheduling.workers import _warm
+        from byop_nb.scheduling.workers._forkserver import CONTEXT
 
         _warm.preload(fn)
         try:
@@ -214,7 +214,7 @@ def _run_on_warm_server(
 ) -> Any:
     import pynisher
 
-    from byop_nb.scheduling import _warm
+    from byop_nb.scheduling.workers import _warm
 
     server = _warm.server_pid()
     # The child's parent is the server, which ends when this process does (its alive pipe).
@@ -487,7 +487,7 @@ def release_forkserver() -> None:
     process (thread pools) leave no process behind. Worker processes need not:
     their server exits with them.
     """
-    from byop_nb.scheduling import _warm
+    from byop_nb.scheduling.workers import _warm
 
     _retire(None, wait=1.0)
     _warm.release()

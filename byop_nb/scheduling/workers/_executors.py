@@ -1,10 +1,10 @@
 """Executors: the sequential one, and the keeping of the scheduler's executor.
 
-An [`ExecutorKeeper`][byop_nb.scheduling._executors.ExecutorKeeper] owns the
+An [`ExecutorKeeper`][byop_nb.scheduling.workers._executors.ExecutorKeeper] owns the
 executor a Scheduler runs on: it submits to it (shipping functions by value
 where they need it), watches a process pool's workers so that a death can be
 explained, replaces a broken or shut-down executor with a fresh one of the same
-settings ([`fresh_like`][byop_nb.scheduling._executors.fresh_like]), kills the
+settings ([`fresh_like`][byop_nb.scheduling.workers._executors.fresh_like]), kills the
 workers of a `wait=False` stop, and shuts it down when a run ends (CPython's
 `_ExecutorManagerThread` is the model: one object manages the pool's side).
 
@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from byop_nb import _compat
-from byop_nb.scheduling import _pool_tuning, _processes, _ray, _shipping
-from byop_nb.scheduling import _worker as _worker
+from byop_nb.scheduling.workers import _pool_tuning, _processes, _ray, _shipping, _worker
 
 __all__ = ["SequentialExecutor", "ExecutorKeeper", "fresh_like", "shut_down", "is_shut_down", "worker_processes"]
 
@@ -169,7 +168,7 @@ def _skip_main(executor: ProcessPoolExecutor) -> bool:
     """Have a spawn or forkserver pool's workers skip the main script, where it can be done (see `_mainless`)."""
     if sys.platform == "win32":
         return _start_method(executor) == "fork"
-    from byop_nb.scheduling import _mainless
+    from byop_nb.scheduling.workers import _mainless
 
     return _mainless.adopt(executor)
 

@@ -17,7 +17,7 @@ to the stdlib's own path wherever its reasoning does not hold:
   workers' pipe by the manager thread itself when that write cannot block,
   instead of waking the feeder thread to do it.
 
-[`tune`][byop_nb.scheduling._pool_tuning.tune] applies both on POSIX systems
+[`tune`][byop_nb.scheduling.workers._pool_tuning.tune] applies both on POSIX systems
 (the direct write on Linux); a pool whose insides are not the ones these were
 written against (another Python version, a subclass) is left as it is.
 """

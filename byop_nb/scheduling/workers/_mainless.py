@@ -9,7 +9,7 @@ need none of it: functions and values defined in `__main__` travel by value
 (see `_shipping`). So a process pool that a Scheduler takes, while it has not
 started a worker yet, gets a context of the same start method whose children
 leave the main module out of their preparation data
-([`adopt`][byop_nb.scheduling._mainless.adopt]); forkserver pools fork from a
+([`adopt`][byop_nb.scheduling.workers._mainless.adopt]); forkserver pools fork from a
 server of their own that preloads byop_nb's worker side, not `__main__`.
 
 The experiment then runs once, in the main process, under every start method.
@@ -26,12 +26,12 @@ from multiprocessing import context, forkserver, popen_spawn_posix, reduction, r
 from typing import Any
 
 from byop_nb import _compat
-from byop_nb.scheduling._forkserver import _Popen as _ForkServerPopen
-from byop_nb.scheduling._forkserver import _preparation_data, launch_server
+from byop_nb.scheduling.workers._forkserver import _Popen as _ForkServerPopen
+from byop_nb.scheduling.workers._forkserver import _preparation_data, launch_server
 
 __all__ = ["adopt", "SPAWN", "FORKSERVER", "POOL_SERVER_PRELOAD"]
 
-POOL_SERVER_PRELOAD = ["byop_nb.scheduling._worker", "concurrent.futures.process"]
+POOL_SERVER_PRELOAD = ["byop_nb.scheduling.workers._worker", "concurrent.futures.process"]
 """What the pools' forkserver imports before it forks workers (not `__main__`)."""
 
 

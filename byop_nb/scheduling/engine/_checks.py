@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypedDict
 
 __all__ = [
     "no_such_attribute",
@@ -11,6 +11,7 @@ __all__ = [
     "check_run_options",
     "exception_policy",
     "byop_era_on_exception",
+    "ByopEraRunOptions",
     "OnException",
     "Policy",
 ]
@@ -49,6 +50,13 @@ def check_run_options(
     for option, value in (("end_on_empty", end_on_empty), ("wait", wait)):
         if not isinstance(value, bool):
             raise TypeError(f"{option}= must be True or False, got {value!r}")
+
+
+class ByopEraRunOptions(TypedDict, total=False):
+    """The byop-era run options, accepted by `run()`, `start()` and `async_run()` as aliases of `on_exception`."""
+
+    end_on_exception: bool | None
+    raises: bool | None
 
 
 def byop_era_on_exception(on_exception: OnException, end_on_exception: bool | None, raises: bool | None) -> OnException:

@@ -3,7 +3,7 @@
 Futures finish in executor threads; the events of a call are emitted in the
 scheduler's loop. This hand-over is the hot path of dispatch. The executor's
 thread (a process pool's management thread) appends the finished future to a
-queue and *rings* a [`Doorbell`][byop_nb.scheduling._doorbell.Doorbell] the loop
+queue and *rings* a [`Doorbell`][byop_nb.scheduling.engine._doorbell.Doorbell] the loop
 watches: one `write`, only when no ring is already on its way, and no Python
 objects made in that thread (`call_soon_threadsafe` makes a Handle and copies a
 context there, which held the GIL the pool's threads wait for). The loop then
@@ -27,10 +27,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from byop_nb.scheduling import _doorbell as _doorbell
-from byop_nb.scheduling._output import RunOutput
+from byop_nb.scheduling.engine import _doorbell
+from byop_nb.scheduling.engine._output import RunOutput
 
-__all__ = ["Handoff"]
+__all__ = ["Handoff", "outcome"]
 
 logger = logging.getLogger(__name__)
 
@@ -185,3 +185,18 @@ class Handoff:
             self._deferred = True
             return True
         return False
+
+
+def outcome(future: Future[Any]) -> tuple[bool, BaseException | None, Any]:
+    """`(cancelled, exception, result)` of a done future, asked through its methods.
+
+    The standard library's Future guards each of `cancelled()`, `exception()`
+    and `result()` with its lock (about a microsecond each); once such a future
+    has FINISHED its fields no longer change, so `_process_future` reads them
+    directly (inline: it runs once per call: `Scheduler._process_future`) and asks here only for the rest:
+    cancelled futures, and futures of other classes.
+    """
+    if future.cancelled():
+        return True, None, None
+    exception = future.exception()
+    return False, exception, None if exception is not None else future.result()

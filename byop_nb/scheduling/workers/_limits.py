@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from byop_nb.scheduling._worker import Limits
+from byop_nb.scheduling.workers._worker import Limits
 
 __all__ = ["parse_limits", "limit_hit", "MEMORY_UNITS", "TIME_UNITS"]
 

@@ -7,11 +7,11 @@ thread pool), a fresh single-threaded interpreter that has already imported what
 calls need. So a limited call costs a fork of a warm process, not an import: a
 function that imports scikit-learn in its body finds it imported.
 
-What the server imports ([`preload`][byop_nb.scheduling._warm.preload]):
+What the server imports ([`preload`][byop_nb.scheduling.workers._warm.preload]):
 
 * byop_nb's worker side, pynisher, cloudpickle (every limited call needs them);
 * what the function needs, read off it before its first call
-  ([`modules_for`][byop_nb.scheduling._warm.modules_for]): its own module, the
+  ([`modules_for`][byop_nb.scheduling.workers._warm.modules_for]): its own module, the
   modules its code imports (`import x` and `from x import y` anywhere in its body
   and nested functions), and the modules of the globals it names;
 * what calls turned out to import (`learn`): each child reports the modules it
@@ -21,7 +21,7 @@ What the server imports ([`preload`][byop_nb.scheduling._warm.preload]):
   code imports what the server lacks makes it start again too, once, when idle.)
 
 The server gets its list (and the starting process's `sys.path`) through an environment variable read by
-[`warm_up`][byop_nb.scheduling._warm.warm_up], its one preloaded module of ours,
+[`warm_up`][byop_nb.scheduling.workers._warm.warm_up], its one preloaded module of ours,
 which imports each name and tolerates any failure (multiprocessing's own preload
 would die on an import that raises anything but ImportError). It then freezes the
 garbage collector's view of what it imported (`gc.freeze`), so that children do not
@@ -52,7 +52,7 @@ __all__ = ["modules_for", "preload", "finished", "learn", "server_pid", "server_
 ENVIRONMENT = "BYOP_NB_WARM_IMPORTS"
 """The variable that carries the server's import list from the process starting it to `warm_up`."""
 
-BASE = ("byop_nb.scheduling._worker", "pynisher", "cloudpickle", "ctypes")
+BASE = ("byop_nb.scheduling.workers._worker", "pynisher", "cloudpickle", "ctypes")
 """What every limited call needs, imported by every warm server."""
 
 RESTART_AT = 10
@@ -175,7 +175,7 @@ def preload(function: Callable[..., Any]) -> None:
     running on the old one) and counts the call as running until `finished()`.
     """
     global _loaded, _stale, _restarts, _in_flight, _owner
-    from byop_nb.scheduling._forkserver import start_server
+    from byop_nb.scheduling.workers._forkserver import start_server
 
     needed = modules_for(function)
     with _lock:
@@ -191,7 +191,7 @@ def preload(function: Callable[..., Any]) -> None:
             wanted = {"parent": os.getpid(), "sys_path": sys.path, "modules": [*BASE, *names]}
             os.environ[ENVIRONMENT] = json.dumps(wanted)
             try:
-                start_server(["byop_nb.scheduling._warm"])
+                start_server(["byop_nb.scheduling.workers._warm"])
             finally:
                 os.environ.pop(ENVIRONMENT, None)
             _loaded = frozenset(names)
@@ -209,7 +209,7 @@ def _wait_until_serving() -> None:
     limited call of a worker would spend its limit on the server's warm-up. One no-op
     child, started and waited for, is the proof.
     """
-    from byop_nb.scheduling._forkserver import CONTEXT
+    from byop_nb.scheduling.workers._forkserver import CONTEXT
 
     child = CONTEXT.Process(target=_serving, name="byop_nb-warm-server-ready")
     child.start()
@@ -369,5 +369,5 @@ def warm_up() -> None:
     gc.freeze()
 
 
-if os.environ.get(ENVIRONMENT) is not None and __name__ == "byop_nb.scheduling._warm":
+if os.environ.get(ENVIRONMENT) is not None and __name__ == "byop_nb.scheduling.workers._warm":
     warm_up()

@@ -20,10 +20,9 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from byop_nb.scheduling._shipping import attach_traceback, dumps, load, payload, sendable, sendable_exception
-from byop_nb.scheduling._wire import (
+from byop_nb.scheduling.comm._wire import (
     ANSWER,
     CHUNK,
     CLOSE,
@@ -36,11 +35,10 @@ from byop_nb.scheduling._wire import (
     CommError,
     frames,
     hello_mac,
+    knock,
     readable,
 )
-
-if TYPE_CHECKING:
-    from byop_nb.scheduling.comms import Msg
+from byop_nb.scheduling.workers._shipping import attach_traceback, dumps, load, payload, sendable, sendable_exception
 
 __all__ = ["Comm"]
 
@@ -78,7 +76,7 @@ class Comm:
     """
 
     Error = CommError
-    Msg: ClassVar[type[Msg]]  # set by byop_nb.scheduling.comms, the main side's module
+    Msg: ClassVar[type]  # the main side's Msg class, set by byop_nb.scheduling.comms (not imported here)
 
     __slots__ = (
         "_buffer",
@@ -98,7 +96,15 @@ class Comm:
         "_via_tcp",
     )
 
-    def __init__(self, path: str | None, tcp: tuple[str, int] | None, token: bytes, call_id: int, host: str) -> None:
+    def __init__(
+        self,
+        path: str | None,
+        tcp: tuple[str, int] | None,
+        token: bytes,
+        call_id: int,
+        host: str,
+        unusable: str | None = None,
+    ) -> None:
         self._path = path  # the hub's Unix socket, on the machine `host`
         self._tcp = tcp  # the hub's TCP address, when it listens on one
         self._token = token
@@ -108,7 +114,7 @@ class Comm:
         self._via_tcp = False
         self._pid = 0
         self._closed = False
-        self._gone: str | None = None  # why the scheduler's end went away, once we know
+        self._gone: str | None = unusable  # why the scheduler's end went away, once we know (or why it never came)
         self._buffer = bytearray()
         self._next_request = 0
         self._checked_at = 0.0
@@ -116,7 +122,11 @@ class Comm:
         self._recv_lock = threading.Lock()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Comm, (self._path, self._tcp, self._token, self._call_id, self._host))
+        return (Comm, (self._path, self._tcp, self._token, self._call_id, self._host, self._unusable()))
+
+    def _unusable(self) -> str | None:
+        """Why this Comm can never connect (it was made with no hub), else None."""
+        return self._gone if self._path is None and self._tcp is None else None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "connected" if self._sock is not None else "open"
@@ -262,6 +272,7 @@ class Comm:
         error: OSError | None = None
         here = socket.gethostname()
         if self._path is not None and here == self._host:
+            knock(self._path, self._call_id)  # first: the call's end then looks for this connection
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.connect(self._path)
@@ -413,28 +424,44 @@ def _wait_time(block: bool | float) -> float | None:
 
 
 class _CommCall:
-    """What a CommTask submits: calls the user's function with the call's Comm first, then closes it.
+    """What a CommTask submits: calls the user's function with the call's Comm, then closes it.
+
+    The Comm goes first among the arguments (a CommTask's `function(comm, *args)`), or, with
+    `into_trial`, onto the first argument, a Trial, as `trial.comm` (a Trial.Task's
+    `function(trial, *args)`), for the time the function runs.
 
     One object per call, so it is unhashable: it must stay out of the scheduler's
     per-function payload cache. It pickles the user's function by value when it
     lives in `__main__` (or a notebook), like the scheduler does for plain tasks.
     """
 
-    __slots__ = ("comm", "function", "unpickled")
+    __slots__ = ("comm", "function", "into_trial", "unpickled")
     __hash__ = None  # type: ignore[assignment]
 
-    def __init__(self, function: Callable[..., Any] | bytes, comm: Comm, unpickled: bool = False) -> None:
+    def __init__(
+        self, function: Callable[..., Any] | bytes, comm: Comm, unpickled: bool = False, into_trial: bool = False
+    ) -> None:
         self.function = function
         self.comm = comm
-        self.unpickled = unpickled  # it came through pickle: what it returns goes back through pickle
+        self.unpickled = unpickled  # its function came by value: what it returns goes back by value
+        self.into_trial = into_trial
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_CommCall, (payload(self.function), self.comm, True))
+        # As the scheduler ships a plain task: a function importable in the worker goes by reference,
+        # and then its result and exception travel back as the stdlib pool sends them (no second
+        # pickling); a function shipped by value sends them back by value where it must.
+        shipped = payload(self.function)
+        return (_CommCall, (shipped, self.comm, shipped is not self.function, self.into_trial))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         comm = self.comm
+        trial = args[0] if self.into_trial else None
         try:
-            result = load(self.function)(comm, *args, **kwargs)
+            if trial is not None:
+                trial.comm = comm
+                result = load(self.function)(*args, **kwargs)
+            else:
+                result = load(self.function)(comm, *args, **kwargs)
         except BaseException as e:
             if not self.unpickled:
                 raise
@@ -445,6 +472,8 @@ class _CommCall:
             raise sent from None
         finally:
             comm._detach()
+            if trial is not None:
+                trial.comm = None  # the trial's report travels back without it
         return sendable(result) if self.unpickled else result
 
 

@@ -3,20 +3,20 @@
 A function defined in `__main__` or a notebook cell (or a lambda, or a local
 function) cannot be pickled by reference: a worker process cannot import it.
 Such functions travel by value, as cloudpickle bytes made once per function in
-the main process ([`payload`][byop_nb.scheduling._shipping.payload]) and
-unpickled once per worker process ([`load`][byop_nb.scheduling._shipping.load]).
+the main process ([`payload`][byop_nb.scheduling.workers._shipping.payload]) and
+unpickled once per worker process ([`load`][byop_nb.scheduling.workers._shipping.load]).
 Importable functions travel as they are.
 
 An exception raised in a worker carries the worker's traceback as text in its
-`remote_traceback` attribute ([`attach_traceback`][byop_nb.scheduling._shipping.attach_traceback]),
-which survives pickling back; [`traceback_text`][byop_nb.scheduling._shipping.traceback_text]
+`remote_traceback` attribute ([`attach_traceback`][byop_nb.scheduling.workers._shipping.attach_traceback]),
+which survives pickling back; [`traceback_text`][byop_nb.scheduling.workers._shipping.traceback_text]
 reads it on the main side, whatever executor the exception came through.
 
 Values travel the same way when they need to, and only then
-([`arguments`][byop_nb.scheduling._shipping.arguments] going out,
-[`sendable`][byop_nb.scheduling._shipping.sendable] and
-[`sendable_exception`][byop_nb.scheduling._shipping.sendable_exception] coming
-back, [`dumps`][byop_nb.scheduling._shipping.dumps] for Comm messages): an
+([`arguments`][byop_nb.scheduling.workers._shipping.arguments] going out,
+[`sendable`][byop_nb.scheduling.workers._shipping.sendable] and
+[`sendable_exception`][byop_nb.scheduling.workers._shipping.sendable_exception] coming
+back, [`dumps`][byop_nb.scheduling.workers._shipping.dumps] for Comm messages): an
 instance of a class defined in `__main__` or a notebook cell cannot be found by
 reference in a worker (spawn, forkserver, `python -c`, a notebook), and a class
 that itself travelled by value cannot be found by reference on the way back
@@ -35,6 +35,8 @@ from collections.abc import Callable
 from itertools import islice
 from types import FunctionType, MethodType
 from typing import Any, ClassVar
+
+from byop_nb import _jupyter
 
 __all__ = [
     "needs_by_value",
@@ -149,15 +151,10 @@ def cells_named(text: str) -> str:
     """`text` (a worker's traceback) with the frames of notebook cells named as IPython names them
     (`File "/tmp/ipykernel_1/123.py", line 7` -> `Cell In[5], line 7`); `text` itself outside IPython.
 
-    Looks IPython up in `sys.modules` only: nothing is imported here.
+    Asks `byop_nb._jupyter` for IPython's naming: nothing is imported here.
     """
-    import sys
-
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    compiler = getattr(shell, "compile", None)
-    name_of = getattr(compiler, "format_code_name", None)
-    if name_of is None or 'File "' not in text:
+    name_of = _jupyter.cell_namer() if 'File "' in text else None
+    if name_of is None:
         return text
     global _CELL_FRAME
     import re

@@ -6,8 +6,12 @@ workers may run elsewhere, on TCP at one address of this machine
 (`tcp_host_for` picks it: the interface the workers already reach this machine
 on, never a wildcard). Each accepted connection is a non-blocking `_Conn` read
 by the scheduler's event loop (`loop.add_reader`); its hello is checked before
-anything it sends is unpickled, then its whole frames go to the task's
-`_on_frame`. `_CallComms` is what the main side keeps of one call.
+anything it sends is unpickled, then its whole frames go to the `on_frame`
+callback the hub was made with (its CommTask's). `_CallComms` is what the main
+side keeps of one call. The hub knows nothing of CommTask nor of Msg (which
+reads `call.ended` and `conn.closed` to know whether anybody still waits); it
+knows the `_Run` it serves: its loop, and
+`run.fail(error)` for a callback's error.
 """
 
 from __future__ import annotations
@@ -16,24 +20,30 @@ import contextlib
 import hmac
 import ipaddress
 import itertools
+import mmap
 import os
 import secrets
+import select
 import shutil
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from byop_nb.scheduling._wire import CHUNK, GOODBYE, HEADER, HELLO, SEND_FLAGS, hello_mac
+from byop_nb.scheduling.comm._wire import CHUNK, GOODBYE, HEADER, HELLO, KNOCK_FILE, KNOCKS, SEND_FLAGS, hello_mac
 
 if TYPE_CHECKING:
-    import asyncio
     from concurrent.futures import Future
 
-    from byop_nb.scheduling._call import Call
-    from byop_nb.scheduling.comms import CommTask, Msg
+    from byop_nb.scheduling.engine._call import Call
+    from byop_nb.scheduling.engine._output import RunOutput
+    from byop_nb.scheduling.engine._run import _Run
 
-__all__ = ["_Hub", "_Conn", "_CallComms", "tcp_host_for"]
+# What a hub hands each whole frame to (a CommTask's `_on_frame`): (connection, its call or None, kind, body).
+OnFrame = Callable[["_Conn", "_CallComms | None", int, "bytes | memoryview"], None]
+
+__all__ = ["_Hub", "_Conn", "_CallComms"]
 
 DRAIN_ROUNDS = 256  # reads per connection when a call ends: bounded, in case a leaked comm keeps sending
 
@@ -49,7 +59,7 @@ class _CallComms:
         self.owner = owner  # the engine's Call
         self.conns: list[_Conn] = []
         self.nonces: set[bytes] = set()  # of the hellos accepted: a hello seen on the network is not let in twice
-        self.requests: dict[int, Msg] = {}  # open requests by id
+        self.requests: dict[int, Any] = {}  # open requests by id: their Msgs
         self.closed = False  # CLOSE was emitted
         self.ended = False
 
@@ -113,7 +123,7 @@ class _Conn:
             self.call = call
             call.conns.append(self)
         # The hot path: frames are handed on as slices of what was received, without copies.
-        on_frame = self.hub.task._on_frame
+        on_frame = self.hub.on_frame
         view = memoryview(data)
         size, header, unpack = len(data), HEADER.size, HEADER.unpack_from
         try:
@@ -180,27 +190,41 @@ class _Hub:
 
     def __init__(
         self,
-        task: CommTask[Any, Any],
-        loop: asyncio.AbstractEventLoop,
-        loop_thread: int | None,
+        on_frame: OnFrame,
+        run: _Run,
+        output: RunOutput,
         *,
         tcp_host: str | None = None,
         unix: bool = True,
     ) -> None:
-        self.task = task
-        self.loop = loop
-        self.loop_thread = loop_thread
+        self.on_frame = on_frame
+        self.run = run
+        self.output = output
+        self.loop = run.loop
+        self.loop_thread = run.loop_thread
         self.token = secrets.token_bytes(16)
         self.host = socket.gethostname()
         self.directory: str | None = None
         self.address: str | None = None  # the Unix socket's path
         self.tcp_address: tuple[str, int] | None = None
         self.listeners: list[socket.socket] = []
+        # Whether a listener has a connection waiting, in one look (not an accept() per listener).
+        self._knocking = select.poll()
+        # The knock file's map (see _wire.KNOCK_FILE): which calls' workers may have connected.
+        self._knocks: mmap.mmap | None = None
+        self._always_look = tcp_host is not None or not unix  # workers elsewhere cannot knock
         try:
             if unix:
                 base = None if len(tempfile.gettempdir()) < 80 else "/tmp"  # Unix socket paths are short
                 self.directory = tempfile.mkdtemp(prefix="byop_nb-comm-", dir=base)
                 self.address = os.path.join(self.directory, "s")
+                knocks = os.path.join(self.directory, KNOCK_FILE)
+                fd = os.open(knocks, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.ftruncate(fd, KNOCKS)
+                    self._knocks = mmap.mmap(fd, KNOCKS)
+                finally:
+                    os.close(fd)
                 self._listen(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), self.address)
             if tcp_host is not None:
                 family = socket.AF_INET6 if ipaddress.ip_address(tcp_host).version == 6 else socket.AF_INET
@@ -219,6 +243,7 @@ class _Hub:
         listener.bind(address)
         listener.listen(socket.SOMAXCONN)
         listener.setblocking(False)
+        self._knocking.register(listener.fileno(), select.POLLIN)
         self.loop.add_reader(listener.fileno(), self._on_acceptable, listener)
         return listener
 
@@ -226,14 +251,25 @@ class _Hub:
         for listener in self.listeners:
             with contextlib.suppress(Exception):  # the loop may be closed already
                 self.loop.remove_reader(listener.fileno())
+            with contextlib.suppress(Exception):
+                self._knocking.unregister(listener.fileno())
             listener.close()
         self.listeners.clear()
+        knocks, self._knocks = self._knocks, None
+        if knocks is not None:
+            knocks.close()
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def new_call(self, owner: Call) -> _CallComms:
         call = _CallComms(self, next(self._ids), owner)
-        self.calls[call.id] = call
+        calls = self.calls
+        calls[call.id] = call
+        knocks = self._knocks
+        if knocks is not None:
+            knocks[call.id % KNOCKS] = 0
+            if len(calls) >= KNOCKS:  # two calls in flight could share a knock: look at every end from now on
+                self._always_look = True
         return call
 
     # -- loop callbacks: an error here is a user callback's, and ends the run ---
@@ -241,18 +277,18 @@ class _Hub:
         try:
             self.accept(listener)
         except BaseException as e:
-            self.task.scheduler._fail(e)
+            self.run.fail(e)
 
     def _on_readable(self, conn: _Conn) -> None:
-        scheduler = self.task.scheduler
+        output = self.output
         try:
-            if scheduler._output.active:  # the messages' callbacks write to a Dashboard's log pane
-                with scheduler._output.capture():
+            if output.active:  # the messages' callbacks write to a Dashboard's log pane
+                with output.capture():
                     conn.read()
             else:
                 conn.read()
         except BaseException as e:
-            scheduler._fail(e)
+            self.run.fail(e)
 
     # -- work -----------------------------------------------------------------
     def accept(self, listener: socket.socket) -> None:
@@ -272,8 +308,11 @@ class _Hub:
 
     def drain(self, call: _CallComms) -> None:
         """Handle everything that reached the socket for `call` (it ended, so nothing more will come)."""
-        for listener in self.listeners:
-            self.accept(listener)
+        knocks = self._knocks
+        if self._always_look or knocks is None or knocks[call.id % KNOCKS]:  # it may have connected
+            if self._knocking.poll(0):
+                for listener in self.listeners:
+                    self.accept(listener)
         for conn in [c for c in self.conns if c.call is None]:  # not yet said which call they belong to
             for _ in range(DRAIN_ROUNDS):
                 if not conn.read() or conn.call is not None:
@@ -285,10 +324,8 @@ class _Hub:
 
     def end(self, call: _CallComms) -> None:
         """Say goodbye to and close the connections of `call`."""
-        call.ended = True
+        call.ended = True  # its requests' Msgs see it: nobody waits for their answers any more
         self.calls.pop(call.id, None)
-        for msg in call.requests.values():
-            msg._abandon()
         call.requests.clear()
         for conn in list(call.conns):
             # A goodbye, not only the close: a forked pynisher child of another call may hold a
@@ -304,10 +341,7 @@ class _Hub:
         self.conns.discard(conn)
         if conn.call is not None:
             with contextlib.suppress(ValueError):
-                conn.call.conns.remove(conn)
-            for msg in conn.call.requests.values():
-                if msg._conn is conn:
-                    msg._abandon()
+                conn.call.conns.remove(conn)  # its requests' Msgs see `conn.closed`
         fd = conn.sock.fileno()
         if fd >= 0:
             with contextlib.suppress(Exception):  # the loop may be closed already
@@ -325,46 +359,3 @@ class _Hub:
         for conn in list(self.conns):
             self.drop(conn)
         self._close_listeners()
-
-
-def tcp_host_for(scheduler_address: str) -> str | None:
-    """The address of this machine a hub listens on for the workers of a dask scheduler at `scheduler_address`.
-
-    `scheduler_address` is where the dask scheduler says it listens (e.g.
-    "tcp://10.1.2.3:8786"). Its workers reach that address, so: when it is an
-    address of this machine (the scheduler runs here, as with dask-jobqueue),
-    that address; when the scheduler runs elsewhere, the address of this
-    machine on the route to it. Never a wildcard (0.0.0.0). None when the
-    workers are on this machine for sure (the scheduler listens on loopback or
-    in-process): the Unix socket reaches them, and a loopback TCP port would be
-    open to every user of the machine.
-
-    Raises:
-        OSError: the scheduler's host name does not resolve, or no route leads to it.
-    """
-    scheme, _, location = scheduler_address.rpartition("://")
-    if scheme == "inproc":
-        return None
-    host, _, port = location.rpartition(":")
-    if not host:  # no port in it
-        host, port = location, "0"
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0", "::"):
-        raise OSError(f"the dask scheduler's address {scheduler_address!r} names no host to listen on")
-    family, _, _, _, sockaddr = socket.getaddrinfo(host, int(port or 0), type=socket.SOCK_STREAM)[0]
-    ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
-    if ip.is_loopback:
-        return None
-    if str(ip) not in _local_addresses():
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:  # sends nothing: asks the routing table
-            probe.connect(sockaddr)
-            ip = ipaddress.ip_address(str(probe.getsockname()[0]).split("%")[0])
-        if ip.is_loopback:
-            return None
-    return str(ip)
-
-
-def _local_addresses() -> set[str]:
-    import psutil
-
-    return {a.address.split("%")[0] for addresses in psutil.net_if_addrs().values() for a in addresses}

@@ -42,7 +42,7 @@ class Doorbell:
     Example:
         ```python
         import asyncio, threading
-        from byop_nb.scheduling._doorbell import Doorbell
+        from byop_nb.scheduling.engine._doorbell import Doorbell
 
         async def main() -> None:
             rung = asyncio.Event()
