@@ -9,6 +9,10 @@ never touches matplotlib's global backend.
 incrementally (only rows recorded since its last look), so a refresh costs
 O(new calls), not O(all calls). It needs no matplotlib: only
 [`PlotRenderer`][byop_nb.notebook.plots.PlotRenderer] imports it, when made.
+The renderer draws every panel here (`_draw_ended`, `_draw_values`,
+`_draw_curves`, `_draw_user`); the learning curves' data, read from the steps
+trials report, is `notebook/_curves.py`'s, and the axes' round ranges and tick
+labels are `notebook/_axes.py`'s.
 
 ```python
 from byop_nb.notebook.plots import LiveData, PlotRenderer
@@ -32,6 +36,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from byop_nb._html import row_error, row_result, short_error
+from byop_nb.notebook._axes import X_TICKS, Y_TICKS, picks, round_range, tick_labels
+from byop_nb.notebook._curves import Curve, LearningCurves
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,9 +52,6 @@ __all__ = ["LiveData", "PlotRenderer", "PlotFunction", "numeric_value"]
 PlotFunction = Callable[["pd.DataFrame", "Axes"], Any]
 """A user plot: called as `plot(df, ax)` with the live DataFrame and a matplotlib Axes to draw on."""
 
-_MAX_POINTS = 600  # a panel is a few hundred pixels wide: more points than pixels only cost drawing time
-_X_TICKS = 6  # tick marks per axis, at fixed fractions of it (the labels say what they stand for)
-_Y_TICKS = 5
 _TEXT = (34, 34, 34, 255)  # labels and titles: near black
 
 
@@ -129,20 +132,6 @@ class _Series:
         self.failures.clear()
 
 
-class _Curve:
-    """One trial's learning curve: the steps it reported and its metric at each."""
-
-    __slots__ = ("high", "index", "low", "pruned", "steps", "values")
-
-    def __init__(self, index: int) -> None:
-        self.index = index  # the order the trial was first seen in: its colour
-        self.steps: list[float] = []
-        self.values: list[float] = []
-        self.low = math.inf
-        self.high = -math.inf
-        self.pruned = False
-
-
 class LiveData:
     """Ended-call times and numeric results of the latest run, read incrementally from task histories.
 
@@ -185,17 +174,22 @@ class LiveData:
         self.last_error: tuple[float, str] | None = None
         """(finished time, "task: Type: message") of the latest failed call of the latest run."""
         self._series: dict[int, _Series] = {}
-        self.curves: dict[str, _Curve] = {}
+        self._learning_curves = LearningCurves(metric)  # from the steps trials reported (`_curves.py`)
+
+    @property
+    def curves(self) -> dict[str, Curve]:
         """The learning curves of the latest run: trial name -> the steps it reported (`trial.report_step`)."""
-        self.curve_metric: str | None = metric
+        return self._learning_curves.by_trial
+
+    @property
+    def curve_metric(self) -> str | None:
         """The metric the curves show: `metric`, or the optimizer's metric of the first trial that reported."""
-        self._steps_read: dict[int, int] = {}  # id(task) -> the task's steps read so far
-        self._pruned_seen: set[str] = set()  # pruned trials whose curve has not been seen yet
+        return self._learning_curves.metric
 
     @property
     def has_curves(self) -> bool:
         """Whether a trial of the latest run reported a step with the curves' metric."""
-        return any(curve.steps for curve in self.curves.values())
+        return self._learning_curves.has_steps
 
     @property
     def series(self) -> list[_Series]:
@@ -227,8 +221,7 @@ class LiveData:
             self.top.clear()
             for s in self._series.values():
                 s.clear()
-            self.curves.clear()
-            self._pruned_seen.clear()
+            self._learning_curves.clear()
             changed = True
         start = since if since is not None else -math.inf
         better = min if self.best == "min" else max
@@ -238,11 +231,7 @@ class LiveData:
             if series is None or series.task is not task:
                 series = self._series[key] = _Series(task, self.metric)
                 changed = True
-            steps = getattr(task, "step_rows", None)  # a Trial.Task's reported steps
-            if steps is not None and len(steps) != self._steps_read.get(key, 0):
-                self._read_steps(steps, self._steps_read.get(key, 0), start)
-                self._steps_read[key] = len(steps)
-                changed = True
+            changed = self._learning_curves.read(task, start) or changed  # a Trial.Task's reported steps
             n = len(task.history)
             if n == series.rows_read:
                 continue
@@ -250,31 +239,6 @@ class LiveData:
             series.rows_read = n
             changed = True
         return changed
-
-    def _read_steps(self, steps: Sequence[Mapping[str, Any]], first: int, start: float) -> None:
-        """Add the steps from `first` on (the task's own rows, read only) to the learning curves."""
-        curves = self.curves
-        for row in itertools.islice(steps, first, None):
-            if row["received"] < start:
-                continue
-            metric = self.curve_metric
-            if metric is None:
-                metric = self.curve_metric = row["metric"] or next(iter(row["metrics"]), None)
-            value = row["metrics"].get(metric)
-            if value is None or not math.isfinite(value):
-                continue
-            name = row["trial"]
-            curve = curves.get(name)
-            if curve is None:
-                curve = curves[name] = _Curve(len(curves))
-                if name in self._pruned_seen:
-                    curve.pruned = True
-            curve.steps.append(float(row["step"]))
-            curve.values.append(value)
-            if value < curve.low:
-                curve.low = value
-            if value > curve.high:
-                curve.high = value
 
     def _read(
         self,
@@ -300,11 +264,8 @@ class LiveData:
             status = row.get("status")
             if status == "pruned":
                 name = row.get("trial")
-                curve = self.curves.get(name) if isinstance(name, str) else None
-                if curve is not None:
-                    curve.pruned = True
-                elif isinstance(name, str):
-                    self._pruned_seen.add(name)
+                if isinstance(name, str):
+                    self._learning_curves.mark_pruned(name)
                 continue
             if status in failures:
                 series.failed += 1
@@ -340,62 +301,6 @@ class LiveData:
             if value > series.high:
                 series.high = value
             series.best.append(better(series.best[-1], value) if series.best else value)
-
-
-def _round_range(low: float, high: float, intervals: int = _Y_TICKS - 1) -> tuple[float, float]:
-    """The narrowest range holding [low, high] whose ticks (at `intervals` fixed fractions) fall on round
-    numbers: its step is 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten, and it starts at a
-    multiple of it. An accuracy between 0.1 and 0.98 gets 0 to 1, not -0.4 to 1.2. Limits that grow in
-    such steps change now and then, not at every new point."""
-    power = 10.0 ** math.floor(math.log10(max(high - low, 1e-12) / intervals))
-    for factor in (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0):
-        step = factor * power
-        start = math.floor(low / step + 1e-9) * step
-        if start + intervals * step >= high - 1e-12 * max(1.0, abs(high)):
-            return start, start + intervals * step
-    return low, high  # (not reached: a step of 25 powers always holds the range)
-
-
-def _tick_labels(low: float, high: float, n: int) -> list[str]:
-    """`n` labels for ticks evenly spaced from `low` to `high`, short and each different from the others:
-    0.3, 1.5, 2500, 12k, 1.5M; as many decimals as the step needs, so that each label says its tick's
-    value (0, 0.25, 0.5, not 0, 0.2, 0.5) and no two are alike (0.5431, 0.5432, not 0.543 twice).
-
-    ```python
-    from byop_nb.notebook.plots import _tick_labels
-    assert _tick_labels(0.0, 1.0, 5) == ["0", "0.25", "0.5", "0.75", "1"]
-    assert _tick_labels(0.5431, 0.5435, 5) == ["0.5431", "0.5432", "0.5433", "0.5434", "0.5435"]
-    ```
-    """
-    values = [low + (high - low) * i / (n - 1) for i in range(n)]
-    size = max(abs(low), abs(high))
-    scale, suffix = (1e6, "M") if size >= 1e6 else (1e3, "k") if size >= 1e4 else (1.0, "")
-    step = abs(high - low) / (n - 1) / scale
-    decimals = max(0, -math.floor(math.log10(step))) if step > 0 else 0
-    while decimals < 12 and abs(round(step, decimals) - step) > step * 1e-6:  # 0.25 needs 2, 1.5 needs 1
-        decimals += 1
-    labels: list[str] = []
-    for extra in range(4):  # (labels the step tells apart are unique already; this is a safety net)
-        labels = [_number_text(v / scale, decimals + extra) for v in values]
-        labels = [text + suffix if text != "0" else text for text in labels]
-        if len(set(labels)) == n:
-            break
-    return labels
-
-
-def _number_text(value: float, decimals: int) -> str:
-    text = f"{value:.{decimals}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-def _picks(n: int) -> range | list[int]:
-    """The indices of at most about `_MAX_POINTS` of `n` points, evenly spaced, always with the last one."""
-    if n <= _MAX_POINTS:
-        return range(n)
-    step = math.ceil(n / _MAX_POINTS)
-    return [*range(0, n - 1, step), n - 1]
 
 
 class PlotRenderer:
@@ -464,10 +369,10 @@ class PlotRenderer:
         from matplotlib.ticker import LinearLocator
 
         ax.tick_params(length=2, labelbottom=False, labelleft=False)
-        ax.xaxis.set_major_locator(LinearLocator(_X_TICKS))
-        ax.yaxis.set_major_locator(LinearLocator(_Y_TICKS))
+        ax.xaxis.set_major_locator(LinearLocator(X_TICKS))
+        ax.yaxis.set_major_locator(LinearLocator(Y_TICKS))
         ax.grid(True, alpha=0.3)
-        self._ticks[ax] = ([""] * _X_TICKS, [""] * _Y_TICKS)
+        self._ticks[ax] = ([""] * X_TICKS, [""] * Y_TICKS)
         self._titles[ax] = ""
 
     def _font(self, points: float) -> Any:
@@ -498,10 +403,10 @@ class PlotRenderer:
         for ax, (xs, ys) in self._ticks.items():
             to_pixels = ax.transAxes.transform
             for i, text in enumerate(xs):
-                x, y = to_pixels((i / (_X_TICKS - 1), 0.0))
+                x, y = to_pixels((i / (X_TICKS - 1), 0.0))
                 draw.text((x, height - y + 3), text, fill=_TEXT, font=small, anchor="mt")
             for i, text in enumerate(ys):
-                x, y = to_pixels((0.0, i / (_Y_TICKS - 1)))
+                x, y = to_pixels((0.0, i / (Y_TICKS - 1)))
                 draw.text((x - 4, height - y), text, fill=_TEXT, font=small, anchor="rm")
             x, y = to_pixels((0.0, 1.0))
             draw.text((x, height - y - 5), self._titles[ax], fill=_TEXT, font=title_font, anchor="ls")
@@ -576,7 +481,7 @@ class PlotRenderer:
         """Grow `ax`'s limits in steps to hold x in [x_low, x] and y in [y_low, y_high]; whether they changed.
 
         The axes follow the data: the y range is the values' own with a narrow margin, rounded
-        out to round ticks (see `_round_range`), made anew when a value falls outside it; x grows
+        out to round ticks (see `round_range`), made anew when a value falls outside it; x grows
         a fifth ahead of the data, so that a new point seldom needs new labels."""
         old = self._bounds.get(ax)
         if old is not None:
@@ -584,22 +489,22 @@ class PlotRenderer:
             if x_min <= x_low and x < x_max and low <= y_low and y_high <= high:  # (a point on the edge: grow)
                 return False
         x_min = 0.0 if x_low <= 1.0 else x_low - 1.0
-        x_min, x_max = _round_range(x_min, x_min + max(x - x_min, 1.0) * 1.2, _X_TICKS - 1)
+        x_min, x_max = round_range(x_min, x_min + max(x - x_min, 1.0) * 1.2, X_TICKS - 1)
         if y_from_zero:
-            low, high = _round_range(0.0, max(y_high * 1.2, 8.0))
+            low, high = round_range(0.0, max(y_high * 1.2, 8.0))
         else:
             span = y_high - y_low
             margin = span * 0.01 if span > 0 else max(abs(y_high) * 0.05, 1e-6)
             # From the values' own range (all of the run's so far), not from the old limits: those were
             # rounded out already, and rounding them again would widen the axis beyond what the data need
             # (an accuracy from 0.1 to 0.97 on 0 to 1.2). New limits come only when a value falls outside.
-            low, high = _round_range(y_low - margin, y_high + margin)
+            low, high = round_range(y_low - margin, y_high + margin)
         self._bounds[ax] = (x_min, x_max, low, high)
         ax.set_xlim(x_min, x_max)
         ax.set_ylim(low, high)
         xs, ys = self._ticks[ax]
-        xs[:] = _tick_labels(x_min, x_max, _X_TICKS)
-        ys[:] = _tick_labels(low, high, _Y_TICKS)
+        xs[:] = tick_labels(x_min, x_max, X_TICKS)
+        ys[:] = tick_labels(low, high, Y_TICKS)
         return True
 
     def _title(self, ax: Axes, text: str) -> bool:
@@ -617,7 +522,7 @@ class PlotRenderer:
         for i, series in enumerate(data.series):
             (line,) = self._line(ax, "ended", i, 1, drawstyle="steps-post", linewidth=1.5)
             times = series.ended
-            picked = _picks(len(times))
+            picked = picks(len(times))
             xs = [0.0, *(times[i] - since for i in picked)]
             ys = [0.0, *(i + 1 for i in picked)]
             line.set_data(xs, ys)
@@ -667,10 +572,10 @@ class PlotRenderer:
                 bests = list(itertools.accumulate((values[i] for i in order), better))
                 values = [values[i] for i in order]
                 all_xs = [numbers[i] for i in order]
-                picked = _picks(len(values))
+                picked = picks(len(values))
                 xs = [all_xs[i] for i in picked]
             else:
-                picked = _picks(len(values))
+                picked = picks(len(values))
                 times = series.value_times
                 xs = [times[i] - since for i in picked]
             points.set_data(xs, [values[i] for i in picked])
@@ -702,7 +607,7 @@ class PlotRenderer:
                 n_pruned += 1
                 line.set_color("0.72")
                 line.set_zorder(1)  # under the curves that went on
-            picked = _picks(len(curve.steps))
+            picked = picks(len(curve.steps))
             line.set_data([curve.steps[i] for i in picked], [curve.values[i] for i in picked])
             if curve.steps:
                 x_end = max(x_end, curve.steps[-1])

@@ -31,28 +31,30 @@ def evaluate(trial: Trial) -> float:
 A report carries the trial, the timings of the `begin()` block, the results,
 and the exception with its traceback text. Reports pickle small (no frames, no
 live objects), so they travel back from process workers cheaply.
+
+Here: `Trial` (its worker side: `begin()`, the reports, `report_step`,
+`should_prune`, `prune`) and `TrialTask` (the main side: a call's report is
+made in `_report`, its row recorded in `_record`, its events emitted in
+`_emit`). The steps of multi-fidelity trials (what travels, how the main
+process answers, records and streams them, `read_steps`) are in
+`optimization/_steps.py`, which `TrialTask` is built on.
 """
 
 from __future__ import annotations
 
 import contextlib
-import numbers
-import os
 import pickle
 import threading
 import time
 import traceback as _traceback
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec
 
-from byop_nb._journal import Journal, read_rows
 from byop_nb._text import bounded_repr
 from byop_nb.events import Event, Subscriber
+from byop_nb.optimization._steps import SHOULD_PRUNE, StepsTask, checked_step, is_number, plain_number, read_steps
 from byop_nb.scheduling.comm._worker import Comm, _CommCall
-from byop_nb.scheduling.comms import CommTask
 from byop_nb.scheduling.engine._call import Call, Status
 from byop_nb.scheduling.task import Task, TaskOptions
 from byop_nb.scheduling.workers._executors import SequentialExecutor
@@ -60,8 +62,6 @@ from byop_nb.scheduling.workers._shipping import traceback_text
 
 if TYPE_CHECKING:
     from typing import Unpack
-
-    import pandas as pd
 
     from byop_nb.scheduling.scheduler import Scheduler
 
@@ -349,36 +349,10 @@ class Trial:
                 missing; or the optimizer refused the step (its message).
         """
         comm = self._running_comm("report_step")
-        if not isinstance(step, int) or isinstance(step, bool):
-            raise ValueError(
-                f"trial {self.name!r}: report_step(step={step!r}): a step is an int (an epoch, a round), "
-                f"got {type(step).__name__}"
-            )
-        if self._last_step is not None and step <= self._last_step:
-            raise ValueError(
-                f"trial {self.name!r}: report_step(step={step}) after step {self._last_step}: steps must "
-                f"increase; report step {self._last_step + 1} or later"
-            )
-        if not metrics:
-            raise ValueError(
-                f"trial {self.name!r}: report_step({step}) has no metrics; report at least "
-                f"{self.metrics[0]!r}, e.g. trial.report_step({step}, {self.metrics[0]}=...)"
-            )
-        not_numbers = {k: v for k, v in metrics.items() if not _number(v)}
-        if not_numbers:
-            key, value = next(iter(not_numbers.items()))
-            raise ValueError(
-                f"trial {self.name!r}: report_step({step}, {key}={bounded_repr(value, 100)}): a metric is a "
-                "real number (int, float, numpy scalar)"
-            )
-        missing = [m for m in self.metrics if m not in metrics] if self.metric is not None else []
-        if missing:
-            raise ValueError(
-                f"trial {self.name!r}: report_step({step}, {', '.join(f'{k}=...' for k in metrics)}) lacks "
-                f"{missing[0]!r}, the metric of the optimizer that asked the trial; report it, e.g. "
-                f"trial.report_step({step}, {missing[0]}=...)"
-            )
-        ok, error = comm.request(_Step(step, {k: float(_plain(v)) for k, v in metrics.items()}, time.time()))
+        request = checked_step(
+            self.name, step, metrics, last=self._last_step, names=self.metrics, required=self.metric is not None
+        )
+        ok, error = comm.request(request)
         if not ok:
             raise ValueError(error)
         self._last_step = step
@@ -396,7 +370,7 @@ class Trial:
                 optimizer's `should_prune` raised (its message).
         """
         comm = self._running_comm("should_prune")
-        ok, answer = comm.request(_SHOULD_PRUNE)
+        ok, answer = comm.request(SHOULD_PRUNE)
         if not ok:
             raise RuntimeError(answer)
         return bool(answer)
@@ -475,26 +449,7 @@ class Trial:
         )
 
 
-@dataclass(frozen=True)
-class _Step:
-    """What `trial.report_step` sends: the step, its metrics, and when (epoch seconds, the worker's clock)."""
-
-    step: int
-    metrics: dict[str, float]
-    time: float
-
-
-class _ShouldPrune:
-    """What `trial.should_prune` asks."""
-
-    def __reduce__(self) -> str:
-        return "_SHOULD_PRUNE"  # one instance, in every process
-
-
-_SHOULD_PRUNE = _ShouldPrune()
-
-
-class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
+class TrialTask(StepsTask[Concatenate[Trial, P], Any], Generic[P]):
     """A Task for optimization: calling it with a [`Trial`][byop_nb.optimization.Trial] evaluates it.
 
     Spelled `Trial.Task(function, scheduler, ...)`; takes every
@@ -516,8 +471,9 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
     (`trial.report_step(step, **metrics)`), ask `trial.should_prune()`, and
     end with `return trial.prune(...)`. The task answers those requests
     itself (they are not `REQUEST` events), records each step
-    (`steps_df()`), and hands it to the optimizer that asked the trial
-    (`trial.optimizer`, see `PruningOptimizer`).
+    (`step_rows`, `steps_df()`, `stream_steps_to`), and hands it to the
+    optimizer that asked the trial (`trial.optimizer`, see `PruningOptimizer`);
+    that half of the task is its base class, `_steps.StepsTask`.
 
     An exception escaping the function, a limit hit (the CrashReport's `limit`
     names it: "memory", "cpu_time" or "wall_time"), or a return value that is
@@ -594,146 +550,13 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
         scheduler: Scheduler,
         **options: Unpack[TaskOptions],
     ) -> None:
-        super().__init__(function, scheduler, **options)  # type: ignore[arg-type]  # the trial is the caller's
+        super().__init__(function, scheduler, **options)
         em = self.event_manager
         self.on_report: Subscriber[[Trial.Report]] = em.subscriber(self.REPORT)
         self.on_success: Subscriber[[Trial.Report]] = em.subscriber(self.SUCCESS)
         self.on_failed: Subscriber[[Trial.Report]] = em.subscriber(self.FAILURE)
         self.on_crashed: Subscriber[[Trial.Report]] = em.subscriber(self.CRASHED)
         self.on_pruned: Subscriber[[Trial.Report]] = em.subscriber(self.PRUNED)
-        self._steps: list[dict[str, Any]] = []  # one row per reported step (`steps_df`)
-        self._last_steps: dict[int, int] = {}  # call number -> the latest step of a running call
-        self._steps_journal: Journal | None = None
-
-    # -- multi-fidelity: the steps trials report (in the loop's thread) ---------------
-    @property
-    def step_rows(self) -> Sequence[Mapping[str, Any]]:
-        """The reported steps as recorded, oldest first (read only; `steps_df()` is the DataFrame).
-
-        Each is a dict: `trial`, `call`, `step`, `metrics` (name -> float), `time`
-        (the worker's clock), `received` (the main process's clock) and `metric`
-        (the asking optimizer's metric, or None). The list only grows, so a reader
-        that keeps how many it has read (the Dashboard) reads only the new ones.
-        """
-        return self._steps
-
-    def steps_df(self) -> pd.DataFrame:
-        """One row per step a trial reported with `trial.report_step(step, **metrics)`, in the order received.
-
-        Columns: `trial` (its name), `call` (the call's number), `step`
-        (int64), one float64 column per metric name any step reported (NaN
-        where a step did not report it), and `time` (datetime64 UTC, when the
-        worker reported it).
-
-        ```python
-        curves = task.steps_df().pivot(index="step", columns="trial", values="loss")
-        ```
-
-        The steps live in this task (this kernel). To keep them on disk, stream
-        them to a journal (`stream_steps_to`); an `OptunaOptimizer` also keeps
-        the metric's values in its study's storage, so the curves of a study
-        outlive the kernel (`optimizer.steps_df()`).
-        """
-        return steps_frame(self._steps)
-
-    def stream_steps_to(self, path: str | os.PathLike[str]) -> None:
-        """Append every reported step to the journal file `path`, one JSON line each, as it arrives.
-
-        The steps recorded already are written first. Each step is handed to the
-        operating system before the worker's `report_step` returns, so a kernel
-        killed later loses none; [`read_steps`][byop_nb.optimization.trial.read_steps]
-        gives them back as the `steps_df()` frame. The file is appended to; a torn
-        last line (a process killed mid-write) is removed first. Calling it again
-        with the same path does nothing; with another, the steps go there instead.
-
-        ```python
-        task.stream_steps_to("results/steps.jsonl")
-        ...   # a later session, after the kernel died
-        from byop_nb.optimization.trial import read_steps
-        curves = read_steps("results/steps.jsonl")
-        ```
-
-        Raises:
-            OSError: the file cannot be opened or written (the message names it).
-        """
-        journal = self._steps_journal
-        target = Path(path).expanduser().resolve()
-        if journal is not None and journal.path == target:
-            return
-        if journal is not None:
-            journal.close()
-        self._steps_journal = None
-        journal = Journal(target)
-        try:
-            for row in self._steps:
-                journal.add(row)
-            journal.flush()
-        except BaseException:
-            journal.close()
-            raise
-        self._steps_journal = journal
-
-    def _journal_step(self, row: dict[str, Any]) -> None:
-        journal = self._steps_journal
-        if journal is None:
-            return
-        try:
-            journal.write(row)
-        except OSError as e:  # a full disk: the steps stay in memory, the run goes on
-            self._steps_journal = None
-            journal.close()
-            warnings.warn(
-                f"Trial.Task {self.name!r} stopped streaming its steps to {journal.path}: {e}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-
-    def _answer_own(self, call: Call, data: Any) -> tuple[bool, Any]:
-        """Answer a request of `trial.report_step` or `trial.should_prune`: (handled, answer).
-
-        They are answered here, in the loop's thread, never emitted as `REQUEST`:
-        a user's `on_request` callbacks see only what the function asks itself.
-        The answer is `(True, value)`, or `(False, message)` for the worker to raise.
-        """
-        trial: Trial = call.args[0]
-        optimizer = trial.optimizer
-        if isinstance(data, _Step):
-            last = self._last_steps.get(call.number)
-            if last is not None and data.step <= last:
-                return True, (
-                    False,
-                    f"trial {trial.name!r}: step {data.step} after step {last}: steps must increase "
-                    "(a copy of the trial in another process reported them?)",
-                )
-            if optimizer is not None and callable(getattr(optimizer, "report_step", None)):
-                try:
-                    optimizer.report_step(trial, data.step, data.metrics)
-                except Exception as e:
-                    return True, (False, f"{type(optimizer).__name__}.report_step() refused step {data.step}: {e}")
-            self._last_steps[call.number] = data.step
-            self._steps.append(
-                {
-                    "trial": trial.name,
-                    "call": call.number,
-                    "step": data.step,
-                    "metrics": data.metrics,
-                    "time": data.time,
-                    "received": time.time(),  # the main process's clock: which run a step belongs to
-                    "metric": trial.metrics[0] if trial.metric is not None else None,
-                }
-            )
-            self._journal_step(self._steps[-1])
-            return True, (True, None)
-        if isinstance(data, _ShouldPrune):
-            if optimizer is None or not callable(getattr(optimizer, "should_prune", None)):
-                return True, (True, False)
-            if call.number not in self._last_steps:
-                return True, (True, False)  # nothing reported yet: nothing to judge
-            try:
-                return True, (True, bool(optimizer.should_prune(trial)))
-            except Exception as e:
-                return True, (False, f"{type(optimizer).__name__}.should_prune() raised {type(e).__name__}: {e}")
-        return False, None
 
     # -- the Task hooks ---------------------------------------------------------------
     _ARGS_GIVEN_BY_TASK = 0  # the trial is the caller's (its columns are its own: see `_record`)
@@ -816,7 +639,6 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
     def _emit(self, call: Call) -> None:
         """The comm's events (MESSAGE, REQUEST, CLOSE), the Task's (DONE, RETURNED or EXCEPTION and
         limit events), then the report's."""
-        self._last_steps.pop(call.number, None)
         super()._emit(call)
         report: Trial.Report | None = call.report
         if report is None:
@@ -833,54 +655,6 @@ class TrialTask(CommTask[Concatenate[Trial, P], Any], Generic[P]):
             em.emit(self.CRASHED, report)
 
 
-def steps_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """The `steps_df()` frame of step rows (`task.step_rows`, or read from a journal)."""
-    import pandas as pd
-
-    metrics: dict[str, None] = {}
-    for row in rows:
-        metrics.update(dict.fromkeys(row["metrics"]))
-    columns: dict[str, Any] = {
-        "trial": pd.array([row["trial"] for row in rows], dtype="string"),
-        "call": pd.array([row["call"] for row in rows], dtype="int64"),
-        "step": pd.array([row["step"] for row in rows], dtype="int64"),
-    }
-    for metric in metrics:
-        columns[metric] = pd.array([row["metrics"].get(metric, float("nan")) for row in rows], dtype="float64")
-    columns["time"] = pd.to_datetime([row["time"] for row in rows], unit="s", utc=True)
-    return pd.DataFrame(columns)
-
-
-def read_steps(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """The steps a journal written by `task.stream_steps_to(path)` holds, as `task.steps_df()` gave them.
-
-    A torn last line (the writing process killed mid-line) is skipped.
-
-    ```python
-    from byop_nb.optimization.trial import read_steps
-
-    steps = read_steps("results/steps.jsonl")
-    steps.groupby("trial").step.max()
-    ```
-
-    Raises:
-        FileNotFoundError: there is no file at `path`.
-        ValueError: a line other than the last is not a JSON object (the message names it).
-    """
-    return steps_frame(list(read_rows(path)))
-
-
-def _number(value: Any) -> bool:
-    """Whether `value` is a real number (numpy's included); bools are not."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
-
-
-def _plain(value: Any) -> Any:
-    """A numpy scalar as its Python number (what an optimizer and a DataFrame cell want)."""
-    item = getattr(value, "item", None)
-    return item() if type(value).__module__ == "numpy" and item is not None else value
-
-
 def _plain_report(task: str, trial: Trial, result: Any) -> Trial.Report:
     """The report of a Trial.Task function that returned `result` instead of a report: a number or a
     mapping of metric names to numbers is a success; anything else a crash that says what to return."""
@@ -892,12 +666,12 @@ def _plain_report(task: str, trial: Trial, result: Any) -> Trial.Report:
     )
     returned = f"the function of Trial.Task {task!r} returned {bounded_repr(result, 200)}"
     why: str | None = None
-    if _number(result):
+    if is_number(result):
         if len(metrics) == 1:
-            return Trial.SuccessReport(trial=trial, results={metrics[0]: _plain(result)})
+            return Trial.SuccessReport(trial=trial, results={metrics[0]: plain_number(result)})
         why = f"{returned}, one number for the {len(metrics)} metrics {metrics}"
     elif isinstance(result, Mapping):
-        not_numbers = {k: v for k, v in result.items() if not (isinstance(k, str) and _number(v))}
+        not_numbers = {k: v for k, v in result.items() if not (isinstance(k, str) and is_number(v))}
         missing = [m for m in metrics if m not in result] if trial.metric is not None else []
         if not result:
             why = f"{returned}, an empty mapping"
@@ -907,7 +681,7 @@ def _plain_report(task: str, trial: Trial, result: Any) -> Trial.Report:
         elif missing:
             why = f"{returned}, without the metric {missing[0]!r} of the optimizer that asked the trial"
         else:
-            return Trial.SuccessReport(trial=trial, results={k: _plain(v) for k, v in result.items()})
+            return Trial.SuccessReport(trial=trial, results={k: plain_number(v) for k, v in result.items()})
     else:
         why = returned
     error = TypeError(f"{why}; {accepted}")
