@@ -1471,3 +1471,23 @@ def test_start_passes_end_after_failures_and_the_failure_line_is_the_engines():
     summary = task.failure_summary()
     assert summary.in_a_row >= 3 and summary.line in board.failures_html.value.replace("&#x27;", "'")
     board.close()
+
+
+def test_a_title_too_long_for_the_picture_gets_the_smaller_font_then_an_ellipsis() -> None:
+    """A panel's title never runs off the picture's edge (the learning-curves panel is the last)."""
+    from PIL import Image, ImageDraw
+
+    from byop_nb.notebook import plots
+
+    renderer = plots.PlotRenderer()
+    draw = ImageDraw.Draw(Image.new("RGBA", (400, 100)))
+    big, small = renderer._font(8), renderer._font(7)
+    short = "error by step: 3 trials"
+    assert plots._fitted(draw, short, 300, (big, small)) == (short, big)
+    long = "error by step: 30 trials, 13 pruned (grey), y clipped"
+    width_big, width_small = draw.textlength(long, font=big), draw.textlength(long, font=small)
+    assert width_small < width_big
+    assert plots._fitted(draw, long, (width_small + width_big) / 2, (big, small)) == (long, small)
+    cut, font = plots._fitted(draw, long, width_small / 2, (big, small))
+    assert font is small and cut.endswith("\u2026") and long.startswith(cut[:-1].rstrip())
+    assert draw.textlength(cut, font=small) <= width_small / 2

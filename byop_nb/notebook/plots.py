@@ -409,7 +409,9 @@ class PlotRenderer:
                 x, y = to_pixels((0.0, i / (Y_TICKS - 1)))
                 draw.text((x - 4, height - y), text, fill=_TEXT, font=small, anchor="rm")
             x, y = to_pixels((0.0, 1.0))
-            draw.text((x, height - y - 5), self._titles[ax], fill=_TEXT, font=title_font, anchor="ls")
+            room = frame.shape[1] - x - 2  # a title may run past its axes, not past the picture
+            title, font = _fitted(draw, self._titles[ax], room, (title_font, small))
+            draw.text((x, height - y - 5), title, fill=_TEXT, font=font, anchor="ls")
         return np.asarray(image).copy()
 
     def render(
@@ -612,7 +614,8 @@ class PlotRenderer:
             if curve.steps:
                 x_end = max(x_end, curve.steps[-1])
                 low, high = min(low, curve.low), max(high, curve.high)
-        title = f"{data.curve_metric or 'metric'}: {len(data.curves)} trials"
+        # Short enough for a third of the Dashboard's width: the x axis is named in the title ("by step").
+        title = f"{data.curve_metric or 'metric'} by step: {len(data.curves)} trials"
         if n_pruned:
             title += f", {n_pruned} pruned (grey)"
         highs = sorted(curve.high for curve in data.curves.values() if curve.steps)
@@ -623,7 +626,7 @@ class PlotRenderer:
             if low < clipped < high:
                 high = clipped
                 title += ", y clipped"
-        retitled = self._title(ax, f"{title}  \u00b7  x: step")
+        retitled = self._title(ax, title)
         if not math.isfinite(low):
             return retitled
         old = self._bounds.get(ax)
@@ -666,3 +669,14 @@ class PlotRenderer:
         self._bounds.clear()
         self._frame = self._background = None
         self._layout = ()
+
+
+def _fitted(draw: Any, text: str, room: float, fonts: tuple[Any, ...]) -> tuple[str, Any]:
+    """`text` in the first of `fonts` it fits `room` pixels in; else in the last, cut short with an ellipsis."""
+    for font in fonts:
+        if draw.textlength(text, font=font) <= room:
+            return text, font
+    font = fonts[-1]
+    while len(text) > 1 and draw.textlength(text + "\u2026", font=font) > room:
+        text = text[:-1]
+    return text.rstrip() + "\u2026", font
