@@ -68,7 +68,7 @@ def python_command(script: Path | str, *args: str) -> list[str]:
 # -- processes left behind ------------------------------------------------------------------
 
 
-def _helper_of_the_interpreter(process: psutil.Process) -> bool:
+def helper_of_the_interpreter(process: psutil.Process) -> bool:
     """Whether a child process is one of multiprocessing's per-interpreter helpers.
 
     The resource tracker, and a forkserver that forks pool workers (multiprocessing's own, or
@@ -94,7 +94,7 @@ def live_children() -> set[int]:
         try:
             if child.status() == psutil.STATUS_ZOMBIE:
                 continue
-            if _helper_of_the_interpreter(child):
+            if helper_of_the_interpreter(child):
                 continue
             alive.add(child.pid)
         except psutil.NoSuchProcess:

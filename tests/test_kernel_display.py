@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
-from conftest import assert_no_new_children, live_children
+from conftest import assert_no_new_children, helper_of_the_interpreter, live_children
 from test_kernel import CALLBACK_RAISES, CellOutput, Kernel
 
 import byop_nb
@@ -59,11 +59,12 @@ def kernel(shared_kernel: Kernel) -> Iterator[Kernel]:
 
 
 def running_children(process: psutil.Process) -> list[str]:
-    """The command lines of `process`'s descendants that are alive (zombies excluded)."""
+    """The command lines of `process`'s descendants that are alive (zombies and the interpreter's helpers
+    excluded: a kernel's process pools fork their workers from a forkserver, which lives as long as it)."""
     alive = []
     for child in process.children(recursive=True):
         try:
-            if child.status() != psutil.STATUS_ZOMBIE:
+            if child.status() != psutil.STATUS_ZOMBIE and not helper_of_the_interpreter(child):
                 alive.append(" ".join(child.cmdline()))
         except psutil.NoSuchProcess:
             pass

@@ -36,7 +36,11 @@ class SchedulerFactories:
 
         Args:
             max_workers: number of worker processes (default: the number of CPUs).
-            start_method: "fork", "spawn" or "forkserver" (default: Python's default).
+            start_method: "fork", "spawn" or "forkserver". The default is Python's default, except
+                that a process with other threads running is never forked (Python 3.12+ warns that
+                the child may deadlock): a Jupyter kernel always has some, so there, and wherever
+                Python's default is "fork" and threads run, the workers come from a forkserver
+                (Python 3.14's default), which does not re-run the main script either.
 
         ```python
         from byop_nb.scheduling import Scheduler
@@ -55,6 +59,8 @@ class SchedulerFactories:
                 + f"; accepted: {', '.join(map(repr, accepted))}, or None for Python's default "
                 f"({multiprocessing.get_start_method()!r} here)"
             )
+        if start_method is None and _forks_a_threaded_process(multiprocessing.get_start_method(), accepted):
+            start_method = "forkserver"
         context = multiprocessing.get_context(start_method) if start_method else None
         return cls(ProcessPoolExecutor(max_workers=max_workers, mp_context=context), terminate=terminate)
 
@@ -134,3 +140,10 @@ class SchedulerFactories:
         if address is not None and not isinstance(address, str):
             raise TypeError(f"with_ray(address=...) must be a 'host:port' string or None, got {address!r}")
         return cls(start_ray(n_workers, address, ray_init_kwargs, task_options or {}))
+
+
+def _forks_a_threaded_process(default: str, accepted: list[str]) -> bool:
+    """Whether Python's default start method would fork this process while it has other threads."""
+    import threading
+
+    return default == "fork" and "forkserver" in accepted and threading.active_count() > 1
