@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -514,6 +515,9 @@ def test_a_dashboard_draws_the_curves_while_the_study_runs(optuna: Any, no_orpha
     assert seen[0][0] >= 1 and seen[0][2][-1] == "curves"  # drawn from the first report on, mid-run
     assert seen[-1][0] == 8 and seen[-1][1] == (task.df()["status"] == "pruned").sum() > 0
     assert bytes(board.plot_image.value).startswith(b"\x89PNG")
+    board.refresh(redraw=True)
+    table = board.trials_html.value  # a pruned trial is not shown as a failure (red) in the table
+    assert re.search(r'class="byop-text byop-quiet"[^>]*>pruned<', table) and 'class="byop-text byop-bad"' not in table
     board.close()
 
 

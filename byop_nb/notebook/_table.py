@@ -41,6 +41,7 @@ TABLE_CSS = (
     ".byop-trials td.byop-text{text-align:left;max-width:24em;overflow:hidden;text-overflow:ellipsis}"
     ".byop-trials tr.byop-group th{text-align:left;font-weight:normal;font-style:italic;opacity:.75}"
     ".byop-trials td.byop-bad{color:#b71c1c}"
+    ".byop-trials td.byop-quiet{color:#757575}"
     ".byop-trials td.byop-metric{font-weight:bold}"
     "</style>"
 )
@@ -71,6 +72,10 @@ def _keys(rows: Iterable[Mapping[str, Any]], prefixes: Sequence[str]) -> list[st
             if key.startswith(tuple(prefixes)):
                 keys.setdefault(key, None)
     return list(keys)
+
+
+# A status in red is a failure; a pruned trial (stopped early on purpose) and a cancelled call are not.
+_STATUS_CLASS = {"success": "", "returned": "", "pruned": " byop-quiet", "cancelled": " byop-quiet"}
 
 
 def trials_table_html(data: LiveData, *, metric: str | None = None) -> str:
@@ -111,9 +116,8 @@ def trials_table_html(data: LiveData, *, metric: str | None = None) -> str:
             cells.append(f'<td class="byop-text">{_e(row.get("task", ""))}</td>')
         status = str(row.get("status", ""))
         error = row_error(row)
-        bad = status not in ("success", "returned")
         title = f' title="{_e(error)}"' if error else ""
-        cells.append(f'<td class="byop-text{" byop-bad" if bad else ""}"{title}>{_e(status)}</td>')
+        cells.append(f'<td class="byop-text{_STATUS_CLASS.get(status, " byop-bad")}"{title}>{_e(status)}</td>')
         cells += [f"<td>{_e(_value_text(row.get(key)))}</td>" for key in parameters]
         for i, key in enumerate(metrics):
             css = ' class="byop-metric"' if i == 0 and chosen is not None and key == f"result.{chosen}" else ""
