@@ -18,7 +18,8 @@ import pandas as pd
 import pynisher
 import pytest
 from conftest import live_children
-from helpers import learn, nap, raise_in_worker, square
+from helpers import nap, raise_in_worker, square
+from pruning_checks import run_and_check_a_pruned_study
 from ray_checks import assert_nothing_of_ours_runs, local_ray
 
 from byop_nb.optimization import OptunaOptimizer, Trial
@@ -288,36 +289,7 @@ def test_trial_task_with_an_optuna_optimizer(ray: Any, nothing_left: None) -> No
 
 
 def test_trials_on_ray_report_steps_and_are_pruned(ray: Any, nothing_left: None) -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    optimizer = OptunaOptimizer(
-        {"x": (0.0, 1.0)},
-        sampler=optuna.samplers.RandomSampler(seed=1),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-    )
-    scheduler = Scheduler(RayExecutor())
-    task = Trial.Task(learn, scheduler)
-
-    @scheduler.on_start(repeat=2)
-    def launch() -> None:
-        task(optimizer.ask())
-
-    @task.on_report
-    def tell_and_ask(report: Trial.Report) -> None:
-        optimizer.tell(report)
-        if task.n_called < 8:
-            task(optimizer.ask())
-
-    assert scheduler.run(timeout=90) is ExitCode.EXHAUSTED
-    statuses = task.df().set_index("trial")["status"].to_dict()
-    pruned = {name for name, status in statuses.items() if status == "pruned"}
-    assert pruned and "success" in statuses.values()
-    steps = task.steps_df().groupby("trial").size()
-    assert all(steps[name] < 8 for name in pruned)
-    study = {f"trial-{t.number}": t for t in optimizer.study.get_trials(deepcopy=False)}
-    assert {name for name, t in study.items() if t.state.name == "PRUNED"} == pruned
-    assert all(len(study[name].intermediate_values) == steps[name] for name in statuses)
+    run_and_check_a_pruned_study(Scheduler(RayExecutor()), timeout=90)
 
 
 def test_stop_without_waiting_leaves_no_ray_task_of_ours_running(ray: Any, nothing_left: None) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import learn
+from pruning_checks import run_and_check_a_pruned_study
 
 from byop_nb.optimization import Trial
 from byop_nb.scheduling import Comm, CommTask, ExitCode, Scheduler, Task
@@ -456,40 +456,7 @@ class TestWorkersUnderANanny:
         assert [i for _, i in messages] == list(range(5))
 
     def test_trials_report_steps_and_are_pruned_from_inside_slurm_jobs(self, daemonic_workers: Any) -> None:
-        import optuna
-
-        from byop_nb.optimization import OptunaOptimizer
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        optimizer = OptunaOptimizer(
-            {"x": (0.0, 1.0)},
-            sampler=optuna.samplers.RandomSampler(seed=1),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-        )
-        scheduler = Scheduler.with_dask(daemonic_workers)
-        task = Trial.Task(learn, scheduler)
-
-        @scheduler.on_start(repeat=2)
-        def launch() -> None:
-            task(optimizer.ask())
-
-        @task.on_report
-        def tell_and_ask(report: Trial.Report) -> None:
-            optimizer.tell(report)
-            if task.n_called < 8:
-                task(optimizer.ask())
-
-        assert scheduler.run(timeout=120) is ExitCode.EXHAUSTED
-        statuses = task.df().set_index("trial")["status"].to_dict()
-        pruned = {name for name, status in statuses.items() if status == "pruned"}
-        assert pruned and "success" in statuses.values()
-        steps = task.steps_df().groupby("trial").size()
-        assert all(steps[name] < 8 for name in pruned) and all(
-            steps[name] == 8 for name, status in statuses.items() if status == "success"
-        )
-        study = {f"trial-{t.number}": t for t in optimizer.study.get_trials(deepcopy=False)}
-        assert {name for name, t in study.items() if t.state.name == "PRUNED"} == pruned
-        assert all(len(study[name].intermediate_values) == steps[name] for name in statuses)
+        run_and_check_a_pruned_study(Scheduler.with_dask(daemonic_workers), timeout=120)
 
 
 class TestWorkersStartedNotDaemonic:
