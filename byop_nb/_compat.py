@@ -43,6 +43,7 @@ __all__ = [
     "CALL_ITEM",
     "pool_call_queue",
     "LAUNCH_WITHOUT_MAIN",
+    "exit_code_read",
     "InternalsChanged",
 ]
 
@@ -240,3 +241,25 @@ LAUNCH_WITHOUT_MAIN: bool = IS_TESTED_VERSION and sys.platform != "win32"
 `scheduling.workers._forkserver` and `scheduling.workers._mainless`) may stand in for the originals. Elsewhere a
 process pool keeps multiprocessing's own launch, whose workers import the main script (an
 unguarded script is then refused with a message saying why)."""
+
+
+def exit_code_read(process: Any) -> int | None:
+    """`process.exitcode`, except for a forkserver child whose exit code nobody has read yet: None then.
+
+    A forkserver child's exit code comes once, as four bytes on its sentinel pipe, and
+    `popen_forkserver.Popen.poll` is not thread-safe: when two threads poll at once (a
+    broken pool's manager thread joining its workers, and byop_nb saying how they died),
+    both may find the pipe ready; one reads the code and the other, at end of file,
+    records 255 over it. So for such a child byop_nb only looks at what the pool's own
+    thread read (`Popen.returncode`, CPython 3.11-3.13).
+    """
+    popen = getattr(process, "_popen", None)
+    if _POPEN_FORKSERVER is not None and isinstance(popen, _POPEN_FORKSERVER):
+        return popen.returncode
+    return process.exitcode
+
+
+try:
+    from multiprocessing.popen_forkserver import Popen as _POPEN_FORKSERVER
+except ImportError:  # Windows has no forkserver
+    _POPEN_FORKSERVER = None  # type: ignore[assignment,misc]

@@ -9,9 +9,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import process as stdlib_pool
 
+import psutil
 import pytest
 
 from byop_nb import _compat
@@ -152,3 +154,23 @@ def test_no_module_but_compat_reaches_the_pools_private_parts() -> None:
             if re.search(PRIVATE_PARTS, code) and not code.lstrip().startswith(('"', "'")):
                 found.append(f"{path.relative_to(package)}:{number}: {line.strip()}")
     assert found == [], "\n".join(found)
+
+
+def test_a_forkserver_childs_exit_code_is_only_looked_at_until_someone_joined_it(no_orphans: None) -> None:
+    """Two threads reading a forkserver child's exit code at once could record 255 over it: byop_nb
+    looks at what the pool's thread read, and reads it only where nobody else does."""
+    import multiprocessing
+
+    process = multiprocessing.get_context("forkserver").Process(target=os._exit, args=(3,))
+    process.start()
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(process.pid) and psutil.Process(process.pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert _compat.exit_code_read(process) is None  # it ended, but nobody read its code yet
+    process.join()
+    assert _compat.exit_code_read(process) == 3 == process.exitcode
+    forked = multiprocessing.get_context("fork").Process(target=os._exit, args=(4,))
+    forked.start()
+    forked.join()
+    assert _compat.exit_code_read(forked) == 4  # a forked child's code is its wait status: no race

@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from byop_nb._compat import exit_code_read
+
 __all__ = ["kill_family", "kill_session", "describe_deaths", "DeathWatch"]
 
 
@@ -54,13 +56,15 @@ def describe_deaths(processes: list[Any], *, wait: float = 1.0) -> str:
     """
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        codes = [p.exitcode for p in processes]
+        codes = [exit_code_read(p) for p in processes]  # a forkserver child's: once the pool's thread read it
         if None not in codes or any(c is not None and c != -signal.SIGTERM for c in codes):
             break
         time.sleep(0.005)
     reasons = []
     for p in processes:
-        code = p.exitcode
+        code = exit_code_read(p)
+        if code is None and time.monotonic() >= deadline:
+            code = p.exitcode  # the pool's thread did not read it in time: read it here
         if code is None or code == -signal.SIGTERM:  # alive, or terminated by the pool itself
             continue
         if code < 0:
