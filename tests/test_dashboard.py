@@ -1302,6 +1302,7 @@ def test_the_table_lists_the_best_and_the_latest_trials_with_parameters_and_metr
     board.close()
     _, _, crashed = run_trials([-1.0], table_rows=3)
     assert "crashed" in crashed.trials_html.value and "KeyError" in crashed.trials_html.value
+    assert 'class="byop-text byop-bad"' in crashed.trials_html.value  # a failure, as Trial.Task.FAILURES says
     crashed.close()
 
 

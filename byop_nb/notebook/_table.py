@@ -74,8 +74,8 @@ def _keys(rows: Iterable[Mapping[str, Any]], prefixes: Sequence[str]) -> list[st
     return list(keys)
 
 
-# A status in red is a failure; a pruned trial (stopped early on purpose) and a cancelled call are not.
-_STATUS_CLASS = {"success": "", "returned": "", "pruned": " byop-quiet", "cancelled": " byop-quiet"}
+# A failure's status is red, a success's plain; any other (a cancelled call, a pruned trial) is grey.
+_STATUS_CLASS = {"failure": " byop-bad", "success": ""}
 
 
 def trials_table_html(data: LiveData, *, metric: str | None = None) -> str:
@@ -117,7 +117,8 @@ def trials_table_html(data: LiveData, *, metric: str | None = None) -> str:
         status = str(row.get("status", ""))
         error = row_error(row)
         title = f' title="{_e(error)}"' if error else ""
-        cells.append(f'<td class="byop-text{_STATUS_CLASS.get(status, " byop-bad")}"{title}>{_e(status)}</td>')
+        css = _STATUS_CLASS.get(data.outcomes.get(status, ""), " byop-quiet")
+        cells.append(f'<td class="byop-text{css}"{title}>{_e(status)}</td>')
         cells += [f"<td>{_e(_value_text(row.get(key)))}</td>" for key in parameters]
         for i, key in enumerate(metrics):
             css = ' class="byop-metric"' if i == 0 and chosen is not None and key == f"result.{chosen}" else ""

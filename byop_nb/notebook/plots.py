@@ -173,6 +173,9 @@ class LiveData:
         self.since: float | None = None
         self.last_error: tuple[float, str] | None = None
         """(finished time, "task: Type: message") of the latest failed call of the latest run."""
+        self.outcomes: dict[str, str] = {}
+        """What each status of the tasks read means ("success" or "failure"), as their classes say
+        (`Task.SUCCESSES`, `Task.FAILURES`); a status in neither (cancelled, pruned) is not here."""
         self._series: dict[int, _Series] = {}
         self._learning_curves = LearningCurves(metric)  # from the steps trials reported (`_curves.py`)
 
@@ -230,6 +233,9 @@ class LiveData:
             series = self._series.get(key)
             if series is None or series.task is not task:
                 series = self._series[key] = _Series(task, self.metric)
+                self.outcomes.update(
+                    {**dict.fromkeys(task.SUCCESSES, "success"), **dict.fromkeys(task.FAILURES, "failure")}
+                )
                 changed = True
             changed = self._learning_curves.read(task, start) or changed  # a Trial.Task's reported steps
             n = len(task.history)
