@@ -28,8 +28,9 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -190,8 +191,10 @@ def lab(tmp_path: Path, no_orphans: None) -> Iterator[JupyterLab]:
         assert not killed, f"processes still running after JupyterLab shut down, killed: {killed}"
 
 
-def test_dashboard_in_jupyterlab_renders_updates_and_stops(lab: JupyterLab, tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+def in_chromium(tmp_path: Path, drive: Callable[[Any], None], *, failure: str) -> None:
+    """`drive(page)` in a fresh headless Chromium profile; on any error a full-page screenshot goes to
+    ARTIFACTS / `failure` first."""
+    from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
@@ -206,12 +209,18 @@ def test_dashboard_in_jupyterlab_renders_updates_and_stops(lab: JupyterLab, tmp_
             page = context.pages[0] if context.pages else context.new_page()
             page.set_default_timeout(60_000)
             try:
-                _drive(page, lab, expect)
+                drive(page)
             except BaseException:
-                page.screenshot(path=str(ARTIFACTS / "browser-failure.png"), full_page=True)
+                page.screenshot(path=str(ARTIFACTS / failure), full_page=True)
                 raise
         finally:
             context.close()
+
+
+def test_dashboard_in_jupyterlab_renders_updates_and_stops(lab: JupyterLab, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    in_chromium(tmp_path, lambda page: _drive(page, lab, expect), failure="browser-failure.png")
 
 
 def _drive(page, lab: JupyterLab, expect) -> None:
@@ -342,32 +351,14 @@ def test_a_tuning_notebook_shows_trials_progress_rate_table_crashes_and_follows_
 ) -> None:
     """A fresh tuning notebook (scikit-learn on digits, Optuna, a Trial.Task with a bug for one kernel)."""
     import nbformat
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     pytest.importorskip("sklearn")
     pytest.importorskip("optuna")
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code) for code in TUNING_CELLS])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nbformat.write(notebook, str(tmp_path / "root" / "tuning.ipynb"))
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 1400},
-        )
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.set_default_timeout(60_000)
-            try:
-                _drive_tuning(page, lab, expect)
-            except BaseException:
-                page.screenshot(path=str(ARTIFACTS / "browser-tuning-failure.png"), full_page=True)
-                raise
-        finally:
-            context.close()
+    in_chromium(tmp_path, lambda page: _drive_tuning(page, lab, expect), failure="browser-tuning-failure.png")
 
 
 def _plot_changes(image, seconds: float) -> list[float]:
