@@ -467,6 +467,7 @@ def test_the_curves_panel_keeps_most_curves_whole_when_one_diverges() -> None:
         name = "train"
         history = History("train")
         step_rows = steps
+        SUCCESSES, FAILURES = Trial.Task.SUCCESSES, Trial.Task.FAILURES  # how it colours its statuses
 
     task = Steps()
     renderer = PlotRenderer()
