@@ -2,9 +2,14 @@
 
 byop_nb reads (and in two places replaces) private parts of the standard library:
 `concurrent.futures.Future`'s state, a `ProcessPoolExecutor`'s settings, workers,
-manager-thread wake-up and call queue, a `ThreadPoolExecutor`'s settings, and
+manager-thread wake-up and call queue, a `ThreadPoolExecutor`'s settings,
 multiprocessing's spawn/forkserver launch (copied, without the main module, in
-`scheduling.workers._forkserver` and `scheduling.workers._mainless`). Those parts are not API: they
+`scheduling.workers._forkserver` and `scheduling.workers._mainless`), and its ForkServer's
+state (the warm server of limited calls, `scheduling.workers._warm`). Two modules subclass
+a stdlib class whose insides they then use as their own: `scheduling.workers._pool_tuning`
+(the pool's wake-up and call queue, only where `THREAD_WAKEUP` / `SAFE_QUEUE` are known) and
+`scheduling.workers._forkserver` (`popen_forkserver.Popen`, only where `LAUNCH_WITHOUT_MAIN`).
+Those parts are not API: they
 change between Python versions. Each is reached here through a named function or
 constant, gated on the versions the test suite runs on ([`TESTED`][byop_nb._compat.TESTED]:
 CPython 3.11, 3.12 and 3.13; `.ci/run` runs `tests/test_compat.py` on each), and on
@@ -43,6 +48,14 @@ __all__ = [
     "CALL_ITEM",
     "pool_call_queue",
     "LAUNCH_WITHOUT_MAIN",
+    "ForkServerState",
+    "forkserver",
+    "forkserver_lock",
+    "renew_forkserver_lock",
+    "forkserver_state",
+    "set_forkserver_state",
+    "interpreter_flags",
+    "preparation_data_without_main",
     "exit_code_read",
     "InternalsChanged",
 ]
@@ -238,9 +251,93 @@ def pool_call_queue(executor: ProcessPoolExecutor) -> Any:
 LAUNCH_WITHOUT_MAIN: bool = IS_TESTED_VERSION and sys.platform != "win32"
 """Whether byop_nb's copies of `popen_spawn_posix.Popen._launch`, `popen_forkserver.Popen._launch`,
 `spawn.get_preparation_data` and `ForkServer.ensure_running` (CPython 3.11-3.13, POSIX; see
-`scheduling.workers._forkserver` and `scheduling.workers._mainless`) may stand in for the originals. Elsewhere a
-process pool keeps multiprocessing's own launch, whose workers import the main script (an
-unguarded script is then refused with a message saying why)."""
+`scheduling.workers._forkserver` and `scheduling.workers._mainless`) may stand in for the originals,
+and the forkserver's state below may be read and set. Elsewhere a process pool keeps
+multiprocessing's own launch, whose workers import the main script (an unguarded script is
+then refused with a message saying why), and a limited call runs in a child of
+multiprocessing's default start method rather than on the warm server
+(`scheduling.workers._warm`), which is a ForkServer that byop_nb starts and stops itself."""
+
+
+class ForkServerState(NamedTuple):
+    """Where multiprocessing's ForkServer keeps its running server: all None when none runs."""
+
+    pid: int | None
+    alive_fd: int | None  # this process's end of the pipe whose closing ends the server
+    address: Any  # the server's socket
+
+
+def forkserver() -> Any:
+    """This process's one `multiprocessing.forkserver.ForkServer` (`forkserver._forkserver`).
+
+    Raises:
+        InternalsChanged: off CPython 3.11-3.13 on POSIX (see `LAUNCH_WITHOUT_MAIN`).
+    """
+    if not LAUNCH_WITHOUT_MAIN:
+        raise InternalsChanged("multiprocessing.forkserver._forkserver", "the warm server of limited calls")
+    from multiprocessing import forkserver as module
+
+    return module._forkserver
+
+
+def forkserver_lock(server: Any) -> Any:
+    """The lock a ForkServer holds while it starts or checks its server (`_lock`)."""
+    return server._lock
+
+
+def renew_forkserver_lock(server: Any) -> None:
+    """Give a ForkServer a fresh lock: in a forked child, its parent's may be held by a thread that is gone."""
+    import threading
+
+    server._lock = threading.Lock()
+
+
+def forkserver_state(server: Any) -> ForkServerState:
+    """Where a ForkServer's running server is (`_forkserver_pid`, `_forkserver_alive_fd`, `_forkserver_address`)."""
+    return ForkServerState(
+        getattr(server, "_forkserver_pid", None),
+        getattr(server, "_forkserver_alive_fd", None),
+        getattr(server, "_forkserver_address", None),
+    )
+
+
+def set_forkserver_state(server: Any, state: ForkServerState) -> None:
+    """Record a server that byop_nb started (or None of each: forget it) where the ForkServer keeps its own."""
+    server._forkserver_pid, server._forkserver_alive_fd, server._forkserver_address = state
+
+
+def interpreter_flags() -> list[str]:
+    """The command-line flags a child interpreter gets from this one (`util._args_from_interpreter_flags`)."""
+    from multiprocessing import util
+
+    return list(util._args_from_interpreter_flags())  # type: ignore[attr-defined]
+
+
+def preparation_data_without_main(name: str) -> dict[str, Any]:
+    """`spawn.get_preparation_data(name)` (CPython 3.11-3.13) without the main module's two keys.
+
+    Those keys tell a spawned or forkserver child to import the main script again,
+    which byop_nb's children must not; and reading them fails where `__main__` has
+    no `__spec__`: a Jupyter kernel's user module, and a process-pool worker forked
+    from a kernel.
+    """
+    import os
+    from multiprocessing import context, process, spawn, util
+
+    spawn._check_not_importing_main()  # type: ignore[attr-defined]
+    data: dict[str, Any] = {"log_to_stderr": util._log_to_stderr, "authkey": process.current_process().authkey}  # type: ignore[attr-defined]
+    if util._logger is not None:  # type: ignore[attr-defined]
+        data["log_level"] = util._logger.getEffectiveLevel()  # type: ignore[attr-defined]
+    sys_path = [process.ORIGINAL_DIR if entry == "" else entry for entry in sys.path]  # type: ignore[attr-defined]
+    data.update(
+        name=name,
+        sys_path=sys_path,
+        sys_argv=sys.argv,
+        orig_dir=process.ORIGINAL_DIR,  # type: ignore[attr-defined]
+        dir=os.getcwd(),
+        start_method=context._default_context.get_start_method(),
+    )
+    return data
 
 
 def exit_code_read(process: Any) -> int | None:

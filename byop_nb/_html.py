@@ -117,6 +117,10 @@ def short_error(error: BaseException | str | None, limit: int = 160) -> str:
 def task_counters(task: TaskView, *, run: bool = False) -> dict[str, int]:
     """The task's counters: submitted, running, succeeded, failed, cancelled, limit hits.
 
+    After `failed`, one counter for each of the class's other outcomes
+    (`Task.OTHER_OUTCOMES`: `pruned` for a `Trial.Task`), which are neither a
+    success nor a failure.
+
     `succeeded` and `failed` count the ended calls whose status the task's
     class calls a success or a failure (`Task.SUCCESSES` / `Task.FAILURES`: for
     a plain Task, returned / raised, resource-limit breaches included; for a
@@ -130,11 +134,13 @@ def task_counters(task: TaskView, *, run: bool = False) -> dict[str, int]:
     """
     counts, statuses = _counts(task, run)
     get = counts.get
+    others = {name: statuses.get(status, 0) for status, name in task.OTHER_OUTCOMES.items()}
     return {
         "submitted": get(task.SUBMITTED, 0),
         "running": task.n_running,
         "succeeded": sum(statuses.get(status, 0) for status in task.SUCCESSES),
         "failed": sum(statuses.get(status, 0) for status in task.FAILURES),
+        **others,
         "cancelled": sum(never_ran(task, run=run).values()),
         "limit hits": sum(limit_hits(task, run=run).values()),
     }
@@ -219,15 +225,24 @@ def counters_table_html(tasks: Sequence[TaskView], *, run: bool = False) -> str:
     With `run=True` the latest run's counters (see `task_counters`). The cancelled
     and limit hits cells say why in their tooltips.
     """
-    head = "".join(f"<th>{_e(name)}</th>" for name in ("task", *COUNTER_NAMES, "call limit"))
+    rows = [(task, task_counters(task, run=run)) for task in tasks]
+    names = list(COUNTER_NAMES)  # and, after "failed", each other outcome a task's class has ("pruned")
+    for _, counters in rows:
+        for name in counters:
+            if name not in names:
+                names.insert(names.index("cancelled"), name)
+    head = "".join(f"<th>{_e(name)}</th>" for name in ("task", *names, "call limit"))
     body = []
-    totals = dict.fromkeys(COUNTER_NAMES, 0)
-    for task in tasks:
-        counters = task_counters(task, run=run)
+    totals = dict.fromkeys(names, 0)
+    for task, counters in rows:
         for name, value in counters.items():
             totals[name] += value
         cells = ""
-        for name, value in counters.items():
+        for name in names:
+            if name not in counters:  # an outcome this task's class does not have
+                cells += "<td></td>"
+                continue
+            value = counters[name]
             parts = (
                 never_ran(task, run=run)
                 if name == "cancelled"
@@ -243,7 +258,7 @@ def counters_table_html(tasks: Sequence[TaskView], *, run: bool = False) -> str:
         cells = "".join(f"<td>{value}</td>" for value in totals.values())
         body.append(f"<tr><th>all</th>{cells}<td></td></tr>")
     if not tasks:
-        body.append(f'<tr><td colspan="{len(COUNTER_NAMES) + 2}">no tasks yet</td></tr>')
+        body.append(f'<tr><td colspan="{len(names) + 2}">no tasks yet</td></tr>')
     return f'<table class="byop-table byop-counters-table"><tr>{head}</tr>{"".join(body)}</table>'
 
 

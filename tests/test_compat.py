@@ -134,11 +134,13 @@ PRIVATE_PARTS = (
     r"|thread_name_prefix|shutdown_thread|executor_manager_thread_wakeup|executor_manager_thread|call_queue"
     r"|result_queue|pending_work_items|work_queue|idle_semaphore)\b"
     r"|_ThreadWakeup|_SafeQueue|_CallItem|futures\._base|futures import _base"
+    r"|(?<!workers)\._forkserver\b|_forkserver_(pid|alive_fd|address)|_args_from_interpreter_flags"
+    r"|_check_not_importing_main|_log_to_stderr|_default_context"
 )
 
 
 def test_no_module_but_compat_reaches_the_pools_private_parts() -> None:
-    """The one place: a new use of a pool's or future's insides goes through `_compat`, gated there."""
+    """The one place: a new use of a pool's, a future's or the forkserver's insides goes through `_compat`."""
     import re
     from pathlib import Path
 
@@ -181,3 +183,65 @@ def test_a_forkserver_childs_exit_code_is_only_looked_at_until_someone_joined_it
     forked.start()
     forked.join()
     assert _compat.exit_code_read(forked) == 4  # a forked child's code is its wait status: no race
+
+
+def test_the_forkserver_keeps_its_server_where_byop_nb_reads_and_sets_it(no_orphans: None) -> None:
+    """The warm server of limited calls is a ForkServer that byop_nb starts and stops: its state is where
+    CPython 3.11-3.13 keep it."""
+    from multiprocessing import forkserver
+
+    process = multiprocessing.get_context("forkserver").Process(target=os._exit, args=(0,))
+    process.start()  # multiprocessing's own forkserver: it records its server in the singleton
+    process.join()
+    pid, alive_fd, address = _compat.forkserver_state(_compat.forkserver())
+    assert pid is not None and psutil.Process(pid).ppid() == os.getpid()
+    assert isinstance(alive_fd, int) and os.fstat(alive_fd) and address is not None
+    with _compat.forkserver_lock(_compat.forkserver()):  # the lock the ForkServer itself takes
+        pass
+    other = forkserver.ForkServer()  # a fresh one, never started
+    assert _compat.forkserver_state(other) == (None, None, None)
+    _compat.set_forkserver_state(other, _compat.ForkServerState(1, 2, "there"))
+    assert _compat.forkserver_state(other) == (1, 2, "there")
+    _compat.renew_forkserver_lock(other)
+    assert _compat.forkserver_lock(other).acquire(False)
+
+
+def test_the_preparation_data_is_multiprocessings_without_the_main_module() -> None:
+    from multiprocessing import spawn
+
+    ours = _compat.preparation_data_without_main("a-child")
+    theirs = spawn.get_preparation_data("a-child")
+    main_keys = {"init_main_from_name", "init_main_from_path"}
+    assert set(ours) == set(theirs) - main_keys
+    assert all(ours[key] == theirs[key] for key in ours)
+    assert _compat.interpreter_flags() == list(multiprocessing.util._args_from_interpreter_flags())  # type: ignore[attr-defined]
+
+
+def test_without_the_known_forkserver_a_limited_call_runs_in_a_child_of_the_default_start_method(
+    monkeypatch: pytest.MonkeyPatch, no_orphans: None
+) -> None:
+    """Another Python (3.14 moved the forkserver's insides): limits still work, without the warm server."""
+    import pynisher
+
+    from byop_nb.scheduling import ExitCode, Scheduler, Task
+    from byop_nb.scheduling.workers import _warm
+
+    def no_warm_server(function: object) -> None:
+        raise AssertionError("the warm server was used on a Python whose forkserver byop_nb does not know")
+
+    monkeypatch.setattr(_compat, "LAUNCH_WITHOUT_MAIN", False)
+    monkeypatch.setattr(_warm, "preload", no_warm_server)
+    with pytest.raises(_compat.InternalsChanged, match=r"multiprocessing\.forkserver\._forkserver"):
+        _compat.forkserver()
+    scheduler = Scheduler.with_threads(2)
+    task = Task(bytearray, scheduler, memory_limit=(300, "MB"))
+    futures = []
+
+    @scheduler.on_start
+    def launch() -> None:
+        futures.extend([task(1000), task(2**30)])
+
+    assert scheduler.run(timeout=60) is ExitCode.EXHAUSTED
+    small, big = futures
+    assert small.result() == bytearray(1000)
+    assert isinstance(big.exception(), pynisher.MemoryLimitException)

@@ -342,10 +342,14 @@ def test_a_dashboard_over_a_trial_task_counts_successes_failures_and_crashes():
         "running": 0,
         "succeeded": 3,
         "failed": 2,
+        "pruned": 0,  # a Trial.Task's outcome that is neither: a column of its own
         "cancelled": 0,
         "limit hits": 0,
     }
-    assert "<td>evaluate</td><td>5</td><td>0</td><td>3</td><td>2</td><td>0</td><td>0</td>" in board.counters_html.value
+    assert (
+        "<td>evaluate</td><td>5</td><td>0</td><td>3</td><td>2</td><td>0</td><td>0</td><td>0</td>"
+        in board.counters_html.value
+    )
     (series,) = board._data.series
     assert series.values == [0.5, 0.25, 0.75] and series.best == [0.5, 0.25, 0.25]
     assert series.failed == 2 and series.failures == {"fail": 1, "crashed": 1}

@@ -36,19 +36,6 @@ NOT_OURS = {
     "scheduling/workers/_executors.py": {"_client"},  # dask's executor
     "scheduling/comms.py": {"_client"},  # dask's ClientExecutor: its client
     "scheduling/scheduler.py": {"_state", "_result", "_exception"},  # a stdlib Future's fields, read lock-free
-    "scheduling/workers/_forkserver.py": {
-        "_default_context",
-        "_forkserver",
-        "_name",
-        "_lock",
-        "_check_not_importing_main",
-        "_args_from_interpreter_flags",
-        "_log_to_stderr",
-        "_logger",
-    },  # multiprocessing's forkserver and util
-    "scheduling/workers/_warm.py": {"_forkserver"},  # multiprocessing.forkserver's singleton
-    "scheduling/workers/_mainless.py": {"_lock", "_name"},  # multiprocessing's ForkServer lock, a Process's name
-    "scheduling/workers/_worker.py": {"_forkserver"},
     "scheduling/workers/_pool_tuning.py": {
         "_reader",
         "_writer",

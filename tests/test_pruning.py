@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 from helpers import learn
 
+from byop_nb._html import counters_table_html, task_counters
 from byop_nb.optimization import OptunaOptimizer, PruningOptimizer, RandomSearch, Trial
 from byop_nb.optimization.trial import read_steps
-from byop_nb.scheduling import ExitCode, Scheduler, Status
+from byop_nb.scheduling import ExitCode, Scheduler, Status, Task
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8
@@ -88,6 +89,9 @@ def check_pruned_study(task: Any, optimizer: OptunaOptimizer, n_trials: int) -> 
     for _, rows in steps.groupby("trial"):
         assert list(rows["step"]) == list(range(len(rows)))
     assert task.counts[task.PRUNED] == len(pruned)
+    counters = task_counters(task)  # what the Dashboard's counters table shows: pruned, its own column
+    assert list(counters)[2:5] == ["succeeded", "failed", "pruned"]
+    assert (counters["succeeded"], counters["failed"], counters["pruned"]) == (len(complete), 0, len(pruned))
     # The study holds them PRUNED, with their intermediate values, the same as the task's steps.
     study = {f"trial-{t.number}": t for t in optimizer.study.get_trials(deepcopy=False)}
     for name, status in statuses.items():
@@ -144,6 +148,13 @@ def test_a_pruned_report_carries_its_last_step_and_goes_to_on_pruned(optuna: Any
     assert Trial.Task.outcome("pruned") == "pruned"
     summary = task.failure_summary()
     assert summary.failed == 0  # a pruned trial is not a failure
+    # The counters table: a "pruned" column after "failed", blank for a plain task, summed in the total row.
+    plain = Task(abs, scheduler)
+    table = counters_table_html([task, plain])
+    rows = [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row) for row in re.findall(r"<tr>(.*?)</tr>", table)]
+    head, trials, plains, total = rows
+    assert head[3:7] == ["succeeded", "failed", "pruned", "cancelled"]
+    assert trials[5] == str(len(seen["pruned"])) == total[5] and plains[5] == ""
 
 
 # -- on dask --------------------------------------------------------------------------------

@@ -16,19 +16,19 @@ from __future__ import annotations
 import io
 import os
 import socket
-import sys
 from multiprocessing import (
     connection,
     context,
     forkserver,
     popen_forkserver,
-    process,
     reduction,
     resource_tracker,
     spawn,
     util,
 )
 from typing import Any
+
+from byop_nb import _compat
 
 __all__ = ["CONTEXT", "start_server", "launch_server"]
 
@@ -42,8 +42,8 @@ def start_server(preload: list[str]) -> None:
     `__spec__`, and ensure_running fails there with AttributeError. Our children never
     import the main module (see `_Popen`), and `_warm` hands the server its `sys.path`.
     """
-    server: Any = forkserver._forkserver
-    with server._lock:
+    server = _compat.forkserver()
+    with _compat.forkserver_lock(server):
         launch_server(server, preload)
 
 
@@ -64,7 +64,7 @@ def launch_server(server: Any, preload: list[str]) -> None:
         alive_r, alive_w = os.pipe()
         try:
             executable = spawn.get_executable()
-            args = [executable, *util._args_from_interpreter_flags()]  # type: ignore[attr-defined]
+            args = [executable, *_compat.interpreter_flags()]
             args += ["-c", command % (listener.fileno(), alive_r, preload)]
             pid = util.spawnv_passfds(executable, args, [listener.fileno(), alive_r])  # type: ignore[arg-type]
         except BaseException:
@@ -72,15 +72,18 @@ def launch_server(server: Any, preload: list[str]) -> None:
             raise
         finally:
             os.close(alive_r)
-        server._forkserver_address, server._forkserver_alive_fd, server._forkserver_pid = address, alive_w, pid
+        _compat.set_forkserver_state(server, _compat.ForkServerState(pid, alive_w, address))
 
 
 class _Popen(popen_forkserver.Popen):
-    server: Any = forkserver._forkserver  # the forkserver that forks the children
+    @property
+    def server(self) -> Any:
+        """The forkserver that forks the children: multiprocessing's own (this process's warm server)."""
+        return _compat.forkserver()
 
     def _launch(self, process_obj: Any) -> None:
         # popen_forkserver.Popen._launch (CPython 3.11-3.13), but for the two keys left out of the preparation data
-        prep_data = _preparation_data(process_obj._name)
+        prep_data = _compat.preparation_data_without_main(process_obj.name)
         buf = io.BytesIO()
         context.set_spawning_popen(self)
         try:
@@ -96,29 +99,6 @@ class _Popen(popen_forkserver.Popen):
         with open(w, "wb", closefd=True) as f:
             f.write(buf.getbuffer())
         self.pid = forkserver.read_signed(self.sentinel)
-
-
-def _preparation_data(name: str) -> dict[str, Any]:
-    """`spawn.get_preparation_data(name)` (CPython 3.11-3.13) without the main module's two keys.
-
-    Those keys tell the child to import the main script again, which our children must not;
-    and reading them fails where `__main__` has no `__spec__`: a Jupyter kernel's user
-    module, and a process-pool worker forked from a kernel.
-    """
-    spawn._check_not_importing_main()  # type: ignore[attr-defined]
-    data: dict[str, Any] = {"log_to_stderr": util._log_to_stderr, "authkey": process.current_process().authkey}  # type: ignore[attr-defined]
-    if util._logger is not None:  # type: ignore[attr-defined]
-        data["log_level"] = util._logger.getEffectiveLevel()  # type: ignore[attr-defined]
-    sys_path = [process.ORIGINAL_DIR if entry == "" else entry for entry in sys.path]  # type: ignore[attr-defined]
-    data.update(
-        name=name,
-        sys_path=sys_path,
-        sys_argv=sys.argv,
-        orig_dir=process.ORIGINAL_DIR,  # type: ignore[attr-defined]
-        dir=os.getcwd(),
-        start_method=context._default_context.get_start_method(),
-    )
-    return data
 
 
 class _ChildProcess(context.ForkServerProcess):

@@ -27,7 +27,7 @@ from typing import Any
 
 from byop_nb import _compat
 from byop_nb.scheduling.workers._forkserver import _Popen as _ForkServerPopen
-from byop_nb.scheduling.workers._forkserver import _preparation_data, launch_server
+from byop_nb.scheduling.workers._forkserver import launch_server
 
 __all__ = ["adopt", "SPAWN", "FORKSERVER", "POOL_SERVER_PRELOAD"]
 
@@ -43,10 +43,9 @@ class _PoolServer(forkserver.ForkServer):
     """
 
     def ensure_running(self) -> None:
-        server: Any = self  # multiprocessing's private state of a ForkServer
-        with server._lock:
+        with _compat.forkserver_lock(self):
             resource_tracker.ensure_running()
-            pid = server._forkserver_pid
+            pid, alive_fd, _address = _compat.forkserver_state(self)
             if pid is not None:
                 try:
                     ended, _status = os.waitpid(pid, os.WNOHANG)
@@ -55,11 +54,11 @@ class _PoolServer(forkserver.ForkServer):
                 if not ended:
                     return
                 try:
-                    os.close(server._forkserver_alive_fd)
-                except OSError:
+                    os.close(alive_fd)  # type: ignore[arg-type]
+                except (OSError, TypeError):
                     pass
-                server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
-            launch_server(server, POOL_SERVER_PRELOAD)
+                _compat.set_forkserver_state(self, _compat.ForkServerState(None, None, None))
+            launch_server(self, POOL_SERVER_PRELOAD)
 
 
 _POOL_SERVER = _PoolServer()
@@ -85,7 +84,7 @@ class _SpawnPopen(popen_spawn_posix.Popen):
         tracker_fd: int = resource_tracker.getfd()  # type: ignore[assignment]
         fds: list[int] = self._fds  # type: ignore[attr-defined]
         fds.append(tracker_fd)
-        prep_data = _preparation_data(process_obj._name)
+        prep_data = _compat.preparation_data_without_main(process_obj.name)
         fp = io.BytesIO()
         context.set_spawning_popen(self)
         try:

@@ -47,6 +47,8 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from byop_nb import _compat
+
 __all__ = ["modules_for", "preload", "finished", "learn", "server_pid", "server_died", "stop", "release", "warm_up"]
 
 ENVIRONMENT = "BYOP_NB_WARM_IMPORTS"
@@ -242,9 +244,7 @@ def learn(imported: Iterable[str]) -> None:
 
 def server_pid() -> int | None:
     """The pid of this process's warm server (its forkserver), if one is running."""
-    from multiprocessing import forkserver
-
-    return getattr(forkserver._forkserver, "_forkserver_pid", None)
+    return _compat.forkserver_state(_compat.forkserver()).pid
 
 
 def _running_pid() -> int | None:
@@ -275,14 +275,14 @@ def server_died(pid: int) -> str | None:
 
 def stop() -> None:
     """Stop this process's warm server, if it runs (its children end with it: see `_worker.die_with_parent`)."""
-    from multiprocessing import forkserver, util
+    from multiprocessing import util
 
-    server: Any = forkserver._forkserver
-    with server._lock:
-        pid, alive, address = server._forkserver_pid, server._forkserver_alive_fd, server._forkserver_address
+    server = _compat.forkserver()
+    with _compat.forkserver_lock(server):
+        pid, alive, address = _compat.forkserver_state(server)
         if pid is None:  # none of ours (a forkserver's child holds its parent's address and pipe: not to touch)
             return
-        server._forkserver_pid = server._forkserver_alive_fd = server._forkserver_address = None
+        _compat.set_forkserver_state(server, _compat.ForkServerState(None, None, None))
     if alive is not None:
         try:
             os.close(alive)
@@ -326,10 +326,8 @@ def _own_forkserver() -> None:
     inherited server, so that this process starts its own.
     """
     global _loaded
-    from multiprocessing import forkserver
-
-    server: Any = forkserver._forkserver
-    pid = getattr(server, "_forkserver_pid", None)
+    server = _compat.forkserver()
+    pid, alive_fd, _address = _compat.forkserver_state(server)
     if pid is None:
         return
     try:  # a server this process started is its child, alive or not yet reaped
@@ -339,9 +337,8 @@ def _own_forkserver() -> None:
         pass
     # Its alive-pipe end is this process's copy: close it, so that the server
     # still ends when its real owner does.
-    alive_fd = server._forkserver_alive_fd
-    server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
-    server._lock = threading.Lock()
+    _compat.set_forkserver_state(server, _compat.ForkServerState(None, None, None))
+    _compat.renew_forkserver_lock(server)
     _loaded = frozenset()
     if alive_fd is not None:
         try:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from byop_nb import _compat
 from byop_nb.scheduling.workers._processes import kill_family, kill_session
 from byop_nb.scheduling.workers._shipping import attach_traceback, load, sendable, sendable_exception
 
@@ -184,7 +185,7 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
             "cluster with dask.config.set({'distributed.worker.daemon': False}) or use "
             "processes=False / a ProcessPoolExecutor."
         )
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    if _compat.LAUNCH_WITHOUT_MAIN:
         # Every limited call is a child of this process's warm server (see _warm): a fresh,
         # single-threaded interpreter that imported what the calls need. Not a fork of this
         # process: a worker has threads (a kernel too), and a memory limit caps the child's
@@ -199,7 +200,9 @@ def _call_limited(fn: Callable[..., Any], limits: Limits, args: tuple[Any, ...],
             return _run_on_warm_server(fn, limits, args, kwargs, CONTEXT)
         finally:
             _warm.finished()
-    # No forkserver (Windows): a spawned child, which imports what the call needs itself.
+    # No warm server (Windows, or a Python whose forkserver insides byop_nb does not know, see
+    # _compat.LAUNCH_WITHOUT_MAIN): a child of the default start method, which imports what the call
+    # needs itself.
     context = multiprocessing.get_context()
     function = _Call(fn, args, kwargs, parent=None)
     try:
@@ -568,10 +571,9 @@ def _let_the_forkserver_go() -> None:
     are handed one, so a child would keep the forkserver, its parent, alive (and its
     parent-death signal unsent) after the worker that asked for the child died.
     """
-    from multiprocessing import forkserver
-
-    server: Any = forkserver._forkserver
-    fd, server._forkserver_alive_fd = server._forkserver_alive_fd, None
+    server = _compat.forkserver()
+    pid, fd, address = _compat.forkserver_state(server)
+    _compat.set_forkserver_state(server, _compat.ForkServerState(pid, None, address))
     if fd is not None:
         try:
             os.close(fd)
