@@ -32,13 +32,15 @@ def sleep_then_return(seconds: float, value: int = 0) -> int:
 def learn(trial, steps: int = 8, delay: float = 0.0):  # type: ignore[no-untyped-def]
     """A multi-fidelity trial: loss `x + 1/(step + 1)` at each step, reported, pruned when the optimizer says.
 
-    A trial with a large `x` is worse at every step, so a median pruner stops it early.
+    A trial with a large `x` is worse at every step, so a median pruner stops it early. It asks
+    before each step but the last: a trial that ran every step is complete (with two trials in
+    flight, the median may say "prune" at the last step, after all the work is done).
     """
     loss = math.inf
     for step in range(steps):
         loss = trial.config["x"] + 1.0 / (step + 1)
         trial.report_step(step, loss=loss, accuracy=1.0 - loss)
-        if trial.should_prune():
+        if step < steps - 1 and trial.should_prune():
             return trial.prune(loss=loss)
         time.sleep(delay)
     return trial.success(loss=loss)
