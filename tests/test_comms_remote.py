@@ -382,3 +382,13 @@ def test_a_worker_with_no_route_to_the_comm_fails_its_call_naming_the_address(
     message = str(error)
     assert "cannot reach the scheduler" in message and f"TCP {isolated.unreachable_host}:" in message, message
     assert "firewall" in message
+
+
+def test_a_pruned_study_runs_on_a_worker_that_sees_nothing_of_this_machine(
+    isolated: Isolated, no_orphans: None
+) -> None:
+    """Multi-fidelity trials need no database on the worker: each step and each "prune?" goes through the comm."""
+    pytest.importorskip("optuna")
+    from pruning_checks import run_and_check_a_pruned_study
+
+    run_and_check_a_pruned_study(Scheduler.with_dask(isolated.client), timeout=180)
