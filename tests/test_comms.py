@@ -143,7 +143,8 @@ def comm_sockets() -> list[str]:
 
 
 def comm_dirs() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "byop_nb-comm-*")))
+    """This process's comm socket directories (each named by its hub's pid: not another process's, in a shared /tmp)."""
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), f"byop_nb-comm-{os.getpid()}-*")))
 
 
 @pytest.fixture
@@ -780,3 +781,79 @@ def test_comm_task_msg_is_the_message_class_for_annotations() -> None:
 
     assert scheduler.run() is ExitCode.EXHAUSTED
     assert seen[:2] == [0, 1]
+
+
+# -- what a killed process leaves -------------------------------------------------------------
+
+HOLDS_A_CALL = """
+from byop_nb.scheduling import CommTask, Scheduler
+
+def ask(comm):
+    comm.request("never answered")
+
+scheduler = Scheduler.with_threads(1)
+task = CommTask(ask, scheduler)
+task.on_request(lambda msg: print("holding", flush=True))
+scheduler.on_start(lambda: task())
+scheduler.run()
+"""
+
+SAYS_HELLO = """
+from byop_nb.scheduling import CommTask, Scheduler
+
+scheduler = Scheduler.with_threads(1)
+task = CommTask(lambda comm: comm.send("hello"), scheduler)
+scheduler.on_start(lambda: task())
+scheduler.run()
+"""
+
+
+def test_the_next_hub_removes_the_socket_directory_a_sigkilled_process_left(no_orphans: None) -> None:
+    """A process killed by SIGKILL cannot remove its hub's directory; the next process's first hub does."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import python_command
+
+    folder = Path(tempfile.mkdtemp(prefix="bn-"))  # short: Unix socket paths are
+    env = {**os.environ, "TMPDIR": str(folder), "PYTHONPATH": os.pathsep.join(sys.path)}
+    try:
+        (folder / "a.py").write_text(HOLDS_A_CALL)
+        (folder / "b.py").write_text(SAYS_HELLO)
+        holder = subprocess.Popen(python_command(folder / "a.py"), env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+            (left,) = folder.glob(f"byop_nb-comm-{holder.pid}-*")
+        finally:
+            holder.send_signal(signal.SIGKILL)
+            holder.wait(timeout=30)
+        assert (left / "s").exists()  # SIGKILL: nobody removed it
+        other_users_style = folder / "byop_nb-comm-abc_12"  # a name without a pid (older versions): left alone
+        other_users_style.mkdir()
+        subprocess.run(python_command(folder / "b.py"), env=env, check=True, timeout=120)
+        assert not left.exists()
+        assert sorted(p.name for p in folder.iterdir()) == ["a.py", "b.py", other_users_style.name]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_sweep_keeps_directories_whose_process_runs_and_sweeps_a_folder_once(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    from byop_nb.scheduling.comm._hub import sweep_dead_directories
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    gone = tmp_path / f"byop_nb-comm-{ended.pid}-x1"
+    running = tmp_path / f"byop_nb-comm-{os.getpid()}-x2"
+    for folder in (gone, running):
+        folder.mkdir()
+        (folder / "knock").write_bytes(b"\0" * 16)
+    assert sweep_dead_directories(str(tmp_path)) == [str(gone)]
+    assert not gone.exists() and running.exists()
+    gone.mkdir()
+    assert sweep_dead_directories(str(tmp_path)) == [] and gone.exists()  # once per folder and process

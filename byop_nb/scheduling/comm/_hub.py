@@ -47,6 +47,47 @@ __all__ = ["_Hub", "_Conn", "_CallComms"]
 
 DRAIN_ROUNDS = 256  # reads per connection when a call ends: bounded, in case a leaked comm keeps sending
 
+DIRECTORY_PREFIX = "byop_nb-comm-"
+"""A hub's socket directory is `<temporary folder>/byop_nb-comm-<pid>-<random>`, `<pid>` its process's."""
+
+_swept: set[str | None] = set()  # the folders this process has swept (see sweep_dead_directories)
+
+
+def sweep_dead_directories(base: str | None) -> list[str]:
+    """Remove the socket directories that hubs of processes that no longer exist left in `base`; once per process.
+
+    A hub removes its directory when it closes, on every exit path Python sees; a process
+    killed by SIGKILL (a kernel killed from outside, an out-of-memory kill) cannot, and
+    leaves a directory with its socket and knock file behind. The next hub on this
+    machine removes those of this user whose process is gone. A directory whose pid runs
+    (its owner, or another process that got the pid since) stays. Returns what was removed.
+    """
+    if base in _swept or not hasattr(os, "getuid"):
+        return []
+    _swept.add(base)
+    folder = base if base is not None else tempfile.gettempdir()
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    for entry in entries:
+        parts = entry.name[len(DIRECTORY_PREFIX) :].split("-")
+        if not entry.name.startswith(DIRECTORY_PREFIX) or len(parts) != 2 or not parts[0].isdigit():
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            os.kill(int(parts[0]), 0)
+            continue  # its process runs
+        except ProcessLookupError:
+            pass
+        except OSError:  # PermissionError: the pid runs, as another user's process
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(entry.path)
+    return removed
+
 
 class _CallComms:
     """The main side's state of one call of a CommTask."""
@@ -216,7 +257,9 @@ class _Hub:
         try:
             if unix:
                 base = None if len(tempfile.gettempdir()) < 80 else "/tmp"  # Unix socket paths are short
-                self.directory = tempfile.mkdtemp(prefix="byop_nb-comm-", dir=base)
+                sweep_dead_directories(base)
+                # Named by the process that owns it, so a leftover says whose it was (see sweep_dead_directories).
+                self.directory = tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-", dir=base)
                 self.address = os.path.join(self.directory, "s")
                 knocks = os.path.join(self.directory, KNOCK_FILE)
                 fd = os.open(knocks, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
