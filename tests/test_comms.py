@@ -840,7 +840,19 @@ def test_the_next_hub_removes_the_socket_directory_a_sigkilled_process_left(no_o
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_the_sweep_keeps_directories_whose_process_runs_and_sweeps_a_folder_once(tmp_path: Any) -> None:
+def test_the_sweep_keeps_directories_whose_process_runs_and_sweeps_a_folder_once() -> None:
+    from pathlib import Path
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="bn-"))  # short: a Unix socket's path is
+    try:
+        check_the_sweep(tmp_path)
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def check_the_sweep(tmp_path: Any) -> None:
     import subprocess
     import sys
 
@@ -853,7 +865,14 @@ def test_the_sweep_keeps_directories_whose_process_runs_and_sweeps_a_folder_once
     for folder in (gone, running):
         folder.mkdir()
         (folder / "knock").write_bytes(b"\0" * 16)
-    assert sweep_dead_directories(str(tmp_path)) == [str(gone)]
-    assert not gone.exists() and running.exists()
+    # A pid that is gone, but a socket that takes connections: a process in another PID namespace.
+    elsewhere = tmp_path / f"byop_nb-comm-{ended.pid}-x3"
+    elsewhere.mkdir()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(elsewhere / "s"))
+    listener.listen()
+    with listener:
+        assert sweep_dead_directories(str(tmp_path)) == [str(gone)]
+    assert not gone.exists() and running.exists() and elsewhere.exists()
     gone.mkdir()
     assert sweep_dead_directories(str(tmp_path)) == [] and gone.exists()  # once per folder and process

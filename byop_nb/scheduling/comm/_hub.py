@@ -59,8 +59,10 @@ def sweep_dead_directories(base: str | None) -> list[str]:
     A hub removes its directory when it closes, on every exit path Python sees; a process
     killed by SIGKILL (a kernel killed from outside, an out-of-memory kill) cannot, and
     leaves a directory with its socket and knock file behind. The next hub on this
-    machine removes those of this user whose process is gone. A directory whose pid runs
-    (its owner, or another process that got the pid since) stays. Returns what was removed.
+    machine removes those of this user whose process is gone and whose socket nobody
+    listens on. A directory whose pid runs (its owner, or another process that got the pid
+    since) stays, and so does one whose socket still takes a connection (its owner runs in
+    another PID namespace, a container sharing this folder). Returns what was removed.
     """
     if base in _swept or not hasattr(os, "getuid"):
         return []
@@ -84,9 +86,24 @@ def sweep_dead_directories(base: str | None) -> list[str]:
             pass
         except OSError:  # PermissionError: the pid runs, as another user's process
             continue
+        if _someone_listens(os.path.join(entry.path, "s")):
+            continue
         shutil.rmtree(entry.path, ignore_errors=True)
         removed.append(entry.path)
     return removed
+
+
+def _someone_listens(path: str) -> bool:
+    """Whether a hub listens on the Unix socket `path` (a connection made and dropped at once: the hub ignores it)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        except OSError:  # not sure (a full backlog, a path too long): keep it
+            return True
+        return True
 
 
 class _CallComms:
