@@ -1,10 +1,13 @@
-"""Cost per trial call: a `Trial.Task` of a no-op trial function, `task.map` over N trials.
+"""Cost per trial call: a `Trial.Task` of a no-op trial against a plain `Task` of a no-op function.
 
-Measures trials per second and the main process's CPU time per trial on
-`Scheduler.with_processes(2)` and `Scheduler.with_threads(2)`, 8 in flight.
-It shows what a Trial.Task's bookkeeping costs per call (its comm's hub
-registration included since Trial.Task became a CommTask; a trial that
-never uses `trial.comm` never connects).
+Measures calls per second and the main process's CPU time per call on
+`Scheduler.with_processes(2)` and `Scheduler.with_threads(2)`, 8 in flight
+(`task.map`), for both tasks in the same round, and prints the trial's figures
+as ratios against the plain task's. What the ratio shows is a Trial.Task's own
+bookkeeping per call: its trial and report, its comm's hub registration (a
+Trial.Task is a CommTask; a trial that never uses `trial.comm` never
+connects), its steps and its history row with the trial's columns.
+With threads the CPU time includes the worker threads' (one process).
 
     python benchmarks/bench_trial_calls.py [--n 2000] [--rounds 3]
 """
@@ -14,23 +17,34 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 from byop_nb.optimization import Trial
-from byop_nb.scheduling import Scheduler
+from byop_nb.scheduling import Scheduler, Task
 
 
-def noop(trial: Trial) -> Trial.Report:
+def noop_trial(trial: Trial) -> Trial.Report:
     return trial.success(loss=0.0)
 
 
-def one_round(kind: str, n: int) -> tuple[float, float]:
+def noop(x: int) -> float:
+    return 0.0
+
+
+def one_round(kind: str, n: int, trials: bool) -> tuple[float, float]:
+    """(calls per second, main-process CPU µs per call) of one run of n calls."""
     scheduler = Scheduler.with_processes(2) if kind == "processes" else Scheduler.with_threads(2)
-    task = Trial.Task(noop, scheduler)
-    trials = [Trial(name=f"t-{i}", config={"x": i}) for i in range(n)]
+    task: Any
+    if trials:
+        task = Trial.Task(noop_trial, scheduler)
+        items: list[Any] = [Trial(name=f"t-{i}", config={"x": i}) for i in range(n)]
+    else:
+        task = Task(noop, scheduler)
+        items = list(range(n))
 
     @scheduler.on_start
     def launch() -> None:
-        task.map(trials, in_flight=8)
+        task.map(items, in_flight=8)
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
     scheduler.run()
@@ -45,15 +59,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     for kind in ("processes", "threads"):
-        rates, cpus = [], []
+        rate_ratios, cpu_ratios = [], []
         for r in range(args.rounds):
-            rate, cpu = one_round(kind, args.n)
-            rates.append(rate)
-            cpus.append(cpu)
-            print(f"{kind:9} round {r + 1}: {rate:8.0f} trials/s, main-process CPU {cpu:6.1f} µs per trial")
+            plain_rate, plain_cpu = one_round(kind, args.n, trials=False)  # the baseline, in the same round
+            rate, cpu = one_round(kind, args.n, trials=True)
+            rate_ratios.append(rate / plain_rate)
+            cpu_ratios.append(cpu / plain_cpu)
+            print(
+                f"{kind:9} round {r + 1}: Trial.Task {rate:7.0f} calls/s, {cpu:5.1f} µs CPU per call; "
+                f"Task {plain_rate:7.0f} calls/s, {plain_cpu:5.1f} µs; "
+                f"ratio rate {rate / plain_rate:4.2f}, CPU {cpu / plain_cpu:4.2f}"
+            )
         print(
-            f"{kind:9} median: {statistics.median(rates):8.0f} trials/s, "
-            f"main-process CPU {statistics.median(cpus):6.1f} µs per trial (n={args.n})"
+            f"{kind:9} median ratio, Trial.Task / Task: rate {statistics.median(rate_ratios):4.2f}, "
+            f"main-process CPU per call {statistics.median(cpu_ratios):4.2f} (n={args.n})"
         )
 
 
