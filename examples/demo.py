@@ -27,4 +27,5 @@ if __name__ == "__main__":
     print(scheduler.counts_df().to_string(index=False))
     df = task.df()
     print(df.groupby("status").size().to_string())
-    print(df.tail().to_string())
+    columns = ["call", "arg.x", "status", "result", "exception_type", "exception_message", "duration"]
+    print(df[columns].tail(8).to_string(index=False))  # every column: df.columns; tracebacks: df["traceback"]
