@@ -289,3 +289,29 @@ def test_a_task_made_again_under_its_name_takes_over_the_callbacks_of_the_old_on
 
     scheduler.run()
     assert seen == [-1, 9]
+
+
+def crash(trial: object) -> object:
+    raise KeyError("degree")
+
+
+@pytest.mark.parametrize("kind", ["threads", "processes", "memory-limited", "trial"])
+def test_a_calls_traceback_starts_at_the_users_function(kind: str, no_orphans: None) -> None:
+    """The frames above the user's function (byop_nb's worker, a limited child's runner, a trial's wrapper, a
+    thread pool's worker) are left out of the row's traceback: it starts at the user's line, file and source."""
+    from byop_nb.optimization import Trial
+
+    scheduler = Scheduler.with_threads(1) if kind == "threads" else Scheduler.with_processes(1)
+    if kind == "trial":
+        task: Task = Trial.Task(crash, scheduler)
+        scheduler.on_start(lambda: task(Trial(name="t", config={})))
+        line, where = 'raise KeyError("degree")', "in crash"
+    else:
+        task = Task(fail, scheduler, **({"memory_limit": (500, "MB")} if kind == "memory-limited" else {}))
+        scheduler.on_start(lambda: task(3))
+        line, where = 'raise ValueError(f"x cannot be {x}")', "in fail"
+    scheduler.run(timeout=60)
+    text = task.df()["traceback"][0]
+    first, source = text.splitlines()[1:3]
+    assert first.startswith(f'  File "{__file__}", line ') and first.endswith(where), text
+    assert source.strip() == line and "byop_nb" not in text and "concurrent" not in text, text

@@ -18,7 +18,6 @@ import socket
 import struct
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -38,7 +37,15 @@ from byop_nb.scheduling.comm._wire import (
     knock,
     readable,
 )
-from byop_nb.scheduling.workers._shipping import attach_traceback, dumps, load, payload, sendable, sendable_exception
+from byop_nb.scheduling.workers._shipping import (
+    attach_traceback,
+    dumps,
+    load,
+    payload,
+    sendable,
+    sendable_exception,
+    worker_traceback,
+)
 
 __all__ = ["Comm"]
 
@@ -465,7 +472,7 @@ class _CommCall:
         except BaseException as e:
             if not self.unpickled:
                 raise
-            attach_traceback(e, traceback.format_exc())
+            attach_traceback(e, worker_traceback(e))
             sent = sendable_exception(e)  # by value, like the function, where it must
             if sent is e:
                 raise

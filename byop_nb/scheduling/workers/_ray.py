@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import traceback
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import Executor as _Executor
@@ -68,7 +67,7 @@ def _run(function: Callable[..., Any] | bytes, /, *args: Any, **kwargs: Any) -> 
     try:
         return _shipping.load(function)(*args, **kwargs)
     except BaseException as e:
-        _shipping.attach_traceback(e, traceback.format_exc())
+        _shipping.attach_traceback(e, _shipping.worker_traceback(e))
         raise
 
 

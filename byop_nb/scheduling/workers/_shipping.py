@@ -29,9 +29,11 @@ This module is imported in worker processes: it imports nothing heavy at import 
 
 from __future__ import annotations
 
+import os
 import pickle
 import traceback
 from collections.abc import Callable
+from concurrent.futures import __file__ as _futures_file
 from itertools import islice
 from types import FunctionType, MethodType
 from typing import Any, ClassVar
@@ -44,6 +46,9 @@ __all__ = [
     "load",
     "attach_traceback",
     "traceback_text",
+    "worker_traceback",
+    "from_the_users_frames",
+    "cloudpickle_dumps",
     "ByValue",
     "arguments",
     "sendable",
@@ -122,7 +127,7 @@ def _code_from(constructor: Any, args: tuple[Any, ...], filename: str, lines: li
 _PICKLER: Any = None
 
 
-def _cloudpickle_dumps(value: Any, protocol: int = pickle.HIGHEST_PROTOCOL) -> bytes:
+def cloudpickle_dumps(value: Any, protocol: int = pickle.HIGHEST_PROTOCOL) -> bytes:
     """`cloudpickle.dumps(value)`, with code objects that keep their file's name (`_code_reduce`)."""
     global _PICKLER
     import io
@@ -178,7 +183,7 @@ class FunctionNotShippable(pickle.PicklingError):
 
 def _by_value(function: Callable[..., Any]) -> bytes:
     try:
-        return _cloudpickle_dumps(function)
+        return cloudpickle_dumps(function)
     except Exception as e:
         name = getattr(function, "__qualname__", None) or type(function).__name__
         raise FunctionNotShippable(
@@ -233,15 +238,60 @@ def name_cells(exception: BaseException) -> None:
         cause.tb = cells_named(cause.tb)  # type: ignore[union-attr]
 
 
+# Where the frames above a user's function come from: byop_nb, and the stdlib's pools (a thread pool's worker).
+_NOT_THE_USERS = (
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + os.sep,  # byop_nb/
+    os.path.dirname(os.path.abspath(_futures_file)) + os.sep,  # concurrent/futures/
+)
+
+
+def worker_traceback(exception: BaseException) -> str:
+    """In the worker: the traceback of what a call raised, from the user's first frame on.
+
+    The frames above the user's function (byop_nb's worker entry point, a limited
+    child's runner, a trial's wrapper; a thread pool's worker) say nothing about the
+    error, so the text starts at the first frame outside byop_nb and the stdlib's
+    pools. An error raised in those frames only keeps them all, to be found.
+    """
+    first = exception.__traceback__
+    while first is not None and first.tb_frame.f_code.co_filename.startswith(_NOT_THE_USERS):
+        first = first.tb_next
+    if first is None:  # none of the user's frames
+        first = exception.__traceback__
+    return "".join(traceback.format_exception(type(exception), exception, first))
+
+
 def traceback_text(exception: BaseException) -> str:
     """The traceback of `exception` as text: the worker's own when it came from another process."""
     remote = getattr(exception, "remote_traceback", None)
     if isinstance(remote, str):
         return remote
     cause = exception.__cause__
-    if type(cause).__name__ == "_RemoteTraceback":  # a ProcessPoolExecutor's worker traceback
-        return str(getattr(cause, "tb", cause))
-    return "".join(traceback.format_exception(exception))
+    if type(cause).__name__ == "_RemoteTraceback":  # a ProcessPoolExecutor's worker traceback, as text
+        text = str(getattr(cause, "tb", cause))
+        if text.startswith('\n"""\n') and text.endswith('"""'):  # the pool's quotes around it
+            text = text[5:-3]
+        return from_the_users_frames(text)
+    return worker_traceback(exception)
+
+
+def from_the_users_frames(text: str) -> str:
+    """A traceback's text without the frames above the user's function (see `worker_traceback`).
+
+    Only the last traceback of the text (the exception raised, after any it was raised
+    from) loses them, and only when a frame of the user's follows.
+    """
+    lines = text.splitlines(keepends=True)
+    heads = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")]
+    if not heads:
+        return text
+    head = heads[-1]
+    frames = [i for i in range(head + 1, len(lines)) if lines[i].startswith('  File "')]
+    for i in frames:
+        path = lines[i][len('  File "') :].split('"', 1)[0]
+        if not path.startswith(_NOT_THE_USERS):
+            return "".join(lines[: head + 1] + lines[i:]) if i != frames[0] else text
+    return text
 
 
 # -- values ----------------------------------------------------------------------------------
@@ -287,7 +337,7 @@ class ByValue:
         self.value = value
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (pickle.loads, (_cloudpickle_dumps(self.value),))
+        return (pickle.loads, (cloudpickle_dumps(self.value),))
 
 
 def arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -342,7 +392,7 @@ def dumps(value: Any) -> bytes:
     else:
         error = None
     try:
-        return _cloudpickle_dumps(value)
+        return cloudpickle_dumps(value)
     except Exception:
         if error is not None:
             raise error from None

@@ -20,14 +20,20 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from byop_nb import _compat
 from byop_nb.scheduling.workers._processes import kill_family, kill_session
-from byop_nb.scheduling.workers._shipping import attach_traceback, load, sendable, sendable_exception
+from byop_nb.scheduling.workers._shipping import (
+    attach_traceback,
+    cloudpickle_dumps,
+    load,
+    sendable,
+    sendable_exception,
+    worker_traceback,
+)
 
 __all__ = ["Limits", "call", "call_and_ship"]
 
@@ -60,7 +66,7 @@ def call(
             return fn(*args, **kwargs)
         return _call_limited(fn, limits, args, kwargs)
     except BaseException as e:
-        attach_traceback(e, traceback.format_exc())
+        attach_traceback(e, worker_traceback(e))
         raise
 
 
@@ -538,7 +544,7 @@ class _Call:
         try:
             result = self.fn(*self.args, **self.kwargs)
         except BaseException as e:
-            attach_traceback(e, traceback.format_exc())
+            attach_traceback(e, worker_traceback(e))
             sent = sendable_exception(e)
             if sent is e:
                 raise
@@ -605,9 +611,8 @@ class _Shipped(_Call):
     server_modules: frozenset[str] | None = None  # in the child: the modules it had when forked
 
     def __reduce__(self) -> tuple[Any, ...]:
-        import cloudpickle
-
-        return (_unship, (cloudpickle.dumps((self.fn, self.args, self.kwargs)), self.parent))
+        # cloudpickle's, with code that keeps its file's name: the child's traceback shows the user's file and line
+        return (_unship, (cloudpickle_dumps((self.fn, self.args, self.kwargs)), self.parent))
 
     def __call__(self) -> Any:
         try:
