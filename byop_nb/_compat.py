@@ -49,6 +49,7 @@ __all__ = [
     "pool_call_queue",
     "LAUNCH_WITHOUT_MAIN",
     "ForkServerState",
+    "NO_FORKSERVER",
     "forkserver",
     "forkserver_lock",
     "renew_forkserver_lock",
@@ -265,6 +266,10 @@ class ForkServerState(NamedTuple):
     pid: int | None
     alive_fd: int | None  # this process's end of the pipe whose closing ends the server
     address: Any  # the server's socket
+
+
+NO_FORKSERVER = ForkServerState(None, None, None)
+"""The state of a ForkServer that runs no server (set it to forget one)."""
 
 
 def forkserver() -> Any:

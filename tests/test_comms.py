@@ -18,6 +18,7 @@ from helpers import identity
 
 from byop_nb.scheduling import Comm, CommError, CommTask, ExitCode, Scheduler, Task
 from byop_nb.scheduling import comms as comms_module
+from byop_nb.scheduling.comm._hub import DIRECTORY_PREFIX
 
 # -- functions the workers run (module level: importable by spawned workers) ---------
 
@@ -144,7 +145,7 @@ def comm_sockets() -> list[str]:
 
 def comm_dirs() -> set[str]:
     """This process's comm socket directories (each named by its hub's pid: not another process's, in a shared /tmp)."""
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), f"byop_nb-comm-{os.getpid()}-*")))
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), f"{DIRECTORY_PREFIX}{os.getpid()}-*")))
 
 
 @pytest.fixture

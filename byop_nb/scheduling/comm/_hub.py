@@ -50,6 +50,9 @@ DRAIN_ROUNDS = 256  # reads per connection when a call ends: bounded, in case a 
 DIRECTORY_PREFIX = "byop_nb-comm-"
 """A hub's socket directory is `<temporary folder>/byop_nb-comm-<pid>-<random>`, `<pid>` its process's."""
 
+SOCKET_FILE = "s"
+"""The hub's Unix socket, in that directory (next to its knock file, `_wire.KNOCK_FILE`)."""
+
 _swept: set[str | None] = set()  # the folders this process has swept (see sweep_dead_directories)
 
 
@@ -74,8 +77,10 @@ def sweep_dead_directories(base: str | None) -> list[str]:
     except OSError:
         return []
     for entry in entries:
-        parts = entry.name[len(DIRECTORY_PREFIX) :].split("-")
-        if not entry.name.startswith(DIRECTORY_PREFIX) or len(parts) != 2 or not parts[0].isdigit():
+        if not entry.name.startswith(DIRECTORY_PREFIX):
+            continue
+        parts = entry.name[len(DIRECTORY_PREFIX) :].split("-")  # <pid>, <random>
+        if len(parts) != 2 or not parts[0].isdigit():
             continue
         try:
             if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.getuid():
@@ -86,7 +91,7 @@ def sweep_dead_directories(base: str | None) -> list[str]:
             pass
         except OSError:  # PermissionError: the pid runs, as another user's process
             continue
-        if _someone_listens(os.path.join(entry.path, "s")):
+        if _someone_listens(os.path.join(entry.path, SOCKET_FILE)):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         removed.append(entry.path)
@@ -277,7 +282,7 @@ class _Hub:
                 sweep_dead_directories(base)
                 # Named by the process that owns it, so a leftover says whose it was (see sweep_dead_directories).
                 self.directory = tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-", dir=base)
-                self.address = os.path.join(self.directory, "s")
+                self.address = os.path.join(self.directory, SOCKET_FILE)
                 knocks = os.path.join(self.directory, KNOCK_FILE)
                 fd = os.open(knocks, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
                 try:

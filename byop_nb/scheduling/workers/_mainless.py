@@ -57,7 +57,7 @@ class _PoolServer(forkserver.ForkServer):
                     os.close(alive_fd)  # type: ignore[arg-type]
                 except (OSError, TypeError):
                     pass
-                _compat.set_forkserver_state(self, _compat.ForkServerState(None, None, None))
+                _compat.set_forkserver_state(self, _compat.NO_FORKSERVER)
             launch_server(self, POOL_SERVER_PRELOAD)
 
 

@@ -253,12 +253,7 @@ def worker_traceback(exception: BaseException) -> str:
     error, so the text starts at the first frame outside byop_nb and the stdlib's
     pools. An error raised in those frames only keeps them all, to be found.
     """
-    first = exception.__traceback__
-    while first is not None and first.tb_frame.f_code.co_filename.startswith(_NOT_THE_USERS):
-        first = first.tb_next
-    if first is None:  # none of the user's frames
-        first = exception.__traceback__
-    return "".join(traceback.format_exception(type(exception), exception, first))
+    return from_the_users_frames("".join(traceback.format_exception(exception)))
 
 
 def traceback_text(exception: BaseException) -> str:
@@ -276,7 +271,8 @@ def traceback_text(exception: BaseException) -> str:
 
 
 def from_the_users_frames(text: str) -> str:
-    """A traceback's text without the frames above the user's function (see `worker_traceback`).
+    """A traceback's text without the frames above the user's function (see `worker_traceback`): the
+    worker's own, and the text a process pool sends back.
 
     Only the last traceback of the text (the exception raised, after any it was raised
     from) loses them, and only when a frame of the user's follows.

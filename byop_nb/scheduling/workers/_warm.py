@@ -282,7 +282,7 @@ def stop() -> None:
         pid, alive, address = _compat.forkserver_state(server)
         if pid is None:  # none of ours (a forkserver's child holds its parent's address and pipe: not to touch)
             return
-        _compat.set_forkserver_state(server, _compat.ForkServerState(None, None, None))
+        _compat.set_forkserver_state(server, _compat.NO_FORKSERVER)
     if alive is not None:
         try:
             os.close(alive)
@@ -337,7 +337,7 @@ def _own_forkserver() -> None:
         pass
     # Its alive-pipe end is this process's copy: close it, so that the server
     # still ends when its real owner does.
-    _compat.set_forkserver_state(server, _compat.ForkServerState(None, None, None))
+    _compat.set_forkserver_state(server, _compat.NO_FORKSERVER)
     _compat.renew_forkserver_lock(server)
     _loaded = frozenset()
     if alive_fd is not None:
